@@ -1,0 +1,3 @@
+from che.cli import main
+
+main()

@@ -1,0 +1,216 @@
+"""Registries of tasks and positional encodings, and plugin loading.
+
+Built-ins register themselves with the `@register_task` / `@register_pe` decorators when their
+modules are imported. Plugins are ordinary modules that use the same decorators; they are found in
+three ways:
+
+- the entry-point groups `che.tasks` and `che.positional_encodings` of installed packages (an entry
+  point names a module, or a class in it; a class not yet registered is registered under its `name`);
+- `--plugin PATH_OR_MODULE` on the command line (a `.py` file or an importable module);
+- the environment variable `CHE_PLUGINS` (the same, separated by the OS path separator).
+
+Built-in names win a clash, with a warning. A plugin that fails to import is reported by name: at
+once when it was asked for with `--plugin`, and otherwise (entry points, `CHE_PLUGINS`) as a warning
+and in the error of a lookup that fails, so that it does not break commands that never use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from che.errors import CheError, unknown_name_error
+
+BUILTIN = "builtin"
+
+
+class CheWarning(UserWarning):
+    """A problem worth one line on stderr that does not stop the command."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    obj: Any
+    source: str  # "builtin", or the plugin it came from
+
+
+class Registry:
+    """Name -> object, filled by built-in modules, entry points and plugin files."""
+
+    def __init__(self, kind: str, entry_point_group: str, builtin_module: str,
+                 make: Callable[[Any], Any] = lambda cls: cls):
+        self.kind = kind
+        self.entry_point_group = entry_point_group
+        self.builtin_module = builtin_module
+        self._make = make  # turns a registered class into the stored object
+        self._entries: dict[str, Entry] = {}
+        self._loaded = False
+        self.broken: dict[str, str] = {}  # plugin -> why it failed to load
+
+    # -- registration -------------------------------------------------------------------------
+    def register(self, cls: Any, name: str | None = None) -> Any:
+        name = name or getattr(cls, "name", None)
+        if not name:
+            raise CheError(f"{self.kind} {cls!r} has no 'name' to register under")
+        source = _current_source
+        existing = self._entries.get(name)
+        if existing is not None and existing.obj is not cls and existing.source != source:
+            if existing.source == BUILTIN:
+                warnings.warn(f"plugin '{source}' defines {self.kind} '{name}', which is built in; "
+                              f"the built-in one is used", CheWarning, stacklevel=3)
+                return cls
+            warnings.warn(f"{self.kind} '{name}' from plugin '{source}' replaces the one from "
+                          f"plugin '{existing.source}'", CheWarning, stacklevel=3)
+        self._entries[name] = Entry(name, self._make(cls), source)
+        return cls
+
+    # -- lookup -------------------------------------------------------------------------------
+    def get(self, name: str) -> Any:
+        self.ensure_loaded()
+        entry = self._entries.get(name)
+        if entry is None:
+            err = unknown_name_error(self.kind, name, self._entries)
+            if self.broken:
+                failed = "; ".join(f"plugin '{p}' failed to load: {why}" for p, why in self.broken.items())
+                err = CheError(f"{err} [{failed}]")
+            raise err
+        return entry.obj
+
+    def entries(self) -> list[Entry]:
+        self.ensure_loaded()
+        return list(self._entries.values())
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.entries()]
+
+    def __contains__(self, name: str) -> bool:
+        self.ensure_loaded()
+        return name in self._entries
+
+    # -- loading ------------------------------------------------------------------------------
+    def ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        with _source(BUILTIN):
+            importlib.import_module(self.builtin_module)
+        for ep in _entry_points(self.entry_point_group):
+            label = f"{ep.name} ({ep.value})"
+            try:
+                with _source(ep.name):
+                    obj = ep.load()
+                    if isinstance(obj, type) and not any(e.obj is obj or getattr(e.obj, "__class__", None) is obj
+                                                         for e in self._entries.values()):
+                        self.register(obj, getattr(obj, "name", None) or ep.name)
+            except Exception as exc:  # a broken plugin must not break the rest
+                self._record_broken(label, exc)
+        for spec in env_plugins():
+            try:
+                load_plugin(spec)
+            except CheError as exc:
+                self._record_broken(spec, exc.__cause__ or exc)
+
+    def _record_broken(self, plugin: str, exc: BaseException) -> None:
+        why = f"{type(exc).__name__}: {exc}"
+        self.broken[plugin] = why
+        warnings.warn(f"plugin '{plugin}' failed to load and is ignored: {why}", CheWarning, stacklevel=2)
+
+
+# -- plugin modules -------------------------------------------------------------------------------
+_current_source = BUILTIN
+_loaded_plugins: dict[str, str] = {}  # spec as given -> canonical spec (absolute path or module)
+
+
+@contextlib.contextmanager
+def _source(name: str) -> Iterator[None]:
+    global _current_source
+    previous, _current_source = _current_source, name
+    try:
+        yield
+    finally:
+        _current_source = previous
+
+
+def _entry_points(group: str) -> list[importlib.metadata.EntryPoint]:
+    return list(importlib.metadata.entry_points(group=group))
+
+
+def env_plugins() -> list[str]:
+    return [s for s in os.environ.get("CHE_PLUGINS", "").split(os.pathsep) if s.strip()]
+
+
+def _canonical(spec: str) -> str:
+    path = Path(spec)
+    if spec.endswith(".py") or path.exists():
+        return str(path.resolve())
+    return spec
+
+
+def load_plugin(spec: str) -> None:
+    """Import a plugin given as a `.py` path or a module name; its decorators register it."""
+    canonical = _canonical(spec)
+    if canonical in _loaded_plugins.values():
+        return
+    _ensure_builtins()  # so that a clash with a built-in name is seen as one
+    try:
+        with _source(spec):
+            if canonical.endswith(".py") or Path(canonical).exists():
+                path = Path(canonical)
+                if not path.is_file():
+                    raise FileNotFoundError(f"no such file: {spec}")
+                module_name = f"che_plugin_{path.stem}_{abs(hash(canonical)) % 10**8}"
+                module_spec = importlib.util.spec_from_file_location(module_name, path)
+                module = importlib.util.module_from_spec(module_spec)
+                sys.modules[module_name] = module
+                module_spec.loader.exec_module(module)
+            else:
+                importlib.import_module(spec)
+    except Exception as exc:
+        raise CheError(f"plugin '{spec}' failed to load: {type(exc).__name__}: {exc}") from exc
+    _loaded_plugins[spec] = canonical
+
+
+def load_plugins(specs: list[str] | None) -> None:
+    for spec in specs or []:
+        load_plugin(spec)
+
+
+def loaded_plugins() -> list[str]:
+    """Plugins loaded explicitly or from CHE_PLUGINS, as specs another process can load again."""
+    return sorted(set(_loaded_plugins.values()))
+
+
+def _ensure_builtins() -> None:
+    for registry in (TASKS, PES):
+        if not registry._loaded:
+            with _source(BUILTIN):
+                importlib.import_module(registry.builtin_module)
+
+
+# -- the two registries ---------------------------------------------------------------------------
+TASKS = Registry("task", "che.tasks", "che.tasks", make=lambda cls: cls())
+PES = Registry("positional encoding", "che.positional_encodings", "che.models.positional")
+
+
+def register_task(cls: type) -> type:
+    """Class decorator: register a `che.tasks.Task` subclass under its `name`."""
+    return TASKS.register(cls)
+
+
+def register_pe(cls: type) -> type:
+    """Class decorator: register a positional encoding class under its `name`."""
+    return PES.register(cls)
+
+
+def get_task(name: str):
+    return TASKS.get(name)

@@ -1,0 +1,103 @@
+"""The positional-encoding zoo and how PE names are read.
+
+A name is `[dape-|dape2-][rand-]BASE`:
+- BASE is a registered PE (`che pes`), or one of its aliases (`kerple` is `kerple-log`);
+- `rand-` randomizes its positions (Ruoss et al. 2023); only PEs that use positions accept it;
+- `dape-` / `dape2-` wrap an additive-bias PE (or `none`) in DAPE / DAPE V2 (Zheng et al.).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from che.errors import CheError, unknown_name_error
+from che.models.positional.base import (AbsolutePE, AttentionPE, BiasPE,  # noqa: F401
+                                        PositionalEncoding, random_positions)
+from che.registry import PES
+
+# Importing a PE module registers its PEs (the @register_pe decorator).
+from che.models.positional import none, absolute, rotary, biases, dape  # noqa: F401,E402,I001
+
+DAPE_PREFIXES = {"dape-": "dape", "dape2-": "dape2"}
+RANDOM_PREFIX = "rand-"
+
+
+@dataclass(frozen=True)
+class PEBuild:
+    """A parsed PE name: which class, randomized or not, wrapped in DAPE or not."""
+
+    name: str          # canonical name, e.g. "dape-kerple-log" for "dape-kerple"
+    cls: type          # the base PE class
+    randomized: bool
+    dape: str | None   # None, "dape" or "dape2"
+    config: object
+
+    @property
+    def acts_on_embeddings(self) -> bool:
+        return issubclass(self.cls, AbsolutePE) and self.dape is None
+
+    def make(self) -> PositionalEncoding:
+        """A fresh PE module (the model makes one per layer for attention PEs)."""
+        from che.models.positional.dape import make_dape
+
+        base = self.cls(self.config, randomized=self.randomized)
+        return make_dape(self.dape, base, self.config) if self.dape else base
+
+
+def base_classes() -> dict[str, type]:
+    """Every registered base PE by name and alias."""
+    classes = {}
+    for entry in PES.entries():
+        classes[entry.name] = entry.obj
+        for alias in getattr(entry.obj, "aliases", ()):
+            classes.setdefault(alias, entry.obj)
+    return classes
+
+
+def dape_accepts(cls: type) -> bool:
+    return issubclass(cls, BiasPE) or cls.name == "none"
+
+
+def pe_names() -> list[str]:
+    """Every valid PE name (without aliases), modifiers included."""
+    names = []
+    for entry in PES.entries():
+        cls = entry.obj
+        variants = [cls.name] + ([RANDOM_PREFIX + cls.name] if cls.position_based else [])
+        names += variants
+        if dape_accepts(cls):
+            names += [prefix + v for prefix in DAPE_PREFIXES for v in variants]
+    return names
+
+
+def parse_pe(name: str, config) -> PEBuild:
+    rest, dape = name, None
+    for prefix, kind in DAPE_PREFIXES.items():
+        if rest.startswith(prefix):
+            rest, dape = rest[len(prefix):], kind
+    randomized = rest.startswith(RANDOM_PREFIX)
+    if randomized:
+        rest = rest[len(RANDOM_PREFIX):]
+    classes = base_classes()
+    cls = classes.get(rest)
+    if cls is None:
+        err = unknown_name_error("positional encoding", name, pe_names())
+        if PES.broken:
+            failed = "; ".join(f"plugin '{p}' failed to load: {why}" for p, why in PES.broken.items())
+            err = CheError(f"{err} [{failed}]")
+        raise err
+    if randomized and not cls.position_based:
+        raise CheError(f"'{name}': '{cls.name}' uses no positions, so it cannot be randomized "
+                       f"(randomizable: {', '.join(n for n, c in classes.items() if c.position_based)})")
+    if dape and not dape_accepts(cls):
+        accepted = ", ".join(sorted({c.name for c in classes.values() if dape_accepts(c)}))
+        raise CheError(f"'{name}': DAPE needs an additive-bias PE or none, not '{cls.name}' "
+                       f"(choices: {accepted})")
+    canonical = ({"dape": "dape-", "dape2": "dape2-"}.get(dape, "")
+                 + (RANDOM_PREFIX if randomized else "") + cls.name)
+    return PEBuild(canonical, cls, randomized, dape, config)
+
+
+def canonical_pe_name(name: str) -> str:
+    """`dape-kerple` -> `dape-kerple-log`; raises CheError for an unknown name."""
+    return parse_pe(name, None).name

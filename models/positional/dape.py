@@ -1,0 +1,131 @@
+"""DAPE: data-adaptive positional encoding (Zheng et al., NeurIPS 2024) and its V2 (ACL 2025).
+
+For an additive-bias PE with bias B [H, T, T] and the scaled scores S [batch, H, T, T]:
+
+    A = S + B + f(S, B)
+
+f maps, at every (i, j), the 2H values [S[:, i, j]; B[:, i, j]] to H values with
+Linear(2H -> D) -> LeakyReLU -> Linear(D -> H); one f per layer. The paper's ablations change what
+f sees and whether B is added (`variant`):
+
+    "S+B+f(S,B)"  the method (default)
+    "S+B+f(S+B)"  f sees the H values S + B
+    "S+f(S,B)"    no residual bias
+    "S+B+f(B)"    f blind to the content
+
+`dape-none` has no bias: A = S + f(S).
+
+DAPE V2 (`dape2-`, arXiv 2410.04798) replaces both linear maps by 2-D convolutions whose kernel
+spans one query row and k neighbouring keys (padding k // 2), so f also mixes nearby keys. The
+encoder here is not causal, so every key is visible to the convolution.
+
+Two implementations compute the same function with the same parameters (`dape_impl`):
+- "literal": concatenate [S; B] into [batch, T, T, 2H] and apply the MLP, as the published code;
+- "fast": split the first layer into its S and B halves and compute the B half (and its bias)
+  once per forward pass, since B is the same for every batch element; no concatenation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from che.models.positional.base import AttentionPE
+
+VARIANTS = ("S+B+f(S,B)", "S+B+f(S+B)", "S+f(S,B)", "S+B+f(B)")
+IMPLEMENTATIONS = ("fast", "literal")
+NEGATIVE_SLOPE = 0.01  # nn.LeakyReLU's default, as in the DAPE code
+
+
+class DAPE(AttentionPE):
+    """f over the attention scores and the bias of `base` (a BiasPE, or `none` for f(S) alone)."""
+
+    family = "DAPE"
+    citation = "Zheng et al. 2024, DAPE: Data-Adaptive Positional Encoding for Length Extrapolation"
+
+    def __init__(self, config, base: AttentionPE, kernel: int = 1):
+        super().__init__(config)
+        if config.dape_variant not in VARIANTS:
+            raise ValueError(f"unknown DAPE variant '{config.dape_variant}' (choices: {', '.join(VARIANTS)})")
+        if config.dape_impl not in IMPLEMENTATIONS:
+            raise ValueError(f"unknown DAPE implementation '{config.dape_impl}' "
+                             f"(choices: {', '.join(IMPLEMENTATIONS)})")
+        self.base = base
+        self.name = ("dape2-" if kernel > 1 else "dape-") + base.name
+        self.has_bias = base.name != "none"
+        self.variant = config.dape_variant if self.has_bias else "S+f(S)"
+        self.impl = config.dape_impl
+        self.kernel = kernel
+        heads, width = config.n_heads, config.dape_width
+        in_channels = 2 * heads if self.variant in ("S+B+f(S,B)", "S+f(S,B)") else heads
+        if kernel == 1:
+            self.hidden = nn.Linear(in_channels, width)
+            self.output = nn.Linear(width, heads)
+        else:
+            padding = (0, kernel // 2)
+            self.hidden = nn.Conv2d(in_channels, width, (1, kernel), padding=padding)
+            self.output = nn.Conv2d(width, heads, (1, kernel), padding=padding)
+
+    def rotate(self, q, k):
+        return self.base.rotate(q, k)
+
+    def logits(self, scores, q, k):
+        bias = self.base.bias(q, k) if self.has_bias else None
+        f = self._f_literal(scores, bias) if self.impl == "literal" else self._f_fast(scores, bias)
+        if self.variant == "S+f(S,B)" or bias is None:
+            return scores + f
+        return scores + bias + f
+
+    # -- f: what the MLP (or convolution) sees ---------------------------------------------------
+    def _inputs(self, scores, bias):
+        """The channels f sees, as (content part [batch, c, T, T] or None, bias part [c', T, T] or None)."""
+        if bias is None:
+            return scores, None
+        return {
+            "S+B+f(S,B)": (scores, bias),
+            "S+f(S,B)": (scores, bias),
+            "S+B+f(S+B)": (scores + bias, None),
+            "S+B+f(B)": (None, bias),
+        }[self.variant]
+
+    def _f_literal(self, scores, bias):
+        content, position = self._inputs(scores, bias)
+        parts = []
+        if content is not None:
+            parts.append(content)
+        if position is not None:
+            batch = scores.shape[0]
+            parts.append(position.unsqueeze(0).expand(batch, -1, -1, -1))
+        x = torch.cat(parts, dim=1)  # [batch, C, T, T]
+        if self.kernel == 1:
+            h = F.leaky_relu(self.hidden(x.permute(0, 2, 3, 1)), NEGATIVE_SLOPE)
+            return self.output(h).permute(0, 3, 1, 2)
+        return self.output(F.leaky_relu(self.hidden(x), NEGATIVE_SLOPE))
+
+    def _f_fast(self, scores, bias):
+        content, position = self._inputs(scores, bias)
+        weight, b1 = self.hidden.weight, self.hidden.bias
+        n_content = 0 if content is None else content.shape[1]
+        w_content, w_position = weight[:, :n_content], weight[:, n_content:]
+        # The position half of the first layer, once per forward: [D, T, T].
+        if self.kernel == 1:
+            const = b1[:, None, None]
+            if position is not None:
+                const = const + torch.einsum("dh,hij->dij", w_position, position)
+            if content is None:
+                h = const.unsqueeze(0)
+            else:
+                h = torch.einsum("dh,bhij->bdij", w_content, content) + const
+            h = F.leaky_relu(h, NEGATIVE_SLOPE)
+            return torch.einsum("hd,bdij->bhij", self.output.weight, h) + self.output.bias[:, None, None]
+        padding = (0, self.kernel // 2)
+        const = b1[:, None, None]
+        if position is not None:
+            const = const + F.conv2d(position.unsqueeze(0), w_position, padding=padding)[0]
+        h = const.unsqueeze(0) if content is None else F.conv2d(content, w_content, padding=padding) + const
+        return self.output(F.leaky_relu(h, NEGATIVE_SLOPE))
+
+
+def make_dape(kind: str, base: AttentionPE, config) -> DAPE:
+    return DAPE(config, base, kernel=1 if kind == "dape" else config.dape_kernel)

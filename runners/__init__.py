@@ -1,0 +1,1 @@
+"""Training, evaluation, sweeps and their executors (imported as `che.runners`)."""

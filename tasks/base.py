@@ -1,0 +1,104 @@
+"""The task base class: what every CHE task (built-in or plugin) declares and provides.
+
+A task turns a length N into a batch of integer token ids. All items of a batch share N (the
+reference never pads). The model sees `input_length(N)` input tokens followed by
+`output_length(N)` empty tokens and predicts the targets at those last positions.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from typing import ClassVar, NamedTuple
+
+import torch
+
+LEVELS = ("regular", "dcf", "cs")
+LEVEL_NAMES = {"regular": "Regular", "dcf": "Deterministic context-free", "cs": "Context-sensitive"}
+
+
+class Batch(NamedTuple):
+    inputs: torch.Tensor   # [B, input_length(N)] int64, ids in [0, input_size)
+    targets: torch.Tensor  # [B, output_length(N)] int64, ids in [0, output_size)
+    mask: torch.Tensor     # [B, output_length(N)] bool: positions that count for accuracy
+
+
+class Task(ABC):
+    """Base class of a CHE task. Subclasses set the class attributes and implement `_sample`."""
+
+    name: ClassVar[str]
+    level: ClassVar[str]           # "regular", "dcf", "cs" (plugins may use another word)
+    input_size: ClassVar[int]      # input vocabulary; the model adds one empty token (id input_size)
+    output_size: ClassVar[int]     # number of output classes
+    classification: ClassVar[bool] = True    # one label per example, else a sequence of T_out(N)
+    output_length_rule: ClassVar[str] = "1"  # T_out(N), for humans, e.g. "2N"
+    terminator: ClassVar[int | None] = None  # accuracy counts positions up to and including it
+    input_symbols: ClassVar[tuple[str, ...] | None] = None   # how `che sample --format text` shows ids
+    output_symbols: ClassVar[tuple[str, ...] | None] = None
+
+    # -- lengths ------------------------------------------------------------------------------
+    def input_length(self, length: int) -> int:
+        """Number of input tokens for requested length N (N for every task but modular_arithmetic)."""
+        return length
+
+    def output_length(self, length: int) -> int:
+        """Number of output positions T_out(N); 1 for classification."""
+        return 1
+
+    @property
+    def chance_accuracy(self) -> float:
+        """Per-token accuracy of guessing uniformly among the output classes (spec §3).
+
+        Tasks whose outputs are bits plus a terminator override this with 0.5, the chance level
+        the CHE papers quote for binary tasks.
+        """
+        return 1.0 / self.output_size
+
+    # -- sampling -----------------------------------------------------------------------------
+    def sample(self, batch_size: int, length: int, generator: torch.Generator) -> Batch:
+        """A batch of `batch_size` examples at length N, deterministic given the generator state."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if length < 1:
+            raise ValueError(f"length must be >= 1, got {length}")
+        inputs, targets = self._sample(batch_size, length, generator)
+        return Batch(inputs, targets, self.accuracy_mask(targets))
+
+    @abstractmethod
+    def _sample(self, batch_size: int, length: int,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (inputs [B, input_length(N)], targets [B, output_length(N)]) as int64."""
+
+    def accuracy_mask(self, targets: torch.Tensor) -> torch.Tensor:
+        """Which target positions count for accuracy: all of them, or up to the terminator."""
+        if self.terminator is None:
+            return torch.ones_like(targets, dtype=torch.bool)
+        is_term = targets == self.terminator
+        # Positions up to and including the first terminator (the reference uses the first index
+        # of the largest id, which is the terminator since it is the largest output id).
+        before_or_at = torch.cumsum(is_term.int(), dim=1) - is_term.int() == 0
+        return before_or_at
+
+    # -- helpers for subclasses -----------------------------------------------------------------
+    @staticmethod
+    def python_rng(generator: torch.Generator) -> random.Random:
+        """A Python RNG seeded from the torch generator, for tasks sampled with recursion."""
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+        return random.Random(seed)
+
+    def render(self, ids: list[int], symbols: tuple[str, ...] | None) -> str:
+        if symbols is None:
+            return " ".join(str(i) for i in ids)
+        return " ".join(symbols[i] for i in ids)
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "level": self.level,
+            "input_size": self.input_size,
+            "output_size": self.output_size,
+            "output_length": self.output_length_rule,
+            "kind": "classification" if self.classification else "sequence",
+            "masked": self.terminator is not None,
+            "chance_accuracy": self.chance_accuracy,
+        }

@@ -1,0 +1,1 @@
+"""CHE tasks of level 'cs'."""
