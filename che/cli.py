@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from che.errors import CheError
+from che.results import DEFAULT_RESULTS
 
 app = typer.Typer(
     name="che",
@@ -121,6 +122,111 @@ def sample_command(
         else:
             print(f"{task_obj.render(inputs, task_obj.input_symbols)}  ->  "
                   f"{task_obj.render(targets, task_obj.output_symbols)}")
+
+
+# -- che run ----------------------------------------------------------------------------------------
+ResultsOption = Annotated[Path, typer.Option("--results", help="Results folder.")]
+
+
+@app.command("run")
+@user_errors
+def run_command(
+    task: Annotated[str, typer.Option(help="Task name (`che tasks`).")],
+    pe: Annotated[str, typer.Option(help="Positional encoding (`che pes`), e.g. dape-kerple.")],
+    preset: Annotated[str, typer.Option(help="smoke (seconds), cpu (minutes), paper (the DAPE setting).")] = "cpu",
+    steps: Annotated[Optional[int], typer.Option(help="Training steps.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Training batch size.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (constant).")] = None,
+    train_length: Annotated[Optional[int], typer.Option(help="Train on lengths 1..N.")] = None,
+    max_test_length: Annotated[Optional[int], typer.Option(help="Evaluate on lengths 1..M.")] = None,
+    eval_samples: Annotated[Optional[int], typer.Option(help="Test examples per length.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the model, data, dropout and positions.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    results: ResultsOption = DEFAULT_RESULTS,
+    force: Annotated[bool, typer.Option(help="Run again even if finished; discard a checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")] = False,
+    quiet: Annotated[bool, typer.Option(help="Plain log lines instead of a live display.")] = False,
+    tensorboard: Annotated[Optional[Path], typer.Option(help="Write TensorBoard logs to this folder.")] = None,
+    n_layers: Annotated[Optional[int], typer.Option(help="Transformer layers.")] = None,
+    d_model: Annotated[Optional[int], typer.Option(help="Model width.")] = None,
+    n_heads: Annotated[Optional[int], typer.Option(help="Attention heads.")] = None,
+    dropout: Annotated[Optional[float], typer.Option(help="Dropout rate.")] = None,
+    eval_dropout: Annotated[Optional[bool], typer.Option(
+        "--eval-dropout/--no-eval-dropout", help="Keep dropout on at evaluation, as the reference does "
+        "[default: off].")] = None,
+    rand_max_length: Annotated[Optional[int], typer.Option(help="L, the range of randomized positions.")] = None,
+    rand_at_eval: Annotated[Optional[bool], typer.Option(
+        "--rand-at-eval/--no-rand-at-eval", help="Randomized PEs also randomize at evaluation "
+        "[default: on, as the reference].")] = None,
+    learned_max_length: Annotated[Optional[int], typer.Option(help="Rows of the learned PE table.")] = None,
+    dape_width: Annotated[Optional[int], typer.Option(help="DAPE MLP width D.")] = None,
+    dape_variant: Annotated[Optional[str], typer.Option(help="DAPE ablation: S+B+f(S,B), S+B+f(S+B), "
+                                                             "S+f(S,B), S+B+f(B).")] = None,
+    dape_kernel: Annotated[Optional[int], typer.Option(help="DAPE V2 convolution width k.")] = None,
+    dape_impl: Annotated[Optional[str], typer.Option(help="DAPE implementation: fast or literal.")] = None,
+    bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16", help="bf16 autocast [default: off].")] = None,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile",
+                                                    help="torch.compile the model [default: off].")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(help="Steps between checkpoints.")] = None,
+    eval_memory_gb: Annotated[Optional[float], typer.Option(help="Memory budget of evaluation chunks.")] = None,
+    plugin: PluginOption = None,
+):
+    """Train one model on a task with a PE, evaluate it on every length, store the result."""
+    from che.config import make_config
+    from che.models.positional import canonical_pe_name
+    from che.progress import FanOut, LogReporter, RichReporter, TensorBoardReporter, accuracy_chart
+    from che.registry import TASKS
+    from che.runners.estimate import estimate_seconds, format_duration
+    from che.runners.run import execute, pick_device
+    from che.runners.train import Interrupted
+
+    _load_plugins(plugin)
+    task_obj = TASKS.get(task)
+    config = make_config(
+        task, canonical_pe_name(pe), preset, seed=seed, steps=steps, batch_size=batch_size, lr=lr,
+        train_length=train_length, max_test_length=max_test_length, eval_samples=eval_samples,
+        n_layers=n_layers, d_model=d_model, n_heads=n_heads, dropout=dropout, eval_dropout=eval_dropout,
+        rand_max_length=rand_max_length, rand_at_eval=rand_at_eval, learned_max_length=learned_max_length,
+        dape_width=dape_width, dape_variant=dape_variant, dape_kernel=dape_kernel, dape_impl=dape_impl,
+        bf16=bf16, compile=compile, checkpoint_every=checkpoint_every, eval_memory_gb=eval_memory_gb,
+    )
+    torch_device = pick_device(device)
+    out = err_console if quiet else console
+    out.print(f"[bold]{task}[/] x [bold]{config.pe}[/]  preset {preset}: {config.steps} steps, batch "
+              f"{config.batch_size}, lr {config.lr:g}, train 1..{config.train_length}, test "
+              f"1..{config.max_test_length} x {config.eval_samples}, seed {config.seed}, {torch_device}",
+              highlight=False)
+    estimate = estimate_seconds(config, task_obj, torch_device)
+    out.print(f"estimated cost: training ~{format_duration(estimate['train_s'])} "
+              f"({1 / estimate['step_s']:.1f} steps/s), evaluation ~{format_duration(estimate['eval_s'])}",
+              highlight=False)
+    if tensorboard is not None:
+        try:
+            tb = TensorBoardReporter(str(tensorboard))
+        except ImportError:
+            raise CheError("--tensorboard needs the tensorboard package: pip install 'che[tensorboard]'") from None
+    else:
+        tb = None
+    reporter = FanOut(LogReporter(out) if quiet else RichReporter(console), tb)
+    try:
+        outcome = execute(config, results, device=device, force=force, resume=resume, reporter=reporter)
+    except Interrupted as stop:
+        reporter.close()
+        err_console.print(f"{stop}; continue with the same command and --resume", highlight=False)
+        raise typer.Exit(130) from None
+    finally:
+        reporter.close()
+    record = outcome.record
+    if outcome.status == "skipped":
+        out.print(f"already finished (use --force to run again): {outcome.path}", highlight=False)
+    n = config.train_length
+    out.print(f"\n[bold]{task} x {config.pe}[/]: unseen lengths {n + 1}..{config.max_test_length}: "
+              f"[bold]{100 * record['ood_accuracy']:.1f}%[/]   seen 1..{n}: "
+              f"{100 * record['in_distribution_accuracy']:.1f}%   chance {100 * record['chance_accuracy']:.0f}%",
+              highlight=False)
+    for line in accuracy_chart(record["accuracy_by_length"], n):
+        out.print("  " + line, highlight=False)
+    out.print(f"result: {outcome.path}", highlight=False)
 
 
 def main() -> None:

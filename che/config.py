@@ -1,0 +1,131 @@
+"""Run configuration and presets.
+
+A `RunConfig` is everything that determines a run's result. Its identity (the hash in the run id)
+leaves out what only changes how fast or where it runs (device, DAPE implementation, compile,
+checkpoint interval, evaluation memory budget) and the preset's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from che.errors import CheError, unknown_name_error
+
+
+@dataclass
+class RunConfig:
+    task: str
+    pe: str
+    preset: str = "cpu"
+    seed: int = 0
+    # training (spec §2): one length per step drawn from 1..train_length, Adam, clipping, constant lr
+    steps: int = 2_000
+    batch_size: int = 128
+    lr: float = 3e-4
+    max_grad_norm: float = 1.0
+    train_length: int = 40
+    # evaluation (spec §3): every length 1..max_test_length, eval_samples per length in
+    # sub-batches of eval_batch_size, data from eval_seed
+    max_test_length: int = 500
+    eval_samples: int = 512
+    eval_batch_size: int = 64
+    eval_seed: int = 1
+    eval_dropout: bool = False   # the reference keeps dropout on at evaluation; we default to off
+    # model (spec §4)
+    n_layers: int = 5
+    d_model: int = 64
+    n_heads: int = 8
+    ffn_mult: int = 4
+    dropout: float = 0.1
+    # positional-encoding options
+    rand_max_length: int = 2048
+    rand_at_eval: bool = True
+    learned_max_length: int = 2048
+    dape_width: int = 64
+    dape_variant: str = "S+B+f(S,B)"
+    dape_kernel: int = 3
+    # numerics
+    bf16: bool = False
+    # how it runs, not what it computes (left out of the identity)
+    dape_impl: str = "fast"
+    compile: bool = False
+    checkpoint_every: int = 500
+    eval_memory_gb: float = 4.0
+    extra: dict = field(default_factory=dict)  # free-form notes, part of the identity
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise CheError(f"unknown run-config keys: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    def identity(self) -> dict:
+        return {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY}
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+    @property
+    def run_id(self) -> str:
+        return f"seed{self.seed}-lr{self.lr:g}-{self.config_hash()}"
+
+    def validate(self) -> None:
+        """Impossible or inconsistent settings, as one-line CheErrors."""
+        positive = ("steps", "batch_size", "train_length", "max_test_length", "eval_samples",
+                    "eval_batch_size", "n_layers", "d_model", "n_heads", "ffn_mult", "rand_max_length",
+                    "learned_max_length", "dape_width", "dape_kernel", "checkpoint_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise CheError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.steps > 100_000_000:
+            raise CheError(f"--steps must be at most 100000000, got {self.steps}")
+        if self.max_test_length <= self.train_length:
+            raise CheError(f"--max-test-length ({self.max_test_length}) must be greater than "
+                           f"--train-length ({self.train_length}): the score is over the unseen lengths")
+        if self.max_test_length > 10_000:
+            raise CheError(f"--max-test-length must be at most 10000, got {self.max_test_length}")
+        if not 0 < self.lr < 1:
+            raise CheError(f"--lr must be in (0, 1), got {self.lr}")
+        if not 0 <= self.dropout < 1:
+            raise CheError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.d_model % self.n_heads:
+            raise CheError(f"--d-model ({self.d_model}) must be divisible by --n-heads ({self.n_heads})")
+        if self.eval_memory_gb <= 0:
+            raise CheError(f"--eval-memory-gb must be positive, got {self.eval_memory_gb}")
+
+
+NOT_IDENTITY = {"preset", "dape_impl", "compile", "checkpoint_every", "eval_memory_gb"}
+
+# Each preset overrides RunConfig's defaults; options given on the command line override the preset.
+PRESETS: dict[str, dict] = {
+    # Seconds: what CI runs. Tiny lengths, a handful of steps.
+    "smoke": dict(steps=10, batch_size=8, train_length=5, max_test_length=8, eval_samples=8,
+                  eval_batch_size=8, checkpoint_every=5),
+    # One task x PE in at most ~3 minutes on 2 CPU cores; evaluates to 100 (not 500) to fit.
+    "cpu": dict(steps=2_000, batch_size=32, lr=1e-3, train_length=20, max_test_length=60,
+                eval_samples=64, eval_batch_size=64, checkpoint_every=500),
+    # The DAPE paper's CHE setting (Zheng et al. 2024, §5 / Table 2).
+    "paper": dict(steps=200_000, batch_size=128, lr=3e-4, train_length=40, max_test_length=500,
+                  eval_samples=512, eval_batch_size=64, d_model=256, n_heads=8, n_layers=5,
+                  dape_width=64, checkpoint_every=5_000),
+}
+
+
+def make_config(task: str, pe: str, preset: str = "cpu", **overrides) -> RunConfig:
+    """A RunConfig from a preset and explicit overrides (None values mean 'not given')."""
+    if preset not in PRESETS:
+        raise unknown_name_error("preset", preset, PRESETS)
+    values = dict(PRESETS[preset])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    config = RunConfig(task=task, pe=pe, preset=preset, **values)
+    config.validate()
+    return config

@@ -1,0 +1,137 @@
+"""How a run reports progress: a rich live display, plain log lines (--quiet), TensorBoard."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from che.runners.run import Reporter
+
+
+class FanOut(Reporter):
+    def __init__(self, *reporters: Reporter):
+        self.reporters = [r for r in reporters if r is not None]
+
+    def start(self, config, resumed_from):
+        for r in self.reporters:
+            r.start(config, resumed_from)
+
+    def step(self, state, loss, accuracy):
+        for r in self.reporters:
+            r.step(state, loss, accuracy)
+
+    def evaluation_started(self, lengths):
+        for r in self.reporters:
+            r.evaluation_started(lengths)
+
+    def length_done(self, length, accuracy):
+        for r in self.reporters:
+            r.length_done(length, accuracy)
+
+    def close(self):
+        for r in self.reporters:
+            if hasattr(r, "close"):
+                r.close()
+
+
+class RichReporter(Reporter):
+    """A live progress bar: step, loss, in-distribution accuracy (training batches), steps/s, ETA."""
+
+    def __init__(self, console: Console):
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            console=console, transient=False,
+        )
+        self.train_task = self.eval_task = None
+        self.loss = self.accuracy = None
+
+    def start(self, config, resumed_from):
+        self.progress.start()
+        self.train_task = self.progress.add_task("train", total=config.steps, completed=resumed_from, info="")
+        self._first, self._first_time = resumed_from, time.perf_counter()
+
+    def step(self, state, loss, accuracy):
+        decay = 0.95 if self.loss is not None else 0.0  # smoothed for display only
+        self.loss = loss if self.loss is None else decay * self.loss + (1 - decay) * loss
+        self.accuracy = accuracy if self.accuracy is None else decay * self.accuracy + (1 - decay) * accuracy
+        rate = (state.step - self._first) / max(time.perf_counter() - self._first_time, 1e-9)
+        self.progress.update(self.train_task, completed=state.step,
+                             info=f"loss {self.loss:.4f}  acc {100 * self.accuracy:5.1f}%  {rate:6.2f} steps/s")
+
+    def evaluation_started(self, lengths):
+        self.eval_task = self.progress.add_task("evaluate", total=lengths, info="")
+
+    def length_done(self, length, accuracy):
+        self.progress.update(self.eval_task, completed=length, info=f"length {length}: {100 * accuracy:5.1f}%")
+
+    def close(self):
+        self.progress.stop()
+
+
+class LogReporter(Reporter):
+    """Plain lines, about 20 per phase."""
+
+    def __init__(self, console: Console):
+        self.console = console
+
+    def _print(self, text):
+        self.console.print(text, highlight=False, soft_wrap=True)
+
+    def start(self, config, resumed_from):
+        self.total, self.every = config.steps, max(1, config.steps // 20)
+        self._first, self._first_time = resumed_from, time.perf_counter()
+        if resumed_from:
+            self._print(f"resuming at step {resumed_from}")
+
+    def step(self, state, loss, accuracy):
+        if state.step % self.every and state.step != self.total:
+            return
+        elapsed = time.perf_counter() - self._first_time
+        rate = (state.step - self._first) / max(elapsed, 1e-9)
+        eta = (self.total - state.step) / rate if rate else float("nan")
+        self._print(f"step {state.step}/{self.total}  loss {loss:.4f}  acc {100 * accuracy:.1f}%  "
+                    f"{rate:.2f} steps/s  eta {eta:.0f}s")
+
+    def evaluation_started(self, lengths):
+        self.lengths, self.eval_every = lengths, max(1, lengths // 10)
+        self._print(f"evaluating lengths 1..{lengths}")
+
+    def length_done(self, length, accuracy):
+        if length % self.eval_every == 0 or length == self.lengths:
+            self._print(f"length {length}: accuracy {100 * accuracy:.1f}%")
+
+
+class TensorBoardReporter(Reporter):
+    def __init__(self, log_dir: str):
+        from torch.utils.tensorboard import SummaryWriter  # needs the `tensorboard` package
+
+        self.writer = SummaryWriter(log_dir)
+
+    def step(self, state, loss, accuracy):
+        self.writer.add_scalar("train/loss", loss, state.step)
+        self.writer.add_scalar("train/accuracy", accuracy, state.step)
+
+    def length_done(self, length, accuracy):
+        self.writer.add_scalar("eval/accuracy_by_length", accuracy, length)
+
+    def close(self):
+        self.writer.close()
+
+
+def accuracy_chart(accuracies: list[float], train_length: int, buckets: int = 10) -> list[str]:
+    """Accuracy against length as text bars, one line per group of lengths."""
+    lines, n = [], len(accuracies)
+    edges = sorted({0, train_length, n} | {round(i * n / buckets) for i in range(buckets + 1)})
+    for lo, hi in zip(edges, edges[1:]):
+        if hi <= lo:
+            continue
+        acc = sum(accuracies[lo:hi]) / (hi - lo)
+        bar = "█" * round(20 * acc) + "░" * (20 - round(20 * acc))
+        tag = "seen" if hi <= train_length else "unseen"
+        lines.append(f"{lo + 1:>5}-{hi:<5} {bar} {100 * acc:5.1f}%  {tag}")
+    return lines

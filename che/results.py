@@ -1,0 +1,140 @@
+"""Result files: one JSON per run, written atomically, read back defensively.
+
+Layout under a results folder (default `results/runs`):
+
+    <task>/<pe>/<run-id>.json          a finished run (status "finished")
+    <task>/<pe>/<run-id>.failed.json   the error of a run that failed (a later attempt retries it)
+    <task>/<pe>/<run-id>.ckpt          the checkpoint of an unfinished run (removed when it finishes)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from che.errors import CheError
+from che.registry import CheWarning
+
+SCHEMA_VERSION = 1
+DEFAULT_RESULTS = Path("results/runs")
+REQUIRED_KEYS = ("task", "pe", "config", "accuracy_by_length", "ood_accuracy", "in_distribution_accuracy")
+
+
+def run_dir(results: Path, task: str, pe: str) -> Path:
+    return Path(results) / task / pe
+
+
+def result_path(results: Path, config) -> Path:
+    return run_dir(results, config.task, config.pe) / f"{config.run_id}.json"
+
+
+def failure_path(results: Path, config) -> Path:
+    return run_dir(results, config.task, config.pe) / f"{config.run_id}.failed.json"
+
+
+def checkpoint_path(results: Path, config) -> Path:
+    return run_dir(results, config.task, config.pe) / f"{config.run_id}.ckpt"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def is_finished(path: Path) -> bool:
+    """A readable result file with status 'finished'."""
+    try:
+        return json.loads(Path(path).read_text()).get("status") == "finished"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load_results(results: Path) -> list[dict]:
+    """Every finished result under a folder; corrupt or partial files are skipped with a warning."""
+    results = Path(results)
+    if not results.is_dir():
+        raise CheError(f"results folder '{results}' does not exist (run `che run` or `che sweep` first, "
+                       f"or pass --results)")
+    records = []
+    for path in sorted(results.rglob("*.json")):
+        if path.name.endswith(".failed.json") or path.name.startswith("."):
+            continue
+        try:
+            record = json.loads(path.read_text())
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+            missing = [k for k in REQUIRED_KEYS if k not in record]
+            if missing:
+                raise ValueError(f"missing {', '.join(missing)}")
+            if record.get("status") != "finished":
+                raise ValueError(f"status is {record.get('status')!r}")
+        except (OSError, ValueError) as exc:
+            warnings.warn(f"skipping result file {path}: {exc}", CheWarning, stacklevel=2)
+            continue
+        record["_path"] = str(path)
+        records.append(record)
+    if not records:
+        raise CheError(f"no finished results in '{results}'")
+    return records
+
+
+# -- provenance -----------------------------------------------------------------------------------
+def git_revision() -> dict:
+    """The git revision of the che source tree, if it is a checkout (an editable install)."""
+    source = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return {"revision": rev, "dirty": bool(dirty)}
+    except (OSError, subprocess.SubprocessError):
+        return {"revision": None, "dirty": None}
+
+
+def versions() -> dict:
+    import numpy
+    import torch
+
+    import che
+
+    return {"che": che.__version__, "torch": torch.__version__, "python": platform.python_version(),
+            "numpy": numpy.__version__, "platform": platform.platform()}
+
+
+def describe_device(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu: {cpu}, {torch.get_num_threads()} threads"
+
+
+def command_line() -> str:
+    return " ".join(sys.argv)
