@@ -14,6 +14,8 @@ class ParityCheck(Task):
     level = "regular"
     input_size = 2
     output_size = 2
+    input_symbols = ("0", "1")
+    output_symbols = ("0", "1")
 
     def _sample(self, batch_size, length, generator):
         bits = torch.randint(0, 2, (batch_size, length), generator=generator)
