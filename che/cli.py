@@ -84,7 +84,7 @@ def tasks_command(plugin: PluginOption = None,
         return
     table = Table(title="CHE tasks")
     for column in ("task", "level", "input vocab", "output vocab", "output length", "kind", "chance", "source"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "task", overflow="fold")
     for e in entries:
         d = e.obj.describe()
         table.add_row(d["name"], d["level"], str(d["input_size"]), str(d["output_size"]),
@@ -122,6 +122,58 @@ def sample_command(
         else:
             print(f"{task_obj.render(inputs, task_obj.input_symbols)}  ->  "
                   f"{task_obj.render(targets, task_obj.output_symbols)}")
+
+
+# -- che pes ----------------------------------------------------------------------------------------
+@app.command("pes")
+@user_errors
+def pes_command(
+    show: Annotated[Optional[str], typer.Option(help="Show the bias this PE adds at initialisation.")] = None,
+    length: Annotated[int, typer.Option(help="Sequence length T for --show.")] = 8,
+    heads: Annotated[int, typer.Option(help="Attention heads for --show.")] = 8,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    plugin: PluginOption = None,
+):
+    """List the positional encodings, or show one's attention bias (--show NAME --length T)."""
+    from che.models import ModelConfig
+    from che.models.positional import describe_pes, initial_bias
+
+    _load_plugins(plugin)
+    if show is not None:
+        _check_range("--length", length, 1, 4096)
+        _check_range("--heads", heads, 1, 64)
+        bias, note = initial_bias(show, length, heads)
+        if as_json:
+            print(json.dumps({"pe": show, "length": length,
+                              "bias": None if bias is None else [[[round(float(v), 6) for v in row] for row in head]
+                                                                 for head in bias.tolist()]}
+                             | ({"note": note} if note else {})))
+            return
+        if note:
+            console.print(f"{show}: {note}", highlight=False)
+        if bias is not None:
+            for h, head in enumerate(bias.tolist()):
+                table = Table(title=f"{show}, head {h} (rows: query i, columns: key j)", show_header=True)
+                table.add_column("i\\j")
+                for j in range(length):
+                    table.add_column(str(j), justify="right")
+                for i, row in enumerate(head):
+                    table.add_row(str(i), *[f"{v:.3g}" for v in row])
+                console.print(table)
+        return
+    rows = describe_pes(ModelConfig(input_size=2, output_size=2))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="Positional encodings (`--pe NAME`)", show_lines=True)
+    for column in ("name", "family", "learnable parameters", "bidirectional form", "citation", "source"):
+        table.add_column(column, overflow="fold", no_wrap=column == "name")
+    for row in rows:
+        table.add_row(row["name"], row["family"], row["parameters"], row["bidirectional"], row["citation"],
+                      row["source"])
+    console.print(table)
+    console.print("Aliases: " + ", ".join(f"{a} = {n}" for r in rows for a, n in r.get("aliases", {}).items()),
+                  highlight=False)
 
 
 # -- che run ----------------------------------------------------------------------------------------
@@ -227,6 +279,45 @@ def run_command(
     for line in accuracy_chart(record["accuracy_by_length"], n):
         out.print("  " + line, highlight=False)
     out.print(f"result: {outcome.path}", highlight=False)
+
+
+# -- che leaderboard --------------------------------------------------------------------------------
+@app.command("leaderboard")
+@user_errors
+def leaderboard_command(
+    results: ResultsOption = DEFAULT_RESULTS,
+    agg: Annotated[str, typer.Option(help="Aggregate runs of a cell: max (as the papers) or mean.")] = "max",
+    format: Annotated[str, typer.Option("--format", help="table, md, csv, html or json.")] = "table",
+    out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of the terminal.")] = None,
+    reference: Annotated[Optional[str], typer.Option(
+        help="Show a published table beside ours, e.g. dape2024_che_table2.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Save accuracy-against-length plots (PNG/PDF/SVG).")] = None,
+):
+    """The tasks x PEs table of OOD accuracy, from a folder of results."""
+    from che import leaderboard as lb
+
+    if format not in lb.FORMATS:
+        raise CheError(f"unknown format '{format}' (choices: {', '.join(lb.FORMATS)})")
+    board = lb.build(results, agg, reference)
+    rendered = lb.render(board, format)
+    if out is not None:
+        if format == "table":
+            capture = Console(record=True, width=220)
+            with capture.capture():
+                capture.print(rendered)
+            text = capture.export_text()
+        else:
+            text = rendered
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        err_console.print(f"wrote {out}", highlight=False)
+    elif format == "table":
+        Console(width=max(console.width, 200) if not console.is_terminal else None).print(rendered)
+    else:
+        print(rendered, end="" if rendered.endswith("\n") else "\n")
+    if plot is not None:
+        lb.plot(board, plot)
+        err_console.print(f"wrote {plot}", highlight=False)
 
 
 def main() -> None:

@@ -1,0 +1,136 @@
+"""Task and PE plugins: --plugin, CHE_PLUGINS, entry points, clashes and broken plugins."""
+
+import json
+import os
+import tomllib
+
+import pytest
+
+from conftest import EXAMPLES, run_che
+
+TASK_PLUGIN = EXAMPLES / "count_ones_mod3.py"
+PE_PLUGIN = EXAMPLES / "gaussian_pe.py"
+
+
+def install_entry_points(site, entry_points: dict[str, dict[str, str]], name="che-example-plugins"):
+    """Make `site` hold a distribution with these entry points, as `pip install` would."""
+    dist = site / f"{name.replace('-', '_')}-0.1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1.0\n")
+    lines = []
+    for group, entries in entry_points.items():
+        lines.append(f"[{group}]")
+        lines += [f"{k} = {v}" for k, v in entries.items()]
+    (dist / "entry_points.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_task_plugin_from_a_file_samples(cli):
+    result = cli("sample", "--task", "count_ones_mod3", "--length", 9, "--count", 50, "--format", "jsonl",
+                 "--plugin", TASK_PLUGIN)
+    assert result.exit_code == 0, result.stderr
+    for line in result.stdout.splitlines():
+        record = json.loads(line)
+        assert record["target"] == [sum(record["input"]) % 3]
+
+
+def test_task_plugin_listed_with_its_source(cli):
+    rows = json.loads(cli("tasks", "--json", "--plugin", TASK_PLUGIN).stdout)
+    plugin_rows = [r for r in rows if r["name"] == "count_ones_mod3"]
+    assert plugin_rows and plugin_rows[0]["source"] == str(TASK_PLUGIN)
+
+
+def test_task_plugin_from_the_declared_entry_point(tmp_path):
+    declared = tomllib.loads((EXAMPLES / "pyproject.toml").read_text())["project"]["entry-points"]
+    install_entry_points(tmp_path, declared)
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(EXAMPLES)])}
+    result = run_che("sample", "--task", "count_ones_mod3", "--length", 12, "--count", 20,
+                     "--format", "jsonl", env=env)
+    assert result.returncode == 0, result.stderr
+    for line in result.stdout.splitlines():
+        record = json.loads(line)
+        assert record["target"] == [sum(record["input"]) % 3]
+    pes = json.loads(run_che("pes", "--json", env=env).stdout)
+    assert "gaussian" in {r["name"] for r in pes}
+
+
+def test_plugins_from_the_environment_variable():
+    env = {"CHE_PLUGINS": os.pathsep.join([str(TASK_PLUGIN), str(PE_PLUGIN)])}
+    result = run_che("run", "--task", "count_ones_mod3", "--pe", "gaussian", "--preset", "smoke", "--quiet",
+                     "--results", "/tmp/che-test-env-plugins", "--force", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "count_ones_mod3 x gaussian" in result.stderr
+
+
+@pytest.mark.parametrize("pe", ["gaussian", "rand-gaussian", "dape-gaussian", "dape2-gaussian"])
+def test_pe_plugin_trains_with_every_modifier(cli, tmp_path, pe):
+    result = cli("run", "--task", "parity_check", "--pe", pe, "--preset", "smoke", "--quiet",
+                 "--results", tmp_path, "--plugin", PE_PLUGIN)
+    assert result.exit_code == 0, result.stderr
+    record = json.loads(next(tmp_path.rglob("*.json")).read_text())
+    assert record["pe"] == pe and record["status"] == "finished"
+    assert str(PE_PLUGIN) in record["plugins"]  # recorded so that sweeps can load it again
+
+
+def test_pe_plugin_parameters_learn(tmp_path):
+    """A few optimiser steps move the plugin's own parameters (gradients reach them)."""
+    import torch
+
+    from che.models import ModelConfig, Transformer
+    from che.registry import load_plugin
+
+    load_plugin(str(PE_PLUGIN))
+    model = Transformer(ModelConfig(input_size=2, output_size=2, pe="gaussian"))
+    before = model.blocks[0].attention.pe.log_sigma.detach().clone()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        inputs = torch.randint(0, 2, (8, 6))
+        loss = model(inputs, 6).logsumexp(-1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert not torch.equal(before, model.blocks[0].attention.pe.log_sigma.detach())
+
+
+def test_builtin_name_wins_a_clash_with_a_warning(tmp_path, cli):
+    clash = tmp_path / "clash.py"
+    clash.write_text(
+        "import torch\nfrom che import register_task\nfrom che.tasks import Task\n\n"
+        "@register_task\nclass Fake(Task):\n    name = 'parity_check'\n    level = 'regular'\n"
+        "    input_size = 2\n    output_size = 2\n"
+        "    def _sample(self, b, n, g):\n        return torch.zeros(b, n, dtype=torch.long), torch.full((b, 1), 7)\n")
+    result = run_che("sample", "--task", "parity_check", "--length", 5, "--count", 30, "--format", "jsonl",
+                     "--plugin", clash)
+    assert result.returncode == 0
+    assert "warning: plugin" in result.stderr and "'parity_check', which is built in" in result.stderr
+    for line in result.stdout.splitlines():
+        record = json.loads(line)
+        assert record["target"] == [sum(record["input"]) % 2]  # the built-in one
+
+
+def test_broken_explicit_plugin_is_a_clear_error(tmp_path, cli):
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('this plugin is broken')\n")
+    result = cli("sample", "--task", "parity_check", "--length", 3, "--plugin", broken)
+    assert result.exit_code == 2
+    assert f"plugin '{broken}' failed to load: RuntimeError: this plugin is broken" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_plugin_file_is_a_clear_error(cli):
+    result = cli("tasks", "--plugin", "no/such/plugin.py")
+    assert result.exit_code == 2
+    assert "plugin 'no/such/plugin.py' failed to load" in result.stderr
+
+
+def test_broken_installed_plugin_does_not_break_other_commands(tmp_path):
+    (tmp_path / "broken_plugin.py").write_text("import this_module_does_not_exist\n")
+    install_entry_points(tmp_path, {"che.tasks": {"broken": "broken_plugin"}}, name="broken-plugin")
+    env = {"PYTHONPATH": str(tmp_path)}
+    ok = run_che("sample", "--task", "parity_check", "--length", 4, "--format", "jsonl", env=env)
+    assert ok.returncode == 0
+    assert "plugin 'broken (broken_plugin)' failed to load and is ignored" in ok.stderr
+    missing = run_che("sample", "--task", "count_ones", "--length", 4, env=env)
+    assert missing.returncode == 2
+    assert "unknown task 'count_ones'" in missing.stderr
+    assert "plugin 'broken (broken_plugin)' failed to load: ModuleNotFoundError" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 2  # the warning, then the one-line error
