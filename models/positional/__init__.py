@@ -11,12 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from che.errors import CheError, unknown_name_error
+from che.models.positional.dape import CITATION as DAPE_CITATION
 from che.models.positional.base import (AbsolutePE, AttentionPE, BiasPE,  # noqa: F401
                                         PositionalEncoding, random_positions)
-from che.registry import PES
+from che.registry import BUILTIN, PES
 
 # Importing a PE module registers its PEs (the @register_pe decorator).
-from che.models.positional import none, absolute, rotary, biases, dape  # noqa: F401,E402,I001
+from che.models.positional import none, absolute, rotary, biases, relative, cope, dape  # noqa: F401,E402,I001
 
 DAPE_PREFIXES = {"dape-": "dape", "dape2-": "dape2"}
 RANDOM_PREFIX = "rand-"
@@ -101,3 +102,73 @@ def parse_pe(name: str, config) -> PEBuild:
 def canonical_pe_name(name: str) -> str:
     """`dape-kerple` -> `dape-kerple-log`; raises CheError for an unknown name."""
     return parse_pe(name, None).name
+
+
+# -- descriptions for `che pes` -------------------------------------------------------------------
+def _parameters_text(build: PEBuild) -> str:
+    module = build.make()
+    count = sum(p.numel() for p in module.parameters())
+    where = "model" if build.acts_on_embeddings else "layer"
+    return f"{count:,} per {where}" if count else "0"
+
+
+def describe_pes(config) -> list[dict]:
+    """One row per base PE, then the modifiers, with parameter counts for `config`."""
+    rows = []
+    for entry in PES.entries():
+        cls = entry.obj
+        build = parse_pe(cls.name, config)
+        rows.append({"name": cls.name, "family": cls.family, "parameters": _parameters_text(build),
+                     "bidirectional": cls.bidirectional, "citation": cls.citation, "source": entry.source,
+                     "aliases": {alias: cls.name for alias in cls.aliases}})
+    dape = _parameters_text(parse_pe("dape-alibi", config))
+    dape2 = _parameters_text(parse_pe("dape2-alibi", config))
+    rows += [
+        {"name": "rand-<pe>", "family": "modifier", "parameters": "as <pe>",
+         "bidirectional": "as <pe>; positions are T sorted distinct draws from [0, L), L = "
+                          f"{config.rand_max_length}, shared by the batch, redrawn every forward pass "
+                          "(per layer for attention PEs)",
+         "citation": "Ruoss et al. 2023, Randomized Positional Encodings Boost Length Generalization",
+         "source": BUILTIN},
+        {"name": "dape-<bias pe>", "family": "modifier", "parameters": f"<bias pe> + {dape}",
+         "bidirectional": "native: A = S + B + f(S, B), f = MLP 2H -> D -> H at every (i, j)",
+         "citation": DAPE_CITATION, "source": BUILTIN},
+        {"name": "dape2-<bias pe>", "family": "modifier", "parameters": f"<bias pe> + {dape2}",
+         "bidirectional": f"native: f = two 1 x {config.dape_kernel} convolutions over [S; B], all keys visible",
+         "citation": "Zheng et al. 2025, DAPE V2: Process Attention Score as Feature Map (arXiv 2410.04798)",
+         "source": BUILTIN},
+    ]
+    return rows
+
+
+def initial_bias(name: str, length: int, heads: int):
+    """(bias [H, T, T] or None, note) that PE `name` adds to the scaled scores at initialisation."""
+    import torch
+
+    from che.models.transformer import ModelConfig
+
+    config = ModelConfig(input_size=2, output_size=2, n_heads=heads, d_model=8 * heads, pe=name)
+    build = parse_pe(name, config)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = build.make().eval()
+    if build.acts_on_embeddings:
+        return None, f"{build.name} is added to the token embeddings; it adds no attention bias"
+    note = ""
+    if build.dape:
+        note = "f(S, B) depends on the attention scores; shown: the bias B of the wrapped PE"
+        module = module.base
+        if build.cls.name == "none":
+            return None, note.replace("; shown: the bias B of the wrapped PE", "; there is no B")
+    if build.randomized:
+        note = (note + "; " if note else "") + "one draw of randomized positions"
+    zeros = torch.zeros(1, heads, length, config.d_head)
+    with torch.no_grad():
+        bias = module.bias(zeros, zeros)
+        if bias is None and module.transforms_scores:
+            return None, f"{build.name} transforms the scores from q and k; it has no fixed bias"
+    if bias is None:
+        return None, f"{build.name} adds no attention bias"
+    if not isinstance(module, BiasPE):
+        note = (note + "; " if note else "") + "content-dependent; shown for q = k = 0"
+    return bias.expand(1, heads, length, length)[0] if bias.dim() == 4 else bias, note

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
+from torch import nn
 
 from che.models.positional.base import AbsolutePE
 from che.registry import register_pe
@@ -31,3 +34,41 @@ class SinCos(AbsolutePE):
 
     def encode(self, positions):
         return sinusoid(positions, self.config.d_model)
+
+
+@register_pe
+class Learned(AbsolutePE):
+    """A learned table of absolute position embeddings, added to the token embeddings (the RPE
+    reference's LEARNT: `hk.Embed(max_sequence_length, d_model)` looked up at the positions).
+
+    Rows: `config.learned_max_length`; with `rand-`, max(learned_max_length, rand_max_length), so
+    that every randomized position in [0, rand_max_length) has a row of its own.
+    Init: trunc-normal(stddev 1) cut at 2 sigma, as `hk.Embed`'s default (spec §4). Combined with the
+    token embedding (std 0.02 x sqrt(d_model) = 0.16) the positions dominate at initialisation, as
+    in the reference.
+
+    Past its table: positions >= the number of rows are CLAMPED to the last row (as the JAX
+    reference's gather does), so all of them share one embedding; a warning is issued once per
+    module (warnings.warn) the first time that happens.
+    """
+
+    name = "learned"
+    family = "absolute"
+    citation = "Gehring et al. 2017 / Devlin et al. 2019 (learned positions); Ruoss et al. 2023 (LEARNT)"
+
+    def __init__(self, config, randomized=False):
+        super().__init__(config, randomized)
+        rows = config.learned_max_length
+        if randomized:
+            rows = max(rows, config.rand_max_length)
+        self.table = nn.Parameter(torch.empty(rows, config.d_model))
+        nn.init.trunc_normal_(self.table, std=1.0, a=-2.0, b=2.0)
+        self._warned = False
+
+    def encode(self, positions):
+        last = self.table.shape[0] - 1
+        if not self._warned and int(positions.max()) > last:
+            self._warned = True
+            warnings.warn(f"learned PE: positions up to {int(positions.max())} exceed its table of "
+                          f"{last + 1} rows; they are clamped to the last row", stacklevel=3)
+        return self.table[positions.clamp(max=last)]

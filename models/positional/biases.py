@@ -1,13 +1,52 @@
-"""Additive attention biases B[h, i, j] that depend only on positions."""
+"""Additive attention biases B[h, i, j] that depend only on positions: alibi, t5, kerple, sandwich, fire.
+
+Notation: query i, key j, positions p (0..T-1, or sorted random draws with `rand-`); the model adds
+B [H, T, T] to the scaled scores QK^T / sqrt(d_head).
+"""
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
+from typing import ClassVar
 
 import torch
+from torch import nn
 
 from che.models.positional.base import BiasPE, signed_offsets
 from che.registry import register_pe
+
+
+class FixedBiasPE(BiasPE):
+    """A BiasPE without learnable parameters: its bias for positions 0..T-1 depends only on T, so
+    it is cached per (bias, length, device, dtype) and shared by every layer and model that has the
+    same bias. The cache is a plain class attribute (not in any state_dict), bounded by
+    `CACHE_ELEMENTS` (the newest entry is always kept). Randomized draws are never cached.
+    Callers must treat the returned tensor as read-only."""
+
+    CACHE_ELEMENTS: ClassVar[int] = 1 << 24
+    _cache: ClassVar[OrderedDict] = OrderedDict()
+
+    def cache_key(self) -> tuple:
+        """Everything besides the length that the bias depends on."""
+        return (type(self).__qualname__, self.config.n_heads)
+
+    def bias(self, q, k):
+        if self.randomized and (self.training or self.config.rand_at_eval):
+            return super().bias(q, k)
+        length = q.shape[-2]
+        key = (self.cache_key(), length, q.device, q.dtype, torch.is_inference_mode_enabled())
+        cache = FixedBiasPE._cache
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        with torch.no_grad():
+            value = self.bias_from_positions(torch.arange(length, device=q.device)).to(q.dtype)
+        cache[key] = value
+        total = sum(v.numel() for v in cache.values())
+        while len(cache) > 1 and total > self.CACHE_ELEMENTS:
+            total -= cache.popitem(last=False)[1].numel()
+        return value
 
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:
@@ -27,7 +66,7 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
 
 
 @register_pe
-class ALiBi(BiasPE):
+class ALiBi(FixedBiasPE):
     """Press et al.'s linear biases, as in the CHE reference:
     B[h, i, j] = m_h * (-|i - j| + 0.5 * [j < i]), slopes m_h from `alibi_slopes` (2^-1..2^-8 for
     8 heads). The +0.5 on keys left of the query breaks the left/right symmetry of |i - j| that a
@@ -46,3 +85,198 @@ class ALiBi(BiasPE):
         offsets = signed_offsets(positions).to(torch.float32)  # j - i
         shape = -offsets.abs() + 0.5 * (offsets < 0)
         return self.slopes[:, None, None] * shape
+
+
+# -- T5 -------------------------------------------------------------------------------------------
+def t5_buckets(relative: torch.Tensor, num_buckets: int = 32, max_distance: int = 128) -> torch.Tensor:
+    """T5's bidirectional relative-position buckets (Raffel et al. 2020; `_relative_position_bucket`
+    of the T5 code) for `relative` = j - i (key minus query), int64 of the same shape.
+
+    Half the buckets per side: keys at or left of the query (j <= i) get 0..num_buckets/2 - 1, keys
+    to the right num_buckets/2 + the same. Within a side, n = |j - i|: buckets 0..max_exact-1 are the
+    exact distances n < max_exact = num_buckets/4; larger n get
+    max_exact + floor(log(n / max_exact) / log(max_distance / max_exact) * (half - max_exact)),
+    capped at half - 1, so every n >= max_distance (roughly) shares the last bucket.
+    """
+    half = num_buckets // 2
+    max_exact = half // 2
+    side = (relative > 0).long() * half
+    n = relative.abs()
+    log_ratio = torch.log(n.float().clamp(min=1) / max_exact) / math.log(max_distance / max_exact)
+    large = (max_exact + (log_ratio * (half - max_exact)).long()).clamp(max=half - 1)
+    return side + torch.where(n < max_exact, n, large)
+
+
+@register_pe
+class T5(BiasPE):
+    """T5's relative position bias (Raffel et al. 2020, §2.1): B[h, i, j] = table[bucket(j - i), h],
+    a learned scalar per head and bucket, with `t5_buckets` (32 buckets, max distance 128, the T5
+    defaults). Bidirectional as T5's encoder: half the buckets for keys left of (or at) the query,
+    half for keys to its right. The original T5 computes the table once (first layer) and shares it
+    across layers; here every layer has its own table (as every attention PE in this zoo).
+    Init: zeros, so the model starts position-blind and buckets never reached in training (long
+    distances) stay neutral."""
+
+    name = "t5"
+    family = "additive bias"
+    citation = "Raffel et al. 2020, Exploring the Limits of Transfer Learning (T5)"
+    bidirectional = "native (T5 encoder: half the buckets for each sign of j - i)"
+    num_buckets: ClassVar[int] = 32
+    max_distance: ClassVar[int] = 128
+
+    def __init__(self, config, randomized=False):
+        super().__init__(config, randomized)
+        self.table = nn.Parameter(torch.zeros(self.num_buckets, config.n_heads))
+
+    def bias_from_positions(self, positions):
+        buckets = t5_buckets(signed_offsets(positions), self.num_buckets, self.max_distance)
+        return self.table[buckets].permute(2, 0, 1)
+
+
+# -- KERPLE -----------------------------------------------------------------------------------------
+class _Kerple(BiasPE):
+    """Shared by the two KERPLE kernels: per-head r1, r2 > 0, projected in place onto
+    [0.01, r2_max] at every forward pass, as the KERPLE and DAPE code do (`.data.clamp`). A
+    projection, unlike a functional clamp, leaves the gradient intact, so a parameter pushed below
+    the bound by an optimizer step can grow back."""
+
+    family = "additive bias"
+    citation = "Chi et al. 2022, KERPLE: Kernelized Relative Positional Embedding for Length Extrapolation"
+    bidirectional = "symmetric in |i - j| (both sides share r1, r2)"
+    min_value: ClassVar[float] = 0.01
+    r2_max: ClassVar[float | None] = None
+    r1_init_scale: ClassVar[float] = 2.0
+    r2_init_scale: ClassVar[float] = 1.0
+
+    def __init__(self, config, randomized=False):
+        super().__init__(config, randomized)
+        self.r1 = nn.Parameter(torch.rand(config.n_heads) * self.r1_init_scale)
+        self.r2 = nn.Parameter(torch.rand(config.n_heads) * self.r2_init_scale)
+
+    def project_(self) -> None:
+        self.r1.data.clamp_(min=self.min_value)
+        self.r2.data.clamp_(min=self.min_value, max=self.r2_max)
+
+    def kernel(self, distance: torch.Tensor, r1: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def bias_from_positions(self, positions):
+        self.project_()
+        distance = signed_offsets(positions).abs().to(torch.float32)[None]  # |i - j|: [1, T, T]
+        return self.kernel(distance, self.r1[:, None, None], self.r2[:, None, None])
+
+
+@register_pe
+class KerpleLog(_Kerple):
+    """KERPLE, logarithmic kernel (Chi et al. 2022, §3.3): B[h, i, j] = -r1_h log(1 + r2_h |i - j|),
+    r1, r2 >= 0.01 learned per head, init r1 ~ U(0, 2), r2 ~ U(0, 1) (the KERPLE and DAPE code).
+    Published for causal decoders; here both sides of the query use the same parameters."""
+
+    name = "kerple-log"
+    aliases = ("kerple",)
+
+    def kernel(self, distance, r1, r2):
+        return -r1 * torch.log1p(r2 * distance)
+
+
+@register_pe
+class KerplePower(_Kerple):
+    """KERPLE, power kernel (Chi et al. 2022, §3.3): B[h, i, j] = -r1_h |i - j|^r2_h, with r1 >= 0.01
+    and 0.01 <= r2 <= 2 learned per head. Init as the KERPLE code's power variant (`ParallelKerplePower`):
+    the scale r1 ~ U(0, 1), the exponent r2 ~ U(0, 2) (the DAPE code has only the log kernel).
+    Published for causal decoders; here both sides of the query use the same parameters."""
+
+    name = "kerple-power"
+    r2_max = 2.0
+    r1_init_scale = 1.0
+    r2_init_scale = 2.0
+
+    def kernel(self, distance, r1, r2):
+        return -r1 * distance.pow(r2)  # d/dr2 of 0^r2 is taken as 0 by torch
+
+
+# -- Sandwich ---------------------------------------------------------------------------------------
+@register_pe
+class Sandwich(FixedBiasPE):
+    """Sandwich (Chi et al. 2023, "Dissecting Transformer Length Extrapolation via the Lens of
+    Receptive Field Analysis", ACL 2023, §5), parameter-free:
+
+        B[h, i, j] = (e_i . e_j - d'/2) / r_h,   e_p = [cos(p w_k) | sin(p w_k)]_{k = 1..d'/2},
+        w_k = 10000^(-2k/d'),  so  e_i . e_j = sum_k cos((i - j) w_k),  r_h = 8 h / H (h = 1..H).
+
+    The inner product of two sinusoidal position embeddings depends only on i - j and is largest
+    (d'/2) at i = j; subtracting d'/2 makes the diagonal 0 and the bias <= 0 (softmax is blind to
+    that per-row constant, DAPE's MLP is not); r_h spreads the heads like ALiBi's slopes. d' = 128.
+    Sources: the paper's definition as recalled (inner product of sinusoids, d', ALiBi-like
+    compression ratios) and, for the exact indexing (k from 1 to d'/2), the -d'/2 shift and
+    r_h = 8h/H, NVIDIA NeMo's `SandwichRelativePositionEmbedding` (found with the code search; no
+    code copied). NeMo passes d' = the head width; here d' = 128 (the d_head of 8 would leave 4 very
+    low frequencies and an almost flat bias).
+    Symmetric in i - j (cos is even), as NeMo's bidirectional variant: no left/right distinction.
+    """
+
+    name = "sandwich"
+    family = "additive bias"
+    citation = ("Chi et al. 2023, Dissecting Transformer Length Extrapolation via the Lens of "
+                "Receptive Field Analysis (Sandwich)")
+    bidirectional = "symmetric in i - j (cos is even), as NeMo's bidirectional variant"
+    dim: ClassVar[int] = 128
+
+    def cache_key(self):
+        return (type(self).__qualname__, self.config.n_heads, self.dim)
+
+    def bias_from_positions(self, positions):
+        k = torch.arange(1, self.dim // 2 + 1, device=positions.device, dtype=torch.float32)
+        angles = positions.to(torch.float32)[:, None] * 10000.0 ** (-2.0 * k / self.dim)
+        emb = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)   # [T, d']
+        inner = emb @ emb.T - self.dim / 2                                 # sum_k cos((i-j) w_k) - d'/2
+        heads = self.config.n_heads
+        ratio = 8.0 * torch.arange(1, heads + 1, device=positions.device, dtype=torch.float32) / heads
+        return inner[None] / ratio[:, None, None]
+
+
+# -- FIRE -------------------------------------------------------------------------------------------
+@register_pe
+class FIRE(BiasPE):
+    """FIRE (Li et al. 2023, "Functional Interpolation for Relative Positions Improves Long Context
+    Transformers", §3, Eq. 3-4 and their appendix code):
+
+        B[:, i, j] = f( sign(i - j) psi(|i - j|) / psi(max(L, p_i)) ),  psi(x) = log(|c| x + 1)
+
+    f is an MLP 1 -> 32 -> H with a ReLU, shared by all positions (one per layer); c is learned, init
+    0.1; L = |m * 512| is the threshold with a learned multiplier m (init 1), 512 fixed (the FIRE
+    paper's init_L; the DAPE code halves it to 256). p_i is the query's position (randomized with
+    `rand-`); a small eps (1e-6) is added to the denominator as the reference code does.
+    Bidirectional form: FIRE is defined for j <= i, where the input lies in [0, 1]. Here keys right
+    of the query get the same magnitude with a negative sign, so the input lies in [-1, 1] and the
+    one MLP can learn different left and right functions; for j <= i it is exactly FIRE.
+    """
+
+    name = "fire"
+    family = "additive bias"
+    citation = "Li et al. 2023, Functional Interpolation for Relative Positions Improves Long Context Transformers"
+    bidirectional = "signed input: sign(i - j) psi(|i - j|) / psi(max(L, i)), one MLP on [-1, 1]"
+    mlp_width: ClassVar[int] = 32
+    init_c: ClassVar[float] = 0.1
+    init_threshold: ClassVar[float] = 512.0
+    eps: ClassVar[float] = 1e-6
+
+    def __init__(self, config, randomized=False):
+        super().__init__(config, randomized)
+        self.mlp = nn.Sequential(nn.Linear(1, self.mlp_width), nn.ReLU(), nn.Linear(self.mlp_width, config.n_heads))
+        self.c = nn.Parameter(torch.tensor(self.init_c))
+        self.threshold_multiplier = nn.Parameter(torch.tensor(1.0))
+
+    def psi(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(self.c.abs() * x + 1)
+
+    def normalized_offsets(self, positions: torch.Tensor) -> torch.Tensor:
+        """[T, T] MLP inputs: sign(i - j) psi(|p_i - p_j|) / (psi(max(L, p_i)) + eps)."""
+        p = positions.to(self.c.dtype)  # the parameters' dtype (float32, or float64 in tests)
+        offsets = p[:, None] - p[None, :]  # p_i - p_j: positive for keys left of the query
+        threshold = (self.threshold_multiplier * self.init_threshold).abs()
+        normalizer = self.psi(torch.maximum(p, threshold))[:, None] + self.eps
+        return torch.sign(offsets) * self.psi(offsets.abs()) / normalizer
+
+    def bias_from_positions(self, positions):
+        return self.mlp(self.normalized_offsets(positions)[..., None]).permute(2, 0, 1)

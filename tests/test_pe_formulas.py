@@ -1,0 +1,454 @@
+"""Positional encodings against their formulas (spec positional_encodings.md; che_reference.md §5, §7).
+
+Every PE is checked on small explicit cases, hand-computed where feasible and otherwise against a
+deliberately naive per-entry implementation of the published formula written here. Then every name
+in `pe_names()` (rand- and dape- variants included) is run forward and backward at training lengths
+and forward at 1,500 tokens.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from che.models.positional import PositionalEncoding, parse_pe, pe_names, random_positions
+from che.models.positional.absolute import Learned, SinCos, sinusoid
+from che.models.positional.biases import (FIRE, T5, ALiBi, KerpleLog, KerplePower, Sandwich,
+                                          alibi_slopes, t5_buckets)
+from che.models.positional.cope import CoPE
+from che.models.positional.relative import Relative
+from che.models.positional.rotary import RoPE, rotate_pairs
+from che.models.transformer import ModelConfig, Transformer
+
+CONFIG = ModelConfig(input_size=2, output_size=2)
+
+
+def config(**overrides) -> ModelConfig:
+    return ModelConfig(input_size=2, output_size=2, **overrides)
+
+
+def pe_modules(model) -> list[PositionalEncoding]:
+    """The outermost PE modules of a model (a DAPE wrapper, not also its base)."""
+    found = []
+    for module in model.modules():
+        if isinstance(module, PositionalEncoding) and not any(module in list(m.modules()) for m in found):
+            found.append(module)
+    return found
+
+
+# -- ALiBi ----------------------------------------------------------------------------------------
+def test_alibi_slopes_power_of_two():
+    assert torch.allclose(alibi_slopes(8), torch.tensor([2.0 ** -k for k in range(1, 9)]))
+
+
+@pytest.mark.parametrize("heads, exponents", [
+    # the official rule: the slopes of the lower power of two, then every other slope of the next
+    (6, [2, 4, 6, 8, 1, 3]),
+    (12, [1, 2, 3, 4, 5, 6, 7, 8, 0.5, 1.5, 2.5, 3.5]),
+])
+def test_alibi_slopes_other_head_counts(heads, exponents):
+    assert torch.allclose(alibi_slopes(heads), torch.tensor([2.0 ** -e for e in exponents]))
+
+
+def test_alibi_m2_row():
+    """Spec §7 M2: T = 5, head 0 (m = 0.5), row 2 = m * [-1.5, -0.5, 0, -1, -2]."""
+    bias = ALiBi(CONFIG).bias_from_positions(torch.arange(5))
+    assert torch.allclose(bias[0, 2], 0.5 * torch.tensor([-1.5, -0.5, 0.0, -1.0, -2.0]))
+
+
+def test_fixed_biases_are_cached_outside_the_state_dict():
+    q = torch.zeros(1, 8, 7, 8)
+    for cls in (ALiBi, Sandwich):
+        pe = cls(CONFIG).eval()
+        first, second = pe.bias(q, q), pe.bias(q, q)
+        assert first is second                                # served from the cache
+        assert cls(CONFIG).bias(q, q) is first                # shared by every layer
+        assert torch.equal(first, pe.bias_from_positions(torch.arange(7)))
+        assert all("cache" not in key for key in pe.state_dict())
+    randomized = ALiBi(CONFIG, randomized=True).train()
+    assert not torch.equal(randomized.bias(q, q), randomized.bias(q, q))  # draws are never cached
+
+
+# -- KERPLE ---------------------------------------------------------------------------------------
+def _set(parameter, values):
+    with torch.no_grad():
+        parameter.copy_(torch.tensor(values, dtype=parameter.dtype))
+
+
+def test_kerple_log_formula():
+    pe = KerpleLog(config(n_heads=2, d_model=8))
+    _set(pe.r1, [1.5, 0.2])
+    _set(pe.r2, [0.5, 2.0])
+    bias = pe.bias_from_positions(torch.arange(4))
+    # head 0, |i - j| = 2: -1.5 log(1 + 0.5 * 2) = -1.5 log 2
+    assert bias[0, 0, 2].item() == pytest.approx(-1.5 * math.log(2.0), rel=1e-6)
+    assert bias[0, 3, 1].item() == pytest.approx(-1.5 * math.log(2.0), rel=1e-6)  # symmetric
+    # head 1, |i - j| = 3: -0.2 log(1 + 2 * 3) = -0.2 log 7
+    assert bias[1, 3, 0].item() == pytest.approx(-0.2 * math.log(7.0), rel=1e-6)
+    assert torch.all(bias.diagonal(dim1=-2, dim2=-1) == 0)
+
+
+def test_kerple_power_formula():
+    pe = KerplePower(config(n_heads=2, d_model=8))
+    _set(pe.r1, [0.5, 2.0])
+    _set(pe.r2, [1.5, 0.5])
+    bias = pe.bias_from_positions(torch.arange(5))
+    assert bias[0, 0, 4].item() == pytest.approx(-0.5 * 4 ** 1.5, rel=1e-6)   # -0.5 * 8
+    assert bias[0, 4, 0].item() == pytest.approx(-4.0, rel=1e-6)
+    assert bias[1, 1, 0].item() == pytest.approx(-2.0, rel=1e-6)              # -2 * 1^0.5
+    assert bias[1, 0, 4].item() == pytest.approx(-2.0 * 2.0, rel=1e-6)        # -2 * 4^0.5
+
+
+def test_kerple_clamping():
+    log, power = KerpleLog(config(n_heads=2, d_model=8)), KerplePower(config(n_heads=2, d_model=8))
+    for pe in (log, power):
+        _set(pe.r1, [-1.0, 3.0])
+        _set(pe.r2, [-0.5, 3.0])
+        pe.bias_from_positions(torch.arange(3))
+    assert log.r1.tolist() == pytest.approx([0.01, 3.0])
+    assert log.r2.tolist() == pytest.approx([0.01, 3.0])        # no upper bound for the log kernel
+    assert power.r1.tolist() == pytest.approx([0.01, 3.0])
+    assert power.r2.tolist() == pytest.approx([0.01, 2.0])      # 0 < r2 <= 2
+    bias = power.bias_from_positions(torch.arange(3))
+    assert bias[1, 0, 2].item() == pytest.approx(-3.0 * 2.0 ** 2.0, rel=1e-6)
+
+
+def test_kerple_init_ranges():
+    torch.manual_seed(0)
+    log, power = KerpleLog(config(n_heads=64)), KerplePower(config(n_heads=64))
+    assert 0 <= log.r1.min() and log.r1.max() <= 2 and 0 <= log.r2.min() and log.r2.max() <= 1
+    assert 0 <= power.r1.min() and power.r1.max() <= 1 and 0 <= power.r2.min() and power.r2.max() <= 2
+
+
+@pytest.mark.parametrize("cls", [KerpleLog, KerplePower])
+def test_kerple_gradients_reach_parameters(cls):
+    pe = cls(CONFIG)
+    pe.bias_from_positions(torch.arange(6)).sum().backward()
+    for p in (pe.r1, pe.r2):
+        assert p.grad is not None and torch.isfinite(p.grad).all() and (p.grad != 0).all()
+
+
+# -- T5 -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("relative, bucket", [
+    # relative = j - i; keys at or left of the query use buckets 0..15
+    (0, 0), (-1, 1), (-7, 7),                   # exact: |j - i| < 8
+    (-8, 8), (-12, 9), (-20, 10), (-50, 13),    # 8 + floor(log(n/8) / log(16) * 8)
+    (-100, 15), (-128, 15), (-1000, 15),        # capped at the last bucket of the side
+    # keys right of the query: the same plus 16
+    (1, 17), (7, 23), (8, 24), (12, 25), (20, 26), (50, 29), (1000, 31),
+])
+def test_t5_buckets(relative, bucket):
+    assert t5_buckets(torch.tensor([relative])).item() == bucket
+
+
+def test_t5_bias_reads_the_table():
+    pe = T5(config(n_heads=2, d_model=8))
+    with torch.no_grad():
+        pe.table.copy_(torch.arange(64, dtype=torch.float32).view(32, 2))
+    bias = pe.bias_from_positions(torch.arange(30))
+    # (h, i, j) -> table[bucket(j - i), h]
+    assert bias[0, 20, 0].item() == 2 * 10 + 0       # j - i = -20: bucket 10
+    assert bias[1, 0, 20].item() == 2 * 26 + 1       # j - i = +20: bucket 26
+    assert bias[1, 5, 5].item() == 1                 # bucket 0
+    assert torch.all(T5(CONFIG).table == 0)          # init: zeros
+
+
+# -- FIRE -----------------------------------------------------------------------------------------
+def test_fire_normalisation_below_threshold():
+    """i < L: psi(|i - j|) / psi(L), L = 512 at init, psi(x) = log(0.1 x + 1); sign(i - j)."""
+    pe = FIRE(CONFIG)
+    x = pe.normalized_offsets(torch.arange(4))
+    psi = lambda v: math.log(0.1 * v + 1)  # noqa: E731
+    assert x[3, 1].item() == pytest.approx(psi(2) / psi(512), rel=1e-5)
+    assert x[1, 3].item() == pytest.approx(-psi(2) / psi(512), rel=1e-5)   # key right of the query
+    assert x[0, 3].item() == pytest.approx(-psi(3) / psi(512), rel=1e-5)
+    assert torch.all(x.diagonal() == 0)
+
+
+def test_fire_normalisation_above_threshold():
+    """Once the query position exceeds L, the normaliser is psi(p_i): the farthest key maps to 1."""
+    pe = FIRE(CONFIG)
+    with torch.no_grad():
+        pe.threshold_multiplier.fill_(2.0 / 512)   # L = 2
+        pe.c.fill_(0.5)
+    positions = torch.tensor([0, 1, 5, 10])        # e.g. randomized positions
+    x = pe.normalized_offsets(positions)
+    psi = lambda v: math.log(0.5 * v + 1)  # noqa: E731
+    assert x[3, 0].item() == pytest.approx(1.0, rel=1e-5)                  # psi(10) / psi(10)
+    assert x[3, 2].item() == pytest.approx(psi(5) / psi(10), rel=1e-5)
+    assert x[2, 0].item() == pytest.approx(psi(5) / psi(5), rel=1e-5)
+    assert x[1, 0].item() == pytest.approx(psi(1) / psi(2), rel=1e-5)      # p_i = 1 < L = 2
+    assert x[0, 3].item() == pytest.approx(-psi(10) / psi(2), rel=1e-5)    # p_i = 0 < L
+
+
+def test_fire_bias_is_the_mlp_of_the_normalised_offsets():
+    pe = FIRE(CONFIG)
+    positions = torch.arange(6)
+    x = pe.normalized_offsets(positions)
+    bias = pe.bias_from_positions(positions)
+    assert bias.shape == (8, 6, 6)
+    for i, j in [(0, 0), (4, 1), (1, 4)]:
+        assert torch.allclose(bias[:, i, j], pe.mlp(x[i, j].view(1)), atol=1e-6)
+
+
+# -- sin-cos --------------------------------------------------------------------------------------
+def test_sincos_layout_and_direction():
+    """Spec §7 M1 (RPE variant): token t gets position t; [sin | cos] halves, base 10000."""
+    pe = SinCos(CONFIG)
+    x = torch.zeros(1, 5, 64)
+    table = pe(x)[0]                                   # what the embeddings get, token by token
+    assert torch.equal(table[0], torch.cat([torch.zeros(32), torch.ones(32)]))
+    assert table[1, 0].item() == pytest.approx(math.sin(1.0))
+    assert table[1, 32].item() == pytest.approx(math.cos(1.0))
+    assert table[1, 1].item() == pytest.approx(math.sin(10000 ** (-2 / 64)))
+    assert table[4, 33].item() == pytest.approx(math.cos(4 * 10000 ** (-2 / 64)), abs=1e-6)
+    assert table[3, 31].item() == pytest.approx(math.sin(3 * 10000 ** (-62 / 64)), abs=1e-7)
+    assert torch.allclose(table, sinusoid(torch.arange(5), 64))
+
+
+# -- RoPE -----------------------------------------------------------------------------------------
+def test_rope_rotates_interleaved_pairs():
+    x = torch.tensor([[1.0, 0.0, 2.0, 3.0]])   # one token, d = 4: pairs (0, 1) and (2, 3)
+    out = rotate_pairs(x, torch.tensor([1]))
+    a0, a1 = 1.0, 10000 ** (-2 / 4)             # angles p * theta_k, p = 1
+    expected = [math.cos(a0), math.sin(a0),
+                2 * math.cos(a1) - 3 * math.sin(a1), 3 * math.cos(a1) + 2 * math.sin(a1)]
+    assert out[0].tolist() == pytest.approx(expected, abs=1e-6)
+    assert torch.equal(rotate_pairs(x, torch.tensor([0])), x)
+
+
+def test_rope_scores_depend_only_on_offsets():
+    torch.manual_seed(0)
+    pe = RoPE(CONFIG)
+    T = 12
+    q = torch.randn(8).expand(1, 1, T, 8)       # the same content at every position
+    k = torch.randn(8).expand(1, 1, T, 8)
+    qr, kr = pe.rotate(q, k)
+    scores = (qr @ kr.transpose(-2, -1))[0, 0]
+    for offset in range(-T + 1, T):
+        diagonal = scores.diagonal(offset)
+        assert torch.allclose(diagonal, diagonal[0].expand_as(diagonal), atol=1e-5)
+    assert not torch.allclose(scores.diagonal(1)[0], scores.diagonal(2)[0])
+
+
+# -- relative (Transformer-XL) --------------------------------------------------------------------
+def naive_relative_logits(pe: Relative, q, k, positions):
+    """((q_i + u) . k_j + (q_i + v) . W_R R_{p_i - p_j}) / sqrt(d_head), one entry at a time."""
+    batch, heads, T, d = q.shape
+    out = torch.empty(batch, heads, T, T)
+    for i in range(T):
+        for j in range(T):
+            r = pe.w_r(sinusoid(positions[i] - positions[j], pe.d_model)).view(heads, d)
+            for b in range(batch):
+                for h in range(heads):
+                    content = (q[b, h, i] + pe.u[h]) @ k[b, h, j]
+                    position = (q[b, h, i] + pe.v[h]) @ r[h]
+                    out[b, h, i, j] = (content + position) / math.sqrt(d)
+    return out
+
+
+@pytest.mark.parametrize("positions", [None, [0, 3, 4, 9, 30]])
+def test_relative_matches_naive_transformer_xl(positions):
+    torch.manual_seed(0)
+    cfg = config(n_heads=2, d_model=8)
+    pe = Relative(cfg, randomized=positions is not None).train()
+    T = 5
+    if positions is not None:   # pin the "random" draw
+        pe.positions = lambda length, device: torch.tensor(positions)
+    q, k = torch.randn(2, 2, T, 4), torch.randn(2, 2, T, 4)
+    logits = q @ k.transpose(-2, -1) / math.sqrt(4) + pe.bias(q, k)
+    expected = naive_relative_logits(pe, q, k, torch.tensor(positions or list(range(T))))
+    assert torch.allclose(logits, expected, atol=1e-5)
+
+
+def test_relative_arange_and_general_paths_agree():
+    torch.manual_seed(0)
+    pe = Relative(CONFIG)
+    qv = torch.randn(2, 8, 17, 8)
+    assert torch.allclose(pe._position_term_arange(qv, 17), pe._position_term_any(qv, torch.arange(17)),
+                          atol=1e-4)
+
+
+def test_relative_parameter_count():
+    """Spec §7 M4: 248,962 + 5 x (64 * 64 + 2 * 8 * 8) = 270,082 on a binary task."""
+    assert Transformer(config(pe="relative")).num_parameters() == 270_082
+    assert Transformer(config(pe="rand-relative")).num_parameters() == 270_082
+    pe = Transformer(config(pe="relative")).blocks[0].attention.pe
+    assert pe.u.std().item() == pytest.approx(0.02, rel=0.5) and pe.w_r.bias is None
+
+
+# -- Sandwich -------------------------------------------------------------------------------------
+def test_sandwich_matches_formula():
+    cfg = config(n_heads=4, d_model=16)
+    pe = Sandwich(cfg)
+    T, dim = 9, Sandwich.dim
+    bias = pe.bias_from_positions(torch.arange(T))
+    for h in range(4):
+        ratio = 8 * (h + 1) / 4
+        for i in range(T):
+            for j in range(T):
+                inner = sum(math.cos((i - j) / 10000 ** (2 * k / dim)) for k in range(1, dim // 2 + 1))
+                assert bias[h, i, j].item() == pytest.approx((inner - dim / 2) / ratio, abs=1e-4)
+    assert torch.allclose(bias.diagonal(dim1=-2, dim2=-1), torch.zeros(4, T), atol=1e-4)
+    assert torch.allclose(bias, bias.transpose(-2, -1), atol=1e-5)
+    assert (bias <= 1e-4).all()
+    assert list(pe.parameters()) == []
+
+
+# -- CoPE -----------------------------------------------------------------------------------------
+def naive_cope_logits(pe: CoPE, scores, q):
+    batch, heads, T, d = q.shape
+    out = scores.clone()
+    for b in range(batch):
+        for h in range(heads):
+            for i in range(T):
+                gates = torch.sigmoid(scores[b, h, i])
+                for j in range(T):
+                    if j <= i:
+                        p, table = gates[j:i + 1].sum(), pe.left
+                    else:
+                        p, table = gates[i:j + 1].sum(), pe.right
+                    p = min(p.item(), pe.npos - 1)
+                    lo, hi = math.floor(p), math.ceil(p)
+                    e = (1 - (p - lo)) * table[lo] + (p - lo) * table[hi]
+                    out[b, h, i, j] += q[b, h, i] @ e / math.sqrt(d)
+    return out
+
+
+class SmallCoPE(CoPE):
+    npos = 3
+
+
+@pytest.mark.parametrize("cls, scale", [(CoPE, 1.0), (SmallCoPE, 6.0)])
+def test_cope_matches_naive_loop(cls, scale):
+    torch.manual_seed(0)
+    pe = cls(config(n_heads=2, d_model=8))
+    with torch.no_grad():
+        pe.left.normal_()
+        pe.right.normal_()
+    q, k = torch.randn(2, 2, 6, 4), torch.randn(2, 2, 6, 4) * scale   # scale 6: gates near 1, clamps
+    scores = q @ k.transpose(-2, -1) / 2
+    assert torch.allclose(pe.logits(scores, q, k), naive_cope_logits(pe, scores, q), atol=1e-5)
+
+
+def test_cope_gradients_reach_gates_and_tables():
+    torch.manual_seed(0)
+    pe = CoPE(config(n_heads=2, d_model=8))
+    with torch.no_grad():
+        pe.left.normal_()
+        pe.right.normal_()
+    q, k = torch.randn(1, 2, 5, 4, requires_grad=True), torch.randn(1, 2, 5, 4, requires_grad=True)
+    scores = q @ k.transpose(-2, -1) / 2
+    # The position part alone: k reaches it only through the gates (the interpolation weight).
+    (pe.logits(scores, q, k) - scores).sum().backward()
+    assert (pe.left.grad != 0).any() and (pe.right.grad != 0).any()
+    assert k.grad is not None and (k.grad != 0).any()
+
+
+def test_cope_cannot_be_randomized():
+    with pytest.raises(Exception, match="cannot be randomized"):
+        parse_pe("rand-cope", CONFIG)
+    assert "rand-cope" not in pe_names()
+
+
+# -- randomized positions -------------------------------------------------------------------------
+def test_random_positions_sorted_distinct_in_range():
+    for _ in range(20):
+        p = random_positions(40, 64)
+        assert p.dtype == torch.int64 and len(p) == 40
+        assert torch.all(p[1:] > p[:-1]) and p.min() >= 0 and p.max() < 64
+    assert not torch.equal(random_positions(40, 2048), random_positions(40, 2048))
+
+
+def test_positions_redrawn_each_pass_and_at_eval_only_if_asked():
+    pe = ALiBi(config(rand_at_eval=True), randomized=True)
+    for mode in (pe.train, pe.eval):
+        mode()
+        assert not torch.equal(pe.positions(30, "cpu"), pe.positions(30, "cpu"))
+    quiet = ALiBi(config(rand_at_eval=False), randomized=True)
+    assert not torch.equal(quiet.train().positions(30, "cpu"), quiet.positions(30, "cpu"))
+    assert torch.equal(quiet.eval().positions(30, "cpu"), torch.arange(30))
+
+
+def _perturb_pe_parameters(model):
+    """So that a PE initialised to something position-blind (t5's zero table) shows its positions."""
+    with torch.no_grad():
+        for pe in pe_modules(model):
+            for p in pe.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+
+
+@pytest.mark.parametrize("name", [n for n in pe_names() if "rand-" in n])
+def test_randomized_model_m3(name):
+    """Spec §7 M3: the same weights give different logits on two passes; one draw per pass is
+    shared by the batch (identical inputs, eval mode, so no dropout: identical outputs); with
+    rand_at_eval False, evaluation is deterministic."""
+    torch.manual_seed(0)
+    model = Transformer(config(pe=name, n_layers=2)).eval()
+    _perturb_pe_parameters(model)
+    x = torch.randint(0, 2, (1, 12)).expand(3, 12)
+    with torch.no_grad():
+        first, second = model(x, 12), model(x, 12)
+        assert not torch.allclose(first, second)
+        assert torch.allclose(first[0], first[1], atol=1e-5) and torch.allclose(first[0], first[2], atol=1e-5)
+        model.config.rand_at_eval = False
+        assert torch.equal(model(x, 12), model(x, 12))
+
+
+# -- learned --------------------------------------------------------------------------------------
+def test_learned_clamps_past_its_table_and_warns_once():
+    pe = Learned(config(learned_max_length=8))
+    assert pe.table.shape == (8, 64)
+    with pytest.warns(UserWarning, match="clamped"):
+        out = pe.encode(torch.arange(12))
+    assert torch.equal(out[:8], pe.table)
+    assert torch.equal(out[8:], pe.table[7].expand(4, 64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pe.encode(torch.arange(12))          # the second time, silently
+        Learned(config(learned_max_length=8)).encode(torch.arange(8))   # within the table: silent
+
+
+def test_learned_table_size_and_init():
+    torch.manual_seed(0)
+    assert Learned(config(learned_max_length=16, rand_max_length=64), randomized=True).table.shape == (64, 64)
+    assert Learned(config(learned_max_length=128, rand_max_length=64), randomized=True).table.shape == (128, 64)
+    table = Learned(config(learned_max_length=4096)).table
+    assert table.abs().max() <= 2.0 and table.std().item() == pytest.approx(0.88, abs=0.03)  # trunc at 2 sigma
+
+
+# -- every PE name --------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", pe_names())
+def test_every_pe_trains(name):
+    """Forward and backward at a training length; every parameter of the PE gets a finite gradient,
+    nonzero somewhere."""
+    torch.manual_seed(0)
+    model = Transformer(config(pe=name)).train()
+    x = torch.randint(0, 2, (2, 9))
+    logits = model(x, 9)
+    F.cross_entropy(logits.reshape(-1, 2), torch.randint(0, 2, (18,))).backward()
+    parameters = [(n, p) for pe in pe_modules(model) for n, p in pe.named_parameters()]
+    for parameter_name, p in parameters:
+        assert p.grad is not None, f"{name}: no gradient for {parameter_name}"
+        assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient for {parameter_name}"
+        if "rand-" in name and parameter_name.endswith("threshold_multiplier"):
+            continue  # FIRE: random positions lie mostly past L = 512, where L is not used
+        assert (p.grad != 0).any(), f"{name}: zero gradient for {parameter_name}"
+    if name not in {"none", "sin-cos", "rand-sin-cos", "rope", "rand-rope", "alibi", "rand-alibi",
+                    "sandwich", "rand-sandwich"}:
+        assert parameters, f"{name}: expected learnable PE parameters"
+
+
+@pytest.mark.parametrize("name", pe_names())
+def test_every_pe_runs_at_1500_tokens(name):
+    """duplicate_string at length 500: 500 inputs + 1000 outputs. One layer and a narrow DAPE MLP
+    keep this fast on a CPU; the PE code path is the same as with the defaults."""
+    torch.manual_seed(0)
+    model = Transformer(config(pe=name, n_layers=1, dape_width=8)).eval()
+    with torch.no_grad():
+        logits = model(torch.randint(0, 2, (1, 500)), 1000)
+    assert logits.shape == (1, 1000, 2) and torch.isfinite(logits).all()
