@@ -320,6 +320,181 @@ def leaderboard_command(
         err_console.print(f"wrote {plot}", highlight=False)
 
 
+# -- che bench --------------------------------------------------------------------------------------
+@app.command("bench")
+@user_errors
+def bench_command(
+    pes: Annotated[Optional[str], typer.Option(help="Comma-separated PEs [default: the zoo's main ones].")] = None,
+    task: Annotated[str, typer.Option(help="Task whose batches are timed.")] = "reverse_string",
+    length: Annotated[int, typer.Option(help="Training length N of the timed batch.")] = 40,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 128,
+    eval_length: Annotated[int, typer.Option(help="Test length for evaluation throughput.")] = 500,
+    eval_batch: Annotated[int, typer.Option(help="Sequences in the timed evaluation batch.")] = 16,
+    repeats: Annotated[int, typer.Option(help="Timed steps per configuration (median reported).")] = 5,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    literal: Annotated[bool, typer.Option("--literal/--no-literal",
+                                          help="Also time DAPE's literal formulation.")] = True,
+    d_model: Annotated[Optional[int], typer.Option(help="Model width (64 = the CHE model).")] = None,
+    dape_width: Annotated[Optional[int], typer.Option(help="DAPE MLP width D.")] = None,
+    eval_memory_gb: Annotated[float, typer.Option(help="Memory budget of evaluation chunks.")] = 4.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the JSON to this file.")] = None,
+    plugin: PluginOption = None,
+):
+    """Step time, tokens/s, evaluation throughput and peak memory per PE, side by side."""
+    from che.models.positional import canonical_pe_name
+    from che.registry import TASKS
+    from che.runners.bench import DEFAULT_PES, benchmark, summary_lines
+    from che.runners.run import pick_device
+
+    _load_plugins(plugin)
+    TASKS.get(task)
+    names = [canonical_pe_name(p.strip()) for p in pes.split(",")] if pes else DEFAULT_PES
+    _check_range("--length", length, 1, 10_000)
+    _check_range("--eval-length", eval_length, 1, 10_000)
+    _check_range("--batch-size", batch_size, 1, 1_000_000)
+    _check_range("--eval-batch", eval_batch, 1, 1_000_000)
+    _check_range("--repeats", repeats, 1, 1000)
+    overrides = {k: v for k, v in {"d_model": d_model, "dape_width": dape_width}.items() if v is not None}
+    log = (lambda msg: err_console.print(msg, highlight=False)) if not as_json else (lambda msg: None)
+    report = benchmark(names, task, length, batch_size, eval_length, eval_batch, repeats,
+                       str(pick_device(device)), literal, eval_memory_gb, overrides, log=log)
+    text = json.dumps(report, indent=1)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    if as_json:
+        print(json.dumps(report["records"], indent=1))
+        return
+    console.print(f"[bold]{report['machine']['device']}[/], torch {report['machine']['torch']}; "
+                  f"{task}, N = {length}, batch {batch_size}, float32", highlight=False)
+    table = Table(show_lines=False)
+    for column in ("pe", "impl", "step ms", "x none", "x base", "tokens/s", f"eval seq/s @{eval_length}",
+                   "eval peak MB"):
+        table.add_column(column, justify="left" if column in ("pe", "impl") else "right")
+    for r in report["records"]:
+        table.add_row(r["pe"], r["impl"], f"{r['step_ms']:.1f}", f"{r['step_vs_none']:.2f}",
+                      "" if r["step_vs_base"] is None else f"{r['step_vs_base']:.2f}", f"{r['tokens_per_s']:,.0f}",
+                      "–" if r["eval_seq_per_s"] is None else f"{r['eval_seq_per_s']:.2f}",
+                      "–" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:,.0f}")
+    console.print(table)
+    for line in summary_lines(report):
+        console.print(line, highlight=False)
+
+
+# -- che sweep --------------------------------------------------------------------------------------
+@app.command("sweep")
+@user_errors
+def sweep_command(
+    spec: Annotated[Optional[str], typer.Argument(
+        help="A sweep file (TOML), or the name of one that ships with che: cpu_leaderboard, dape_table2. "
+             "Options given here override the file.", show_default=False)] = None,
+    tasks: Annotated[Optional[str], typer.Option(help="'all' (the 15 CHE tasks) or task names, comma-separated.")] = None,
+    pes: Annotated[Optional[str], typer.Option(help="Positional encodings, comma-separated (`che pes`).")] = None,
+    seeds: Annotated[Optional[str], typer.Option(
+        help="A count N (seeds 0..N-1) or seeds, comma-separated [default: 1].")] = None,
+    lrs: Annotated[Optional[str], typer.Option(
+        help="Learning rates, comma-separated [default: the preset's].")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="smoke, cpu or paper [default: cpu].")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Training steps of every run.")] = None,
+    results: Annotated[Optional[Path], typer.Option(
+        help="Results folder [default: the sweep file's, else results/runs].")] = None,
+    executor: Annotated[str, typer.Option(help="local (a process pool) or ray.")] = "local",
+    jobs: Annotated[Optional[int], typer.Option(
+        help="Runs at a time [default: one per CPU core, or --jobs-per-gpu per GPU].")] = None,
+    jobs_per_gpu: Annotated[int, typer.Option(help="Runs sharing each GPU.")] = 1,
+    ray_address: Annotated[Optional[str], typer.Option(
+        help="Join this Ray cluster (or RAY_ADDRESS) [default: start a local Ray instance].")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    dry_run: Annotated[bool, typer.Option(help="List the runs and the estimated cost; run nothing.")] = False,
+    quiet: Annotated[bool, typer.Option(help="Plain log lines instead of a progress bar.")] = False,
+    plugin: PluginOption = None,
+):
+    """Run a grid of tasks x PEs x learning rates x seeds; finished runs are skipped, failures recorded.
+
+    Each run is exactly `che run --resume` with its configuration. Ctrl-C stops cleanly: running
+    runs save a checkpoint and the same command continues them. Exit code: 0, 1 if a run failed,
+    130 after Ctrl-C.
+    """
+    from che.runners import sweep as sw
+    from che.runners.executors import EXECUTORS, make_executor
+
+    if executor not in EXECUTORS:
+        raise CheError(f"unknown executor '{executor}' (choices: {', '.join(EXECUTORS)})")
+    if jobs is not None:
+        _check_range("--jobs", jobs, 1, 4096)
+    _check_range("--jobs-per-gpu", jobs_per_gpu, 1, 64)
+    label, values = sw.read_spec(spec) if spec else ("command line", {})
+    grid = sw.build_grid(values, label, tasks=tasks, pes=pes, seeds=seeds, lrs=lrs, preset=preset,
+                         results=results, plugins=plugin, steps=steps)
+    configs = grid.configs()
+    out = err_console if quiet else console
+    out.print(f"sweep {label}: {len(configs)} runs ({grid.describe()}), results in {grid.results}",
+              highlight=False)
+    if dry_run:
+        _sweep_dry_run(grid, configs, executor, jobs, jobs_per_gpu, device)
+        return
+    factory = make_executor(executor, grid.results, grid.plugins, device, jobs, jobs_per_gpu, ray_address)
+    live = not quiet and console.is_terminal
+    reporter = sw.RichSweepReporter(console) if live else sw.LogSweepReporter(err_console)
+    summary = sw.run_sweep(configs, grid.results, factory, reporter)
+    console.print(summary.line(), highlight=False)
+    if summary.failures:
+        console.print(f"failed runs are recorded (config, error, traceback) in:", highlight=False)
+        for path in summary.failures[:20]:
+            console.print(f"  {path}", highlight=False)
+        if len(summary.failures) > 20:
+            console.print(f"  ... and {len(summary.failures) - 20} more *.failed.json under {grid.results}",
+                          highlight=False)
+        console.print("they are retried when the sweep runs again", highlight=False)
+    if summary.stopped:
+        err_console.print("stopped: run the same command again to continue (interrupted runs resume "
+                          "from their checkpoints)", highlight=False)
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
+
+
+def _sweep_dry_run(grid, configs, executor: str, jobs: int | None, jobs_per_gpu: int, device: str) -> None:
+    """The runs with their state, and the estimated cost of those left (see sweep.estimate_cost)."""
+    from che.runners import sweep as sw
+    from che.runners.estimate import format_duration
+    from che.runners.executors import local_plan
+
+    rows = sw.plan(configs, grid.results)
+    table = Table(title=f"che sweep --dry-run: {len(rows)} runs")
+    for column in ("task", "pe", "seed", "lr", "run id", "state"):
+        table.add_column(column, no_wrap=True)
+    for r in rows:
+        table.add_row(r["task"], r["pe"], str(r["seed"]), f"{r['lr']:g}", r["run_id"], r["state"])
+    Console(width=max(console.width, 120) if not console.is_terminal else None).print(table)
+    todo = [c for c, r in zip(configs, rows) if r["state"] not in ("finished", "running elsewhere")]
+    counts = {s: sum(r["state"] == s for r in rows) for s in dict.fromkeys(r["state"] for r in rows)}
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
+    if not todo:
+        console.print("nothing to run", highlight=False)
+        return
+    import torch
+
+    plan = local_plan(device, jobs, jobs_per_gpu, len(todo))
+    err_console.print(f"measuring the cost of runs on {plan.device} with {plan.threads} torch thread(s)...",
+                      highlight=False)
+    cost = sw.estimate_cost(todo, torch.device(plan.device), plan.threads)
+    total = sum(cost["per_run"])
+    how = ("a cross of one task x every PE and one PE x every task, scaled" if cost["separable"]
+           else "each (task, PE) pair")
+    console.print(f"estimated cost of the {len(todo)} runs left: {format_duration(total)} of "
+                  f"{plan.device} time ({cost['measured']} measurements on this machine: {how})", highlight=False)
+    if executor == "local":
+        wall = sw.expected_wall(cost["per_run"], plan.jobs)
+        console.print(f"about {format_duration(wall)} here with {plan.describe()}", highlight=False)
+    elif jobs:
+        console.print(f"about {format_duration(sw.expected_wall(cost['per_run'], jobs))} with {jobs} "
+                      f"parallel runs of this speed on the Ray cluster", highlight=False)
+    else:
+        console.print("on Ray: divide by the number of runs the cluster holds at once (--jobs to say)",
+                      highlight=False)
+
+
 def main() -> None:
     app()
 

@@ -29,10 +29,16 @@ def length_seed(eval_seed: int, length: int) -> int:
 
 
 def bytes_per_example(model_config, tokens: int) -> int:
-    """A conservative estimate of the attention working set of one example during a forward pass:
-    a few [H, T, T] float32 tensors per layer alive at once, plus DAPE's hidden activations."""
-    dape = model_config.pe.startswith("dape")
-    per_position = 6 * model_config.n_heads + (2 * model_config.dape_width if dape else 0)
+    """A conservative estimate of the working set of one example in a forward pass: a few
+    [H, T, T] float32 tensors alive at once in an attention layer (scores, bias, logits,
+    probabilities), more with DAPE (its output; the literal form also holds the concatenated
+    input and the [T, T, D] hidden activations, which the fast form never materialises)."""
+    heads = model_config.n_heads
+    per_position = 6 * heads
+    if model_config.pe.startswith("dape"):
+        per_position += 3 * heads
+        if model_config.dape_impl == "literal":
+            per_position += 2 * heads + 2 * model_config.dape_width
     return 4 * tokens * tokens * per_position + 64 * tokens * model_config.d_model
 
 

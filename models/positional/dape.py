@@ -133,67 +133,81 @@ class DAPE(AttentionPE):
         return self.output(F.leaky_relu(h, NEGATIVE_SLOPE))
 
 
-CHUNK_POSITIONS = 8192  # (batch item, i, j) positions per block: the [D, block] hidden stays in cache
+BLOCK_POSITIONS = 2048  # positions per block: its [D, block] hidden activations stay in L2 cache
 
 
-def position_blocks(batch: int, positions: int, budget: int = CHUNK_POSITIONS):
-    """(b0, b1, n0, n1) blocks of about `budget` positions: several whole batch items when one
-    item's T*T positions fit, else slices of one item's positions."""
+def position_blocks(batch: int, positions: int, budget: int = BLOCK_POSITIONS):
+    """(b0, b1, n0, n1) blocks of at most about `budget` positions: several whole batch items when
+    one item's T*T positions fit, else equal slices of one item's positions."""
     if positions <= budget:
         per = max(1, budget // positions)
         for b0 in range(0, batch, per):
             yield b0, min(batch, b0 + per), 0, positions
     else:
+        slices = -(-positions // budget)
+        size = -(-positions // slices)
         for b0 in range(batch):
-            for n0 in range(0, positions, budget):
-                yield b0, b0 + 1, n0, min(positions, n0 + budget)
+            for n0 in range(0, positions, size):
+                yield b0, b0 + 1, n0, min(positions, n0 + size)
+
+
+def _gather(x: torch.Tensor, b0: int, b1: int, n0: int, n1: int) -> torch.Tensor:
+    """x[b0:b1, :, n0:n1] as a [channels, items * positions] matrix (a view for one item)."""
+    return x[b0:b1, :, n0:n1].transpose(0, 1).reshape(x.shape[1], -1)
+
+
+def _scatter(target: torch.Tensor, block: torch.Tensor, b0: int, b1: int, n0: int, n1: int) -> None:
+    """The inverse of `_gather`: write a [channels, items * positions] matrix into target."""
+    target[b0:b1, :, n0:n1] = block.view(block.shape[0], b1 - b0, n1 - n0).transpose(0, 1)
 
 
 class PositionwiseMLP(torch.autograd.Function):
     """out[b, :, n] = W2 leaky(Wc x[b, :, n] + const[:, n]) + b2 at every position n = (i, j).
 
     The same function as applying Linear -> LeakyReLU -> Linear over the channel axis, computed
-    block by block so that the [D, positions] hidden activations never exist in full: the forward
-    pass keeps nothing but its inputs, and the backward pass recomputes each block's hidden
-    activations. This bounds memory (evaluation at 1,500 tokens) and keeps every block in cache,
-    which is what makes it several times faster than materialising [batch, D, T, T].
+    block by block as 2-D matrix products, so that the [D, positions] hidden activations never
+    exist in full: the forward pass keeps only its inputs and the backward pass recomputes each
+    block's hidden activations. This bounds memory (evaluation at 1,500 tokens) and keeps every
+    block in cache, which makes it several times faster than materialising [batch, D, T, T].
     """
 
     @staticmethod
     def forward(ctx, content, const, w_content, w_out, b_out):
         batch, channels, length, _ = content.shape
-        width, heads, positions = w_content.shape[0], w_out.shape[0], length * length
+        width, positions = w_content.shape[0], length * length
         x = content.reshape(batch, channels, positions)
         k = const.reshape(width, positions)
-        out = torch.empty(batch, heads, positions, dtype=content.dtype, device=content.device)
+        out = torch.empty(batch, w_out.shape[0], positions, dtype=content.dtype, device=content.device)
         for b0, b1, n0, n1 in position_blocks(batch, positions):
-            h = torch.matmul(w_content, x[b0:b1, :, n0:n1]).add_(k[:, n0:n1])
-            out[b0:b1, :, n0:n1] = torch.matmul(w_out, F.leaky_relu_(h, NEGATIVE_SLOPE))
+            h = torch.mm(w_content, _gather(x, b0, b1, n0, n1))
+            h.view(width, b1 - b0, n1 - n0).add_(k[:, None, n0:n1])
+            _scatter(out, torch.mm(w_out, F.leaky_relu_(h, NEGATIVE_SLOPE)), b0, b1, n0, n1)
         out.add_(b_out[:, None])
         ctx.save_for_backward(content, const, w_content, w_out)
-        return out.view(batch, heads, length, length)
+        return out.view(batch, -1, length, length)
 
     @staticmethod
     def backward(ctx, grad):
         content, const, w_content, w_out = ctx.saved_tensors
         batch, channels, length, _ = content.shape
-        width, heads, positions = w_content.shape[0], w_out.shape[0], length * length
+        width, positions = w_content.shape[0], length * length
         x = content.reshape(batch, channels, positions)
         k = const.reshape(width, positions)
-        g = grad.reshape(batch, heads, positions)
+        g = grad.reshape(batch, -1, positions)
         g_content = torch.empty_like(x)
         g_const = torch.zeros_like(k)
         g_w_content = torch.zeros_like(w_content)
         g_w_out = torch.zeros_like(w_out)
         for b0, b1, n0, n1 in position_blocks(batch, positions):
-            xb, gb = x[b0:b1, :, n0:n1], g[b0:b1, :, n0:n1]
-            h = torch.matmul(w_content, xb).add_(k[:, n0:n1])  # recomputed
-            g_w_out += torch.matmul(gb, F.leaky_relu(h, NEGATIVE_SLOPE).transpose(1, 2)).sum(0)
-            g_h = torch.ops.aten.leaky_relu_backward(torch.matmul(w_out.t(), gb), h, NEGATIVE_SLOPE, False)
-            g_const[:, n0:n1] += g_h.sum(0)
-            g_w_content += torch.matmul(g_h, xb.transpose(1, 2)).sum(0)
-            g_content[b0:b1, :, n0:n1] = torch.matmul(w_content.t(), g_h)
-        return (g_content.view_as(content), g_const.view_as(const), g_w_content, g_w_out, g.sum((0, 2)))
+            xb, gb = _gather(x, b0, b1, n0, n1), _gather(g, b0, b1, n0, n1)
+            h = torch.mm(w_content, xb)  # recomputed
+            h.view(width, b1 - b0, n1 - n0).add_(k[:, None, n0:n1])
+            g_w_out.addmm_(gb, F.leaky_relu(h, NEGATIVE_SLOPE).t())
+            g_h = torch.ops.aten.leaky_relu_backward(torch.mm(w_out.t(), gb), h, NEGATIVE_SLOPE, False)
+            g_const[:, n0:n1] += g_h.view(width, b1 - b0, n1 - n0).sum(1)
+            g_w_content.addmm_(g_h, xb.t())
+            _scatter(g_content, torch.mm(w_content.t(), g_h), b0, b1, n0, n1)
+        return g_content.view_as(content), g_const.view_as(const), g_w_content, g_w_out, g.sum((0, 2))
 
 
 def make_dape(kind: str, base: AttentionPE, config) -> DAPE:
