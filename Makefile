@@ -27,5 +27,10 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# A few seconds' sweep on a local Ray instance (tests/test_sweep.py runs the same in CI).
+smoke-sweep: setup
+	$(BIN)/che sweep --tasks parity_check,reverse_string --pes none,alibi --preset smoke --executor ray \
+	  --results runs/smoke-sweep
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -392,19 +392,19 @@ def sweep_command(
     tasks: Annotated[Optional[str], typer.Option(help="'all' (the 15 CHE tasks) or task names, comma-separated.")] = None,
     pes: Annotated[Optional[str], typer.Option(help="Positional encodings, comma-separated (`che pes`).")] = None,
     seeds: Annotated[Optional[str], typer.Option(
-        help="A count N (seeds 0..N-1) or seeds, comma-separated [default: 1].")] = None,
+        help="A count N (seeds 0..N-1) or seeds, comma-separated (default: 1).")] = None,
     lrs: Annotated[Optional[str], typer.Option(
-        help="Learning rates, comma-separated [default: the preset's].")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="smoke, cpu or paper [default: cpu].")] = None,
+        help="Learning rates, comma-separated (default: the preset's).")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="smoke, cpu or paper (default: cpu).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Training steps of every run.")] = None,
     results: Annotated[Optional[Path], typer.Option(
-        help="Results folder [default: the sweep file's, else results/runs].")] = None,
+        help="Results folder (default: the sweep file's, else results/runs).")] = None,
     executor: Annotated[str, typer.Option(help="local (a process pool) or ray.")] = "local",
     jobs: Annotated[Optional[int], typer.Option(
-        help="Runs at a time [default: one per CPU core, or --jobs-per-gpu per GPU].")] = None,
+        help="Runs at a time (default: one per CPU core, or --jobs-per-gpu per GPU).")] = None,
     jobs_per_gpu: Annotated[int, typer.Option(help="Runs sharing each GPU.")] = 1,
     ray_address: Annotated[Optional[str], typer.Option(
-        help="Join this Ray cluster (or RAY_ADDRESS) [default: start a local Ray instance].")] = None,
+        help="Join the Ray cluster at this address (default: RAY_ADDRESS if set, else start a local one).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     dry_run: Annotated[bool, typer.Option(help="List the runs and the estimated cost; run nothing.")] = False,
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of a progress bar.")] = False,
@@ -416,6 +416,7 @@ def sweep_command(
     runs save a checkpoint and the same command continues them. Exit code: 0, 1 if a run failed,
     130 after Ctrl-C.
     """
+    from che.registry import loaded_plugins
     from che.runners import sweep as sw
     from che.runners.executors import EXECUTORS, make_executor
 
@@ -430,26 +431,29 @@ def sweep_command(
     configs = grid.configs()
     out = err_console if quiet else console
     out.print(f"sweep {label}: {len(configs)} runs ({grid.describe()}), results in {grid.results}",
-              highlight=False)
+              highlight=False, soft_wrap=True)
     if dry_run:
-        _sweep_dry_run(grid, configs, executor, jobs, jobs_per_gpu, device)
+        try:
+            _sweep_dry_run(grid, configs, executor, jobs, jobs_per_gpu, device)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
         return
-    factory = make_executor(executor, grid.results, grid.plugins, device, jobs, jobs_per_gpu, ray_address)
+    factory = make_executor(executor, grid.results, loaded_plugins(), device, jobs, jobs_per_gpu, ray_address)
     live = not quiet and console.is_terminal
     reporter = sw.RichSweepReporter(console) if live else sw.LogSweepReporter(err_console)
     summary = sw.run_sweep(configs, grid.results, factory, reporter)
-    console.print(summary.line(), highlight=False)
+    console.print(summary.line(), highlight=False, soft_wrap=True)
     if summary.failures:
-        console.print(f"failed runs are recorded (config, error, traceback) in:", highlight=False)
+        console.print("failed runs are recorded (config, error, traceback) in:", highlight=False, soft_wrap=True)
         for path in summary.failures[:20]:
-            console.print(f"  {path}", highlight=False)
+            console.print(f"  {path}", highlight=False, soft_wrap=True)
         if len(summary.failures) > 20:
             console.print(f"  ... and {len(summary.failures) - 20} more *.failed.json under {grid.results}",
-                          highlight=False)
-        console.print("they are retried when the sweep runs again", highlight=False)
+                          highlight=False, soft_wrap=True)
+        console.print("they are retried when the sweep runs again", highlight=False, soft_wrap=True)
     if summary.stopped:
         err_console.print("stopped: run the same command again to continue (interrupted runs resume "
-                          "from their checkpoints)", highlight=False)
+                          "from their checkpoints)", highlight=False, soft_wrap=True)
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
 
@@ -469,30 +473,34 @@ def _sweep_dry_run(grid, configs, executor: str, jobs: int | None, jobs_per_gpu:
     Console(width=max(console.width, 120) if not console.is_terminal else None).print(table)
     todo = [c for c, r in zip(configs, rows) if r["state"] not in ("finished", "running elsewhere")]
     counts = {s: sum(r["state"] == s for r in rows) for s in dict.fromkeys(r["state"] for r in rows)}
-    console.print(", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False)
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False, soft_wrap=True)
     if not todo:
-        console.print("nothing to run", highlight=False)
+        console.print("nothing to run", highlight=False, soft_wrap=True)
         return
     import torch
 
     plan = local_plan(device, jobs, jobs_per_gpu, len(todo))
     err_console.print(f"measuring the cost of runs on {plan.device} with {plan.threads} torch thread(s)...",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
     cost = sw.estimate_cost(todo, torch.device(plan.device), plan.threads)
     total = sum(cost["per_run"])
-    how = ("a cross of one task x every PE and one PE x every task, scaled" if cost["separable"]
-           else "each (task, PE) pair")
+    if not cost["separable"]:
+        how = f"{cost['measured']} measurements on this machine, one per (task, PE)"
+    else:
+        how = (f"{cost['measured']} of {cost['wanted']} measurements on this machine: one task x every PE and "
+               f"one PE x every task, multiplied" + ("" if cost["measured"] == cost["wanted"] else
+                                                     "; the time budget left the rest at the average"))
     console.print(f"estimated cost of the {len(todo)} runs left: {format_duration(total)} of "
-                  f"{plan.device} time ({cost['measured']} measurements on this machine: {how})", highlight=False)
+                  f"{plan.device} time ({how})", highlight=False, soft_wrap=True)
     if executor == "local":
         wall = sw.expected_wall(cost["per_run"], plan.jobs)
-        console.print(f"about {format_duration(wall)} here with {plan.describe()}", highlight=False)
+        console.print(f"about {format_duration(wall)} here with {plan.describe()}", highlight=False, soft_wrap=True)
     elif jobs:
         console.print(f"about {format_duration(sw.expected_wall(cost['per_run'], jobs))} with {jobs} "
-                      f"parallel runs of this speed on the Ray cluster", highlight=False)
+                      f"parallel runs of this speed on the Ray cluster", highlight=False, soft_wrap=True)
     else:
         console.print("on Ray: divide by the number of runs the cluster holds at once (--jobs to say)",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -1,0 +1,509 @@
+"""Where the runs of a sweep execute: a local pool of worker processes, or a Ray cluster.
+
+Both run `run_one`, the worker entry (config -> `execute` -> result file), and offer the small
+interface that `che.runners.sweep.run_sweep` drives:
+
+    slots                          how many runs to keep in flight
+    submit(config) -> key          start a run
+    poll(timeout) -> [(key, outcome)]   the runs that ended; outcome is run_one's dict
+    interrupt()                    ask the running runs to save a checkpoint and stop (Ctrl-C)
+    kill()                         abandon them (a second Ctrl-C)
+    close()
+
+Nothing here imports torch at module level: a worker sets its thread counts (and the GPU it may
+see) in its environment before torch is loaded.
+"""
+
+from __future__ import annotations
+
+import _thread
+import itertools
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from che.errors import CheError
+
+EXECUTORS = ("local", "ray")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# Idle OpenMP threads sleep instead of spinning: with spinning, runs that share cores (other
+# workers, another sweep, anything else on the machine) train tens of times slower.
+WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+# -- the worker entry -----------------------------------------------------------------------------
+_stop_pending = False  # a Ctrl-C that arrived while no training loop was listening
+
+
+def run_one(config: dict, results: str, device: str = "auto", plugins: list[str] | tuple = (),
+            threads: int | None = None) -> dict:
+    """Run one configuration exactly as `che run --resume` does, and say how it ended.
+
+    Loads the plugins, sets torch's thread count, rebuilds the RunConfig and calls `execute`.
+    Never raises for a failed run: returns {"status": "finished" | "skipped" | "interrupted" |
+    "failed", ...} with the result record, or the error and its traceback. Ctrl-C (SIGINT) during
+    training saves a checkpoint (status "interrupted"); one that comes before training starts is
+    kept and stops it after its first step; one during evaluation lets the run finish.
+    """
+    global _stop_pending
+    _stop_pending = False
+    started = time.perf_counter()
+    outcome = {"run_id": None, "host": socket.gethostname(), "pid": os.getpid(), "device": device}
+    for name, value in WAIT_POLICY.items():
+        os.environ.setdefault(name, value)  # effective where torch is not loaded yet
+    with _sigint_deferred():
+        try:
+            import torch
+
+            from che.config import RunConfig
+            from che.registry import load_plugins
+            from che.runners.run import execute
+            from che.runners.train import Interrupted
+
+            if threads:
+                torch.set_num_threads(threads)
+            load_plugins(list(plugins))
+            run = RunConfig.from_dict(dict(config))
+            outcome["run_id"] = run.run_id
+            try:
+                result = execute(run, Path(results), device=device, resume=True, reporter=_stop_relay())
+            except Interrupted as stop:
+                outcome.update(status="interrupted", step=stop.step, checkpoint=str(stop.checkpoint))
+            else:
+                outcome.update(status=result.status, path=str(result.path), record=result.record,
+                               device=result.record.get("device", device))
+        except KeyboardInterrupt:  # a second Ctrl-C inside a training step
+            outcome.update(status="interrupted")
+        except Exception as exc:
+            outcome.update(status="failed", error_type=type(exc).__name__, error=str(exc),
+                           traceback=traceback.format_exc())
+    outcome["seconds"] = round(time.perf_counter() - started, 3)
+    return outcome
+
+
+@contextmanager
+def _sigint_deferred():
+    """While a run is set up or evaluated, SIGINT only leaves a note (`_stop_pending`); during
+    training, the training loop's own handler takes it (and restores this one afterwards)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def note(signum, frame):
+        global _stop_pending
+        _stop_pending = True
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop_relay():
+    """A Reporter that passes a Ctrl-C noted before training started on to the training loop,
+    after its first step, so that it saves a checkpoint and stops."""
+    from che.runners.run import Reporter
+
+    class StopRelay(Reporter):
+        def step(self, state, loss, accuracy):
+            global _stop_pending
+            if _stop_pending and threading.current_thread() is threading.main_thread():
+                _stop_pending = False
+                _thread.interrupt_main(signal.SIGINT)  # runs the training loop's SIGINT handler
+
+    return StopRelay()
+
+
+# -- resources ------------------------------------------------------------------------------------
+def machine_cores() -> int:
+    """CPU cores this process may use (its affinity mask, where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process sees, as CUDA_VISIBLE_DEVICES entries for one worker each."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    count = torch.cuda.device_count()
+    listed = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return listed[:count] if listed else [str(i) for i in range(count)]
+
+
+@dataclass
+class Plan:
+    """How a sweep uses the machine: device, parallel runs, torch threads per run, GPUs per slot."""
+
+    device: str            # "cpu" or "cuda"
+    jobs: int
+    threads: int
+    gpus: list[str]        # local CUDA: the device of each slot; empty otherwise
+    gpu_share: float = 0   # Ray: the fraction of a GPU each run declares
+
+    def describe(self) -> str:
+        where = self.device
+        if self.gpus:
+            where = f"cuda ({len(set(self.gpus))} GPU(s))"
+        elif self.gpu_share:
+            where = f"cuda ({self.gpu_share:g} GPU per run)"
+        return f"{self.jobs} parallel run(s) x {self.threads} torch thread(s) on {where}"
+
+
+def local_plan(device: str, jobs: int | None, jobs_per_gpu: int, pending: int) -> Plan:
+    """Local defaults: with CUDA, jobs_per_gpu runs per GPU, each worker pinned to one GPU; on a
+    CPU, one run per core. Never more workers than runs; threads = cores // jobs, at least 1, so
+    that workers don't oversubscribe the cores (OpenMP threads that spin against each other make
+    training many times slower)."""
+    from che.runners.run import pick_device
+
+    resolved = pick_device(device).type
+    cores = machine_cores()
+    gpus = visible_gpus() if resolved == "cuda" else []
+    capacity = len(gpus) * jobs_per_gpu if gpus else cores
+    count = max(1, min(jobs or capacity, pending))
+    threads = max(1, cores // count)
+    slots = [gpus[i % len(gpus)] for i in range(count)] if gpus else []
+    return Plan(resolved, count, threads, slots)
+
+
+# -- local executor -------------------------------------------------------------------------------
+def _worker_main(conn, parent_pid: int) -> None:
+    """A local worker: runs jobs from the pipe until told to stop or the sweep goes away.
+
+    It leaves the terminal's process group, so that a Ctrl-C reaches only the sweep, which passes
+    it on to each busy worker exactly once (a second SIGINT would abandon the training step); and
+    if the sweep dies, it stops its run as Ctrl-C would (saving a checkpoint) and exits.
+    """
+    if hasattr(os, "setpgid"):
+        try:
+            os.setpgid(0, 0)
+        except OSError:
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        outcome = run_one(**job)
+        try:
+            conn.send(outcome)
+        except OSError:
+            return
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+@contextmanager
+def _environment(values: dict[str, str]):
+    """Set environment variables for a child started inside (spawn copies the environment)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class _Worker:
+    def __init__(self, context, slot: int, env: dict[str, str]):
+        parent_end, child_end = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(child_end, os.getpid()),
+                                       name=f"che-sweep-worker-{slot}", daemon=True)
+        with _environment(env):
+            self.process.start()
+        child_end.close()
+        self.conn = parent_end
+        self.key: str | None = None
+
+
+class LocalExecutor:
+    """A pool of `plan.jobs` worker processes ("spawn" context: safe with torch and CUDA).
+
+    Each worker serves one slot; on CUDA a slot is pinned to one GPU (its CUDA_VISIBLE_DEVICES),
+    so jobs_per_gpu slots share each GPU. A worker that dies (killed, out of memory) fails only
+    its own run, and a fresh one takes its slot.
+    """
+
+    def __init__(self, plan: Plan, results: Path, plugins: list[str]):
+        self.plan, self.results, self.plugins = plan, Path(results), list(plugins)
+        self.slots = plan.jobs
+        self._context = multiprocessing.get_context("spawn")
+        self._workers: list[_Worker | None] = [None] * plan.jobs
+        self._keys = itertools.count()
+        self._killing = False
+
+    def describe(self) -> str:
+        return f"local: {self.plan.describe()}"
+
+    def _env(self, slot: int) -> dict[str, str]:
+        env = {name: str(self.plan.threads) for name in THREAD_VARIABLES}
+        env.update({k: v for k, v in WAIT_POLICY.items() if k not in os.environ})
+        if self.plan.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = self.plan.gpus[slot]
+        return env
+
+    def submit(self, config) -> str:
+        slot = next((i for i, w in enumerate(self._workers) if w is not None and w.key is None), None)
+        if slot is None:
+            slot = self._workers.index(None)  # the dispatcher never submits more than `slots`
+            self._workers[slot] = _Worker(self._context, slot, self._env(slot))
+        worker = self._workers[slot]
+        worker.key = f"{slot}:{next(self._keys)}"
+        worker.conn.send({"config": config.to_dict(), "results": str(self.results), "device": self.plan.device,
+                          "plugins": self.plugins, "threads": self.plan.threads})
+        return worker.key
+
+    def _busy(self) -> list[_Worker]:
+        return [w for w in self._workers if w is not None and w.key is not None]
+
+    def poll(self, timeout: float) -> list[tuple[str, dict]]:
+        busy = self._busy()
+        if not busy:
+            return []
+        waitables = [w.conn for w in busy] + [w.process.sentinel for w in busy]
+        ready = set(multiprocessing.connection.wait(waitables, timeout))
+        ended = []
+        for worker in busy:
+            if worker.conn not in ready and worker.process.sentinel not in ready:
+                continue
+            outcome = self._receive(worker)
+            if outcome is None:
+                continue
+            ended.append((worker.key, outcome))
+            worker.key = None
+        return ended
+
+    def _receive(self, worker: _Worker) -> dict | None:
+        try:
+            if worker.conn.poll():
+                return worker.conn.recv()
+        except (EOFError, OSError):
+            pass
+        if worker.process.is_alive():
+            return None  # woken by a partial message; the rest follows
+        worker.process.join()
+        slot = self._workers.index(worker)
+        self._workers[slot] = None
+        if self._killing:
+            return {"status": "interrupted"}
+        code = worker.process.exitcode
+        return {"status": "failed", "error_type": "WorkerDied", "host": socket.gethostname(),
+                "pid": worker.process.pid,
+                "error": f"the worker process died (exit code {code}{_signal_name(code)}) during the run; "
+                         f"it may have run out of memory"}
+
+    def interrupt(self) -> None:
+        for worker in self._busy():
+            try:
+                os.kill(worker.process.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+    def kill(self) -> None:
+        self._killing = True
+        for worker in self._busy():
+            worker.process.terminate()
+
+    def close(self) -> None:
+        """Stop the workers. Idle ones hold nothing, so they are terminated rather than left to
+        unload torch; busy ones (only after a second Ctrl-C) were terminated by kill()."""
+        for worker in self._workers:
+            if worker is None:
+                continue
+            worker.process.terminate()
+            worker.process.join(5)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
+        self._workers = [None] * len(self._workers)
+
+
+def _signal_name(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f", {signal.Signals(-code).name}"
+        except ValueError:
+            pass
+    return ""
+
+
+@contextmanager
+def _sigint_blocked():
+    """Block SIGINT in this thread while children are started (they inherit the signal mask).
+
+    A local Ray instance's daemons (gcs_server, raylet, agents) share the sweep's process group, so
+    a Ctrl-C in the terminal would kill them, and with them the runs that are saving a checkpoint.
+    Blocked, the terminal's SIGINT never reaches them; the sweep stops its runs through Ray
+    (`ray.cancel`, which interrupts a task without an OS signal). Signals pending here when the
+    mask is restored are delivered then.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+# -- Ray executor ---------------------------------------------------------------------------------
+def import_ray():
+    """Ray, or a one-line CheError that says how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise CheError("the ray executor needs Ray: pip install 'che[ray]'") from None
+    return ray
+
+
+class RayExecutor:
+    """Runs as Ray tasks with declared resources: `threads` CPUs each, and on CUDA 1/jobs_per_gpu
+    of a GPU, so that several small runs pack one GPU. Joins the cluster at `address` (or
+    RAY_ADDRESS), else starts a local Ray instance sized to this machine. Workers must have che
+    (and any plugin files, at the same paths) installed, as on the driver.
+    """
+
+    def __init__(self, results: Path, plugins: list[str], device: str, jobs: int | None, jobs_per_gpu: int,
+                 address: str | None, pending: int):
+        self.ray = ray = import_ray()
+        self.results, self.plugins = Path(results), list(plugins)
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        self.address = address
+        self._owns = not ray.is_initialized()
+        if self._owns:
+            quiet = dict(log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
+            try:
+                if address:
+                    ray.init(address=address, **quiet)
+                else:
+                    with _sigint_blocked():  # Ray's daemons inherit the mask: Ctrl-C is ours to handle
+                        ray.init(num_cpus=machine_cores(), include_dashboard=False, **quiet)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise CheError(f"cannot start or join Ray{f' at {address}' if address else ''}: {exc}") from None
+        try:
+            self.plan = self._plan(device, jobs, jobs_per_gpu, pending)
+        except BaseException:
+            self.close()
+            raise
+        self.slots = self.plan.jobs
+        self._remote = ray.remote(run_one).options(
+            num_cpus=self.plan.threads, num_gpus=self.plan.gpu_share, name="che-run")
+        self._in_flight: dict[str, object] = {}
+        self._keys = itertools.count()
+        self._killing = False
+
+    def describe(self) -> str:
+        where = f"cluster at {self.address}" if self.address else "local instance"
+        return f"ray ({where}): {self.plan.describe()}"
+
+    def _plan(self, device: str, jobs: int | None, jobs_per_gpu: int, pending: int) -> Plan:
+        from che.runners.run import DEVICES
+
+        if device not in DEVICES:
+            raise CheError(f"unknown device '{device}' (choices: {', '.join(DEVICES)})")
+        resources = self.ray.cluster_resources()
+        cpus, gpus = int(resources.get("CPU", 0)), resources.get("GPU", 0)
+        use_cuda = device == "cuda" or (device == "auto" and gpus > 0)
+        if use_cuda and gpus <= 0:
+            raise CheError("--device cuda: the Ray cluster has no GPUs (choices: auto, cpu)")
+        if use_cuda:
+            count = max(1, min(jobs or int(gpus * jobs_per_gpu), pending))
+            return Plan("cuda", count, 1, [], gpu_share=1 / jobs_per_gpu)
+        count = max(1, min(jobs or cpus, pending))
+        node_cpus = [n.get("Resources", {}).get("CPU", 0) for n in self.ray.nodes() if n.get("Alive")]
+        threads = max(1, min(cpus // count, int(max(node_cpus, default=1))))
+        return Plan("cpu", count, threads, [])
+
+    def submit(self, config) -> str:
+        key = str(next(self._keys))
+        self._in_flight[key] = self._remote.remote(config.to_dict(), str(self.results), self.plan.device,
+                                                   self.plugins, self.plan.threads)
+        return key
+
+    def poll(self, timeout: float) -> list[tuple[str, dict]]:
+        if not self._in_flight:
+            return []
+        refs = list(self._in_flight.values())
+        ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        ready = set(ready)
+        ended = []
+        for key, ref in list(self._in_flight.items()):
+            if ref in ready:
+                del self._in_flight[key]
+                ended.append((key, self._outcome(ref)))
+        return ended
+
+    def _outcome(self, ref) -> dict:
+        exceptions = self.ray.exceptions
+        try:
+            return self.ray.get(ref)
+        except exceptions.TaskCancelledError:
+            return {"status": "interrupted"}
+        except exceptions.RayError as exc:
+            if self._killing:
+                return {"status": "interrupted"}
+            return {"status": "failed", "error_type": type(exc).__name__, "error": str(exc).strip().splitlines()[0]
+                    if str(exc).strip() else type(exc).__name__, "traceback": str(exc)}
+
+    def interrupt(self) -> None:
+        for ref in self._in_flight.values():
+            self.ray.cancel(ref, force=False)
+
+    def kill(self) -> None:
+        self._killing = True
+        for ref in self._in_flight.values():
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # already finished
+                pass
+
+    def close(self) -> None:
+        if self._owns and self.ray.is_initialized():
+            self.ray.shutdown()
+
+
+def make_executor(kind: str, results: Path, plugins: list[str], device: str, jobs: int | None,
+                  jobs_per_gpu: int, ray_address: str | None = None):
+    """A factory `pending -> executor` for `run_sweep` (nothing starts unless runs are left).
+
+    Workers get the results folder as an absolute path (a Ray worker runs in a folder of its own)
+    and `plugins` as specs that another process can load (`che.registry.loaded_plugins()`).
+    """
+    results = Path(results).absolute()
+    if kind not in EXECUTORS:
+        raise CheError(f"unknown executor '{kind}' (choices: {', '.join(EXECUTORS)})")
+    if kind == "ray":
+        import_ray()  # fail before anything else happens
+        return lambda pending: RayExecutor(results, plugins, device, jobs, jobs_per_gpu, ray_address, pending)
+    from che.runners.run import pick_device
+
+    pick_device(device)  # an unknown or unavailable device fails before anything runs
+    return lambda pending: LocalExecutor(local_plan(device, jobs, jobs_per_gpu, pending), results, plugins)

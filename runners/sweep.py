@@ -1,0 +1,775 @@
+"""`che sweep`: a grid of tasks x PEs x learning rates x seeds, run locally or on a Ray cluster.
+
+Every run of a sweep is exactly `che run` with that configuration: the workers call
+`che.runners.run.execute` (with resume), which is idempotent and writes its result atomically. The
+sweep adds what a grid needs around it:
+
+- a grid from command-line options or a TOML file (`runners/sweeps/*.toml`; see `Grid`);
+- skipping finished runs, so that a sweep run again only does what is left;
+- a lock file per run (`<run-id>.lock`, holding host and pid), so that two sweeps over the same
+  folder share the work instead of repeating it; a lock left by a dead process on the same host is
+  taken over, a live one means the run is "running elsewhere" and is left alone this time;
+- a failure record per failed run (`<run-id>.failed.json`), written by the sweep and removed when a
+  later attempt succeeds; the rest of the grid goes on;
+- Ctrl-C: the first stops dispatching and asks running runs to save a checkpoint (they continue
+  from it next time); a second abandons them;
+- a progress display and the closing summary.
+
+The dispatcher keeps at most `executor.slots` runs in flight and claims a run's lock just before
+submitting it, so a run is never locked while it waits in a queue.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.resources
+import itertools
+import json
+import math
+import os
+import signal
+import socket
+import threading
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from che.config import PRESETS, RunConfig, make_config
+from che.errors import CheError, unknown_name_error
+from che.results import (DEFAULT_RESULTS, checkpoint_path, failure_path, is_finished, result_path,
+                         run_dir, write_json_atomic)
+
+# -- the grid -------------------------------------------------------------------------------------
+SPEC_KEYS = ("description", "preset", "tasks", "pes", "seeds", "lrs", "results", "plugins", "overrides")
+AXES = {"task": "tasks", "pe": "pes", "seed": "seeds", "lr": "lrs", "preset": "preset"}
+FIELD_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "dict": dict}
+
+
+@dataclass
+class Grid:
+    """What a sweep runs: every task x PE x learning rate x seed, with the preset and overrides."""
+
+    preset: str
+    tasks: list[str]
+    pes: list[str]
+    seeds: list[int]
+    lrs: list[float | None]          # None: the preset's learning rate
+    results: Path
+    overrides: dict = field(default_factory=dict)
+    plugins: list[str] = field(default_factory=list)
+
+    def configs(self) -> list[RunConfig]:
+        """One validated RunConfig per distinct run, in grid order (task, PE, lr, seed)."""
+        configs, seen = [], set()
+        for task in self.tasks:
+            for pe in self.pes:
+                for lr in self.lrs:
+                    for seed in self.seeds:
+                        config = make_config(task, pe, self.preset, seed=seed, lr=lr, **self.overrides)
+                        if config.run_id not in seen:  # the run id covers task and PE too
+                            seen.add(config.run_id)
+                            configs.append(config)
+        return configs
+
+    def describe(self) -> str:
+        lrs = ", ".join("preset" if lr is None else f"{lr:g}" for lr in self.lrs)
+        return (f"{len(self.tasks)} task(s) x {len(self.pes)} PE(s) x {len(self.lrs)} lr ({lrs}) x "
+                f"{len(self.seeds)} seed(s), preset {self.preset}")
+
+
+def shipped_sweeps() -> list[str]:
+    """The names of the sweep files that ship with che (`che sweep NAME`)."""
+    folder = importlib.resources.files("che.runners") / "sweeps"
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[:-len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def read_spec(spec: str) -> tuple[str, dict]:
+    """(label, values) of a sweep file given as a path or as the name of a shipped sweep."""
+    path = Path(spec)
+    if path.is_file():
+        label, text = str(path), _read_text(path)
+    elif spec.endswith(".toml") or os.sep in spec:
+        raise CheError(f"sweep file '{spec}' does not exist (shipped sweeps: {', '.join(shipped_sweeps())})")
+    elif spec in shipped_sweeps():
+        label = spec
+        text = (importlib.resources.files("che.runners") / "sweeps" / f"{spec}.toml").read_text()
+    else:
+        raise unknown_name_error("sweep", spec, shipped_sweeps())
+    try:
+        values = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CheError(f"{label}: not valid TOML: {exc}") from None
+    unknown = [key for key in values if key not in SPEC_KEYS]
+    if unknown:
+        raise CheError(f"{label}: {unknown_name_error('sweep-file key', unknown[0], SPEC_KEYS)}")
+    return label, values
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheError(f"cannot read sweep file '{path}': {exc}") from None
+
+
+def build_grid(values: dict | None = None, label: str = "command line", *, tasks=None, pes=None,
+               seeds=None, lrs=None, preset=None, results=None, plugins=None, **overrides) -> Grid:
+    """A Grid from a sweep file's values, with the options given on the command line winning.
+
+    Command-line values are strings as typed (`"a,b"`, `"3"`); file values are TOML lists, numbers
+    or strings. Keyword `overrides` with a value other than None override RunConfig fields.
+    Plugins are loaded here, so that plugin tasks and PEs are known when names are checked.
+    """
+    from che.registry import load_plugins
+
+    values = dict(values or {})
+    where = f"{label}: " if label != "command line" else ""
+
+    def pick(name, given):
+        return (given, "--" + name) if given is not None else (values.get(name), f"{where}{name}")
+
+    plugin_specs = list(_string_list(values.get("plugins", []), f"{where}plugins")) + list(plugins or [])
+    load_plugins(plugin_specs)
+
+    preset_value, what = pick("preset", preset)
+    preset_value = "cpu" if preset_value is None else preset_value
+    if not isinstance(preset_value, str) or preset_value not in PRESETS:
+        raise CheError(f"{what}: {unknown_name_error('preset', str(preset_value), PRESETS)}")
+
+    task_value, what = pick("tasks", tasks)
+    if task_value is None:
+        raise CheError("no tasks: pass --tasks all or --tasks a,b (or give `tasks` in the sweep file)")
+    pe_value, what_pe = pick("pes", pes)
+    if pe_value is None:
+        raise CheError("no positional encodings: pass --pes a,b (or give `pes` in the sweep file)")
+    seed_value, what_seed = pick("seeds", seeds)
+    lr_value, what_lr = pick("lrs", lrs)
+    results_value, what_results = pick("results", results)
+    if results_value is not None and not isinstance(results_value, (str, Path)):
+        raise CheError(f"{what_results} must be a folder path, got {results_value!r}")
+
+    file_overrides = values.get("overrides", {})
+    if not isinstance(file_overrides, dict):
+        raise CheError(f"{where}overrides must be a table of RunConfig fields, got {file_overrides!r}")
+    merged = dict(file_overrides)
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    grid = Grid(
+        preset=preset_value,
+        tasks=parse_tasks(task_value, what),
+        pes=parse_pes(pe_value, what_pe),
+        seeds=parse_seeds(1 if seed_value is None else seed_value, what_seed),
+        lrs=parse_lrs(lr_value, what_lr),
+        results=Path(results_value) if results_value is not None else DEFAULT_RESULTS,
+        overrides=check_overrides(merged, f"{where}overrides"),
+        plugins=plugin_specs,
+    )
+    return grid
+
+
+def _string_list(value, what: str) -> list[str]:
+    """'a,b' or ['a', 'b'] -> ['a', 'b']."""
+    if isinstance(value, str):
+        items = [s.strip() for s in value.split(",")]
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        items = [s.strip() for s in value]
+    else:
+        raise CheError(f"{what} must be a list of names or a comma-separated string, got {value!r}")
+    return [s for s in items if s]
+
+
+def parse_tasks(value, what: str = "--tasks") -> list[str]:
+    """'all' (the built-in CHE tasks, in the papers' order) or names; each is checked."""
+    from che.registry import BUILTIN, TASKS
+
+    names = _string_list(value, what)
+    if not names:
+        raise CheError(f"{what} is empty (choices: all, {', '.join(TASKS.names())})")
+    tasks = []
+    for name in names:
+        if name == "all":
+            tasks += [e.name for e in TASKS.entries() if e.source == BUILTIN]
+            continue
+        try:
+            TASKS.get(name)
+        except CheError as exc:
+            raise CheError(f"{what}: {exc}") from None
+        tasks.append(name)
+    return list(dict.fromkeys(tasks))
+
+
+def parse_pes(value, what: str = "--pes") -> list[str]:
+    """PE names, in canonical form (`dape-kerple` -> `dape-kerple-log`); each is checked."""
+    from che.models.positional import canonical_pe_name
+
+    names = _string_list(value, what)
+    if not names:
+        raise CheError(f"{what} is empty (`che pes` lists the positional encodings)")
+    pes = []
+    for name in names:
+        try:
+            pes.append(canonical_pe_name(name))
+        except CheError as exc:
+            raise CheError(f"{what}: {exc}") from None
+    return list(dict.fromkeys(pes))
+
+
+def parse_seeds(value, what: str = "--seeds") -> list[int]:
+    """A count N (seeds 0..N-1), or a list: `3`, `"0,4,7"`, `[0, 4, 7]`."""
+    bad = CheError(f"{what} must be a count N (seeds 0..N-1) or a list of seeds such as 0,4,7; got {value!r}")
+    if isinstance(value, str):
+        text = value.strip()
+        if "," not in text:
+            try:
+                value = int(text)
+            except ValueError:
+                raise bad from None
+        else:
+            try:
+                value = [int(s) for s in text.split(",") if s.strip()]
+            except ValueError:
+                raise bad from None
+    if isinstance(value, bool):
+        raise bad
+    if isinstance(value, int):
+        if value < 1:
+            raise CheError(f"{what} must be at least 1, got {value}")
+        return list(range(value))
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+        if min(value) < 0:
+            raise CheError(f"{what}: seeds must not be negative, got {min(value)}")
+        return list(dict.fromkeys(value))
+    raise bad
+
+
+def parse_lrs(value, what: str = "--lrs") -> list[float | None]:
+    """Learning rates: `"1e-4,3e-4"`, `[1e-4, 3e-4]` or one number; None means the preset's."""
+    if value is None:
+        return [None]
+    bad = CheError(f"{what} must be learning rates such as 1e-4,3e-4; got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = [float(s) for s in value.split(",") if s.strip()]
+        except ValueError:
+            raise bad from None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise bad
+    for lr in value:
+        if not 0 < lr < 1:
+            raise CheError(f"{what}: a learning rate must be in (0, 1), got {lr:g}")
+    return list(dict.fromkeys(float(v) for v in value))
+
+
+def check_overrides(overrides: dict, what: str) -> dict:
+    """RunConfig fields with values of the field's type; grid axes are refused with a hint."""
+    types = {f.name: f.type for f in fields(RunConfig)}
+    checked = {}
+    for key, value in overrides.items():
+        if key in AXES:
+            raise CheError(f"{what}: '{key}' is a grid axis; set `{AXES[key]}` instead")
+        if key not in types:
+            raise CheError(f"{what}: {unknown_name_error('RunConfig field', key, set(types) - set(AXES))}")
+        expected = FIELD_TYPES.get(str(types[key]))
+        ok = expected is None or isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            raise CheError(f"{what}: {key} must be {types[key]}, got {value!r}")
+        checked[key] = value
+    return checked
+
+
+# -- the state of a run on disk -------------------------------------------------------------------
+def lock_path(results: Path, config: RunConfig) -> Path:
+    return run_dir(results, config.task, config.pe) / f"{config.run_id}.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would end the process there; assume it is alive
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _owner(text: str, path: Path) -> tuple[bool, str]:
+    """(live, who) of a lock's content. A lock of a dead process on this host is not live; one
+    from another host cannot be checked and counts as live; an unreadable one counts as live
+    for a minute (its owner may be writing it) and as stale after."""
+    try:
+        owner = json.loads(text)
+        host, pid = owner["host"], int(owner["pid"])
+    except (ValueError, KeyError, TypeError):
+        try:
+            young = time.time() - path.stat().st_mtime < 60
+        except OSError:
+            young = False
+        return young, "an unknown process"
+    if host == socket.gethostname():
+        return _pid_alive(pid), f"pid {pid}"
+    return True, f"pid {pid} on {host}"
+
+
+def claim(results: Path, config: RunConfig) -> tuple[Path | None, str | None]:
+    """Take the run's lock: (lock, None), or (None, holder) when a live process holds it."""
+    path = lock_path(results, config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                     "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+    for _ in range(5):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                text = path.read_text()
+            except FileNotFoundError:
+                continue  # released meanwhile: try again
+            live, holder = _owner(text, path)
+            if live:
+                return None, holder
+            _remove_stale(path, text)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        return path, None
+    return None, "another sweep (the lock kept changing hands)"
+
+
+def _remove_stale(path: Path, text: str) -> None:
+    """Remove a stale lock, but not one that another sweep took over in the meantime: the lock is
+    moved aside first, and put back if it is no longer the stale one."""
+    aside = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.stale")
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return
+    try:
+        if aside.read_text() != text:
+            try:
+                os.link(aside, path)
+            except FileExistsError:
+                pass
+    finally:
+        aside.unlink(missing_ok=True)
+
+
+def release(lock: Path | None) -> None:
+    """Remove our lock (and only ours)."""
+    if lock is None:
+        return
+    try:
+        owner = json.loads(lock.read_text())
+        if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+            lock.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def run_state(results: Path, config: RunConfig) -> str:
+    """finished, running elsewhere, failed before, resumable (a checkpoint) or pending."""
+    if is_finished(result_path(results, config)):
+        return "finished"
+    lock = lock_path(results, config)
+    try:
+        if _owner(lock.read_text(), lock)[0]:
+            return "running elsewhere"
+    except OSError:
+        pass
+    if failure_path(results, config).exists():
+        return "failed before"
+    if checkpoint_path(results, config).exists():
+        return "resumable"
+    return "pending"
+
+
+def record_failure(results: Path, config: RunConfig, outcome: dict) -> Path:
+    """Write `<run-id>.failed.json`: the config, the error, where and when; attempts are counted."""
+    path = failure_path(results, config)
+    attempts = 1
+    try:
+        attempts += int(json.loads(path.read_text()).get("attempts", 0))
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass
+    write_json_atomic(path, {
+        "status": "failed",
+        "run_id": config.run_id,
+        "task": config.task,
+        "pe": config.pe,
+        "seed": config.seed,
+        "lr": config.lr,
+        "error_type": outcome.get("error_type", "Error"),
+        "error": outcome.get("error", ""),
+        "traceback": outcome.get("traceback", ""),
+        "host": outcome.get("host", socket.gethostname()),
+        "pid": outcome.get("pid"),
+        "device": outcome.get("device"),
+        "failed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "attempts": attempts,
+        "config": config.to_dict(),
+    })
+    return path
+
+
+def record_success(results: Path, config: RunConfig, outcome: dict) -> None:
+    """Clear an earlier failure; on a cluster without a shared filesystem, also write the result
+    (the worker returns its record), so the results always end up in the sweep's folder."""
+    path = result_path(results, config)
+    record = outcome.get("record")
+    if record is not None and not is_finished(path):
+        write_json_atomic(path, record)
+    failure_path(results, config).unlink(missing_ok=True)
+
+
+# -- dispatch -------------------------------------------------------------------------------------
+@dataclass
+class Summary:
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    interrupted: int = 0
+    elsewhere: int = 0
+    not_started: int = 0
+    stopped: bool = False                      # Ctrl-C
+    failures: list[Path] = field(default_factory=list)
+
+    def line(self) -> str:
+        text = f"done {self.done}, skipped {self.skipped}, failed {self.failed}, interrupted {self.interrupted}"
+        if self.elsewhere:
+            text += f", running elsewhere {self.elsewhere}"
+        if self.not_started:
+            text += f", not started {self.not_started}"
+        return text
+
+    @property
+    def exit_code(self) -> int:
+        return 130 if self.stopped else 1 if self.failed else 0
+
+
+class SweepReporter:
+    """Progress callbacks of a sweep; the default reports nothing."""
+
+    def start(self, summary: Summary, pending: int) -> None: ...
+    def run_started(self, config: RunConfig) -> None: ...
+    def run_ended(self, config: RunConfig, status: str, outcome: dict, summary: Summary) -> None: ...
+    def note(self, text: str) -> None: ...
+    def tick(self, running: int, summary: Summary) -> None: ...
+    def close(self) -> None: ...
+
+
+class _Signals:
+    """Counts SIGINT/SIGTERM while dispatching (in the main thread); the loop acts on the count."""
+
+    def __init__(self):
+        self.count = 0
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        self.count += 1
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) is not signal.SIG_IGN:  # e.g. `che sweep &` in a script
+                    self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def run_sweep(configs: list[RunConfig], results: Path, executor_factory: Callable[[int], object],
+              reporter: SweepReporter | None = None, poll_s: float = 0.25) -> Summary:
+    """Run every config not yet finished, at most `executor.slots` at a time.
+
+    `executor_factory(pending)` makes the executor (see `che.runners.executors`); it is only called
+    when something is left to run. Returns the Summary; a Ctrl-C ends with `summary.stopped`.
+    """
+    reporter = reporter or SweepReporter()
+    results = Path(results)
+    summary = Summary()
+    queue = [c for c in configs if not is_finished(result_path(results, c))]
+    summary.skipped = len(configs) - len(queue)
+    reporter.start(summary, len(queue))
+    if not queue:
+        reporter.close()
+        return summary
+    in_flight: dict[str, tuple[RunConfig, Path]] = {}
+    queue.reverse()  # pop() from the end keeps grid order
+    executor, stopping = None, 0
+    try:
+        with _Signals() as signals:
+            executor = executor_factory(len(queue))
+            reporter.note(executor.describe())
+            while queue or in_flight:
+                if signals.count > stopping:
+                    stopping = _stop(executor, signals.count, in_flight, reporter)
+                    if stopping >= 2:
+                        break
+                while queue and not stopping and len(in_flight) < executor.slots:
+                    _dispatch(queue.pop(), results, executor, in_flight, summary, reporter)
+                for key, outcome in executor.poll(poll_s):
+                    config, lock = in_flight.pop(key)
+                    try:
+                        _settle(config, results, outcome, summary, reporter)
+                    finally:
+                        release(lock)
+                reporter.tick(len(in_flight), summary)
+                if stopping and not in_flight:
+                    break
+    finally:
+        for config, lock in in_flight.values():  # abandoned after a second Ctrl-C
+            summary.interrupted += 1
+            release(lock)
+        summary.not_started += len(queue)
+        summary.stopped = stopping > 0
+        if executor is not None:
+            executor.close()
+        reporter.close()
+    return summary
+
+
+def _stop(executor, count: int, in_flight: dict, reporter: SweepReporter) -> int:
+    if count == 1:
+        reporter.note(f"stopping: no new runs; {len(in_flight)} running run(s) save a checkpoint "
+                      f"(Ctrl-C again to abandon them)")
+        executor.interrupt()
+        return 1
+    reporter.note("abandoning the running runs")
+    executor.kill()
+    return 2
+
+
+def _dispatch(config, results, executor, in_flight, summary, reporter) -> None:
+    if is_finished(result_path(results, config)):  # another sweep finished it meanwhile
+        summary.skipped += 1
+        return
+    lock, holder = claim(results, config)
+    if lock is None:
+        summary.elsewhere += 1
+        reporter.note(f"{_label(config)}: running elsewhere ({holder}), left to it "
+                      f"(if that sweep is gone, delete {lock_path(results, config)})")
+        return
+    if is_finished(result_path(results, config)):  # finished between the check and the claim
+        release(lock)
+        summary.skipped += 1
+        return
+    try:
+        key = executor.submit(config)
+    except BaseException:
+        release(lock)
+        raise
+    in_flight[key] = (config, lock)
+    reporter.run_started(config)
+
+
+def _settle(config, results, outcome: dict, summary: Summary, reporter: SweepReporter) -> None:
+    status = outcome.get("status")
+    if status in ("finished", "skipped"):
+        record_success(results, config, outcome)
+        if status == "finished":
+            summary.done += 1
+        else:
+            summary.skipped += 1
+    elif status == "interrupted":
+        summary.interrupted += 1
+    else:
+        status = "failed"
+        summary.failed += 1
+        summary.failures.append(record_failure(results, config, outcome))
+    reporter.run_ended(config, status, outcome, summary)
+
+
+def _label(config: RunConfig) -> str:
+    return f"{config.task} x {config.pe} seed {config.seed} lr {config.lr:g}"
+
+
+# -- dry run --------------------------------------------------------------------------------------
+def plan(configs: list[RunConfig], results: Path) -> list[dict]:
+    """One row per run: task, pe, seed, lr, run id and its state on disk."""
+    return [{"task": c.task, "pe": c.pe, "seed": c.seed, "lr": c.lr, "run_id": c.run_id,
+             "state": run_state(results, c)} for c in configs]
+
+
+def estimate_cost(configs: list[RunConfig], device, threads: int = 1, full_grid_up_to: int = 8,
+                  budget_s: float = 30.0) -> dict:
+    """Estimated seconds of each run, measured on `device` with `threads` torch threads.
+
+    A run's cost depends on its task and PE (seeds and learning rates do not change it), and
+    measuring one (`estimate_seconds`) takes from a second to tens of seconds. Up to
+    `full_grid_up_to` (task, PE) pairs, every pair is measured. Beyond that, a cross: the first
+    task with every PE and the first PE with every task, alternating, for at most `budget_s`
+    seconds; then cost(task, pe) = cost(task0, pe0) x pe factor x task factor, each factor the
+    ratio to (task0, pe0), and a task or PE the budget left unmeasured gets the mean factor.
+    Returns {"per_run": [seconds of each config], "measured": n, "wanted": n, "separable": bool}.
+    """
+    import torch
+
+    from che.registry import TASKS
+    from che.runners.estimate import estimate_seconds
+
+    representative = {}
+    for config in configs:
+        representative.setdefault((config.task, config.pe), config)
+    tasks = list(dict.fromkeys(t for t, _ in representative))
+    pes = list(dict.fromkeys(p for _, p in representative))
+    separable = len(representative) > full_grid_up_to
+    if separable:
+        by_pe = [(tasks[0], pe) for pe in pes[1:]]
+        by_task = [(task, pes[0]) for task in tasks[1:]]
+        wanted = [(tasks[0], pes[0])] + [pair for pairs in itertools.zip_longest(by_pe, by_task)
+                                         for pair in pairs if pair is not None]
+    else:
+        wanted, budget_s = list(representative), math.inf
+    measured = {}
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    started = time.monotonic()
+    try:
+        for task, pe in wanted:
+            if measured and time.monotonic() - started > budget_s:
+                break
+            config = representative.get((task, pe))
+            if config is None:  # the cross may pair a task and a PE whose runs are all finished
+                template = next(iter(representative.values()))
+                config = RunConfig.from_dict(template.to_dict() | {"task": task, "pe": pe})
+            cost = estimate_seconds(config, TASKS.get(task), device)
+            measured[(task, pe)] = cost["train_s"] + cost["eval_s"]
+    finally:
+        torch.set_num_threads(previous_threads)
+
+    base = measured[wanted[0]] or 1e-9
+    pe_factor = {pe: measured[(tasks[0], pe)] / base for pe in pes if (tasks[0], pe) in measured}
+    task_factor = {task: measured[(task, pes[0])] / base for task in tasks if (task, pes[0]) in measured}
+    mean_pe = sum(pe_factor.values()) / len(pe_factor)
+    mean_task = sum(task_factor.values()) / len(task_factor)
+
+    def seconds(task, pe):
+        if (task, pe) in measured:
+            return measured[(task, pe)]
+        return base * pe_factor.get(pe, mean_pe) * task_factor.get(task, mean_task)
+
+    return {"per_run": [seconds(c.task, c.pe) for c in configs], "measured": len(measured),
+            "wanted": len(wanted), "separable": separable}
+
+
+def expected_wall(seconds: list[float], jobs: int) -> float:
+    """Wall time of runs of these lengths on `jobs` parallel workers, longest first (a greedy
+    schedule, which is what a queue with free workers picking the next run does)."""
+    if not seconds:
+        return 0.0
+    loads = [0.0] * max(1, jobs)
+    for s in sorted(seconds, reverse=True):
+        loads[loads.index(min(loads))] += s
+    return max(loads)
+
+
+def eta(elapsed: float, finished: int, remaining: int) -> float | None:
+    """Seconds left at the rate runs have finished so far (None before the first)."""
+    if finished <= 0:
+        return None
+    return elapsed / finished * remaining if remaining else 0.0
+
+
+# -- progress -------------------------------------------------------------------------------------
+def describe_outcome(config: RunConfig, status: str, outcome: dict) -> str:
+    """One line about a run that ended."""
+    text = f"{status} {_label(config)}"
+    record = outcome.get("record")
+    if status == "finished" and record:
+        text += f": unseen lengths {100 * record['ood_accuracy']:.1f}%"
+    elif status == "failed":
+        text += f": {outcome.get('error_type', 'Error')}: {outcome.get('error', '')}"
+    elif status == "interrupted" and outcome.get("step") is not None:
+        text += f" at step {outcome['step']} (checkpoint saved)"
+    if outcome.get("seconds") is not None:
+        text += f" ({outcome['seconds']:.0f} s)"
+    return text
+
+
+class _Counts:
+    """What the progress displays share: runs settled this sweep, and the ETA from their rate."""
+
+    def start(self, summary: Summary, pending: int) -> None:
+        self.pending, self.skipped_before = pending, summary.skipped
+        self.started_at = time.monotonic()
+
+    def settled(self, summary: Summary) -> int:
+        return (summary.done + summary.failed + summary.interrupted + summary.elsewhere
+                + summary.skipped - self.skipped_before)
+
+    def eta_text(self, summary: Summary) -> str:
+        from che.runners.estimate import format_duration
+
+        settled = self.settled(summary)
+        left = eta(time.monotonic() - self.started_at, settled, self.pending - settled)
+        return "eta ?" if left is None else f"eta {format_duration(left)}"
+
+
+class RichSweepReporter(_Counts, SweepReporter):
+    """A live bar: runs settled / to run, running, failed, elapsed and ETA; lines above it for
+    failures and notes."""
+
+    def __init__(self, console):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]sweep"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
+            console=console, transient=False,
+        )
+        self.bar = None
+
+    def start(self, summary, pending):
+        super().start(summary, pending)
+        if pending:
+            self.progress.start()
+            self.bar = self.progress.add_task("sweep", total=pending, info="", eta="eta ?")
+
+    def run_ended(self, config, status, outcome, summary):
+        if status in ("failed", "interrupted"):
+            self.progress.console.print(describe_outcome(config, status, outcome), highlight=False, markup=False)
+
+    def note(self, text):
+        self.progress.console.print(text, highlight=False, markup=False)
+
+    def tick(self, running, summary):
+        if self.bar is None:
+            return
+        info = f"running {running}  done {summary.done}  failed {summary.failed}"
+        self.progress.update(self.bar, completed=self.settled(summary), info=info, eta=self.eta_text(summary))
+
+    def close(self):
+        self.progress.stop()
+
+
+class LogSweepReporter(_Counts, SweepReporter):
+    """Plain lines, one when a run starts and one when it ends (for logs and --quiet)."""
+
+    def __init__(self, console):
+        self.console = console
+
+    def _print(self, text):
+        self.console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    def run_started(self, config):
+        self._print(f"started {_label(config)}")
+
+    def run_ended(self, config, status, outcome, summary):
+        self._print(f"[{self.settled(summary)}/{self.pending}, {self.eta_text(summary)}] "
+                    + describe_outcome(config, status, outcome))
+
+    def note(self, text):
+        self._print(text)

@@ -1,0 +1,408 @@
+"""`che sweep`: grids run locally and on Ray, skipping, failure records, locks, Ctrl-C, errors."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from che.config import make_config
+from che.results import checkpoint_path, failure_path, result_path
+from che.runners.executors import machine_cores
+from che.runners.sweep import build_grid, lock_path, read_spec
+from conftest import REPO, run_che
+
+SMOKE_GRID = ("--tasks", "parity_check,reverse_string", "--pes", "none,alibi", "--preset", "smoke", "--device", "cpu")
+SMOKE_CONFIGS = [("parity_check", "none"), ("parity_check", "alibi"), ("reverse_string", "none"),
+                 ("reverse_string", "alibi")]
+
+# A PE plugin for failures: `boom` raises in its forward pass while the file named by BOOM_FILE
+# exists; `crash` kills its worker process outright while the file named by CRASH_FILE exists.
+FAILING_PLUGIN = '''
+import os
+import torch
+from che import register_pe
+from che.models.positional import BiasPE
+
+
+class _Zero(BiasPE):
+    family = "additive bias"
+    citation = "che tests"
+
+    def bias_from_positions(self, positions):
+        t = positions.shape[-1]
+        return torch.zeros(self.config.n_heads, t, t, device=positions.device)
+
+
+@register_pe
+class Boom(_Zero):
+    name = "boom"
+
+    def bias_from_positions(self, positions):
+        if os.path.exists(os.environ.get("BOOM_FILE", "")):
+            raise RuntimeError("boom: a deliberate failure")
+        return super().bias_from_positions(positions)
+
+
+@register_pe
+class Crash(_Zero):
+    name = "crash"
+
+    def bias_from_positions(self, positions):
+        if os.path.exists(os.environ.get("CRASH_FILE", "")):
+            os._exit(3)
+        return super().bias_from_positions(positions)
+'''
+
+
+def sweep(*args):
+    return CliRunner().invoke(_app(), ["sweep", *map(str, args)])
+
+
+def _app():
+    from che.cli import app
+
+    return app
+
+
+def snapshot(folder):
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def leftovers(folder):
+    """Files other than finished results and failure records: locks, temporaries, checkpoints."""
+    return [p for p in folder.rglob("*") if p.is_file() and (not p.name.endswith(".json") or p.name.startswith("."))]
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A local smoke sweep (2 tasks x 2 PEs, 2 workers) and its folder."""
+    results = tmp_path_factory.mktemp("swept") / "runs"
+    return results, sweep(*SMOKE_GRID, "--results", results, "--jobs", 2, "--quiet")
+
+
+def test_local_sweep_writes_every_result_exactly_as_che_run(swept, tmp_path):
+    import torch
+
+    from che.runners.run import execute
+
+    results, outcome = swept
+    assert outcome.exit_code == 0, outcome.stderr
+    assert "done 4, skipped 0, failed 0, interrupted 0" in outcome.stdout
+    workers_threads = max(1, machine_cores() // 2)
+    assert f"local: 2 parallel run(s) x {workers_threads} torch thread(s) on cpu" in outcome.stderr
+    assert not leftovers(results)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(workers_threads)  # as in the sweep's workers: sums in the same order
+    try:
+        for task, pe in SMOKE_CONFIGS:
+            config = make_config(task, pe, "smoke")
+            record = json.loads(result_path(results, config).read_text())
+            direct = execute(config, tmp_path, device="cpu").record
+            assert record["status"] == "finished" and record["config"] == config.to_dict()
+            for key in ("accuracy_by_length", "train_curve", "final_loss", "ood_accuracy", "parameters"):
+                assert record[key] == direct[key], (task, pe, key)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_rerun_skips_everything_and_rewrites_nothing(swept):
+    results, _ = swept
+    before = snapshot(results)
+    again = sweep(*SMOKE_GRID, "--results", results, "--jobs", 2, "--quiet")
+    assert again.exit_code == 0, again.stderr
+    assert "done 0, skipped 4, failed 0, interrupted 0" in again.stdout
+    assert "local:" not in again.stderr  # no worker was even started
+    assert snapshot(results) == before
+
+
+def test_dry_run_lists_runs_and_a_cost_and_runs_nothing(swept, tmp_path):
+    results = tmp_path / "runs"
+    result = sweep(*SMOKE_GRID, "--results", results, "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    for task, pe in SMOKE_CONFIGS:
+        run_id = make_config(task, pe, "smoke").run_id
+        assert any(task in line and f" {pe} " in line and run_id in line and "pending" in line
+                   for line in result.stdout.splitlines()), (task, pe)
+    assert "4 pending" in result.stdout
+    assert "estimated cost of the 4 runs left:" in result.stdout and "one per (task, PE)" in result.stdout
+    assert "about " in result.stdout
+    assert not results.exists()
+
+    done = sweep(*SMOKE_GRID, "--results", swept[0], "--dry-run")
+    assert done.exit_code == 0 and "4 finished" in done.stdout and "nothing to run" in done.stdout
+
+
+def test_failing_runs_are_recorded_the_rest_finish_and_the_next_sweep_retries(tmp_path, monkeypatch):
+    plugin = tmp_path / "failing_pe.py"
+    plugin.write_text(FAILING_PLUGIN)
+    boom, crash = tmp_path / "boom-on", tmp_path / "crash-on"
+    boom.touch()
+    crash.touch()
+    monkeypatch.setenv("BOOM_FILE", str(boom))  # the workers inherit the environment
+    monkeypatch.setenv("CRASH_FILE", str(crash))
+    results = tmp_path / "runs"
+    args = ("--tasks", "parity_check", "--pes", "boom,none,crash,alibi", "--preset", "smoke", "--results", results,
+            "--plugin", plugin, "--jobs", 2, "--quiet", "--device", "cpu")
+    first = sweep(*args)
+    assert first.exit_code == 1, first.stderr
+    assert "done 2, skipped 0, failed 2, interrupted 0" in first.stdout
+    boom_config = make_config("parity_check", "boom", "smoke")
+    crash_config = make_config("parity_check", "crash", "smoke")
+    for config in (boom_config, crash_config):
+        assert str(failure_path(results, config)) in first.stdout
+        assert not result_path(results, config).exists()
+    for pe in ("none", "alibi"):
+        assert result_path(results, make_config("parity_check", pe, "smoke")).exists()
+    record = json.loads(failure_path(results, boom_config).read_text())
+    assert record["error_type"] == "RuntimeError" and record["error"] == "boom: a deliberate failure"
+    assert "Traceback" in record["traceback"] and "bias_from_positions" in record["traceback"]
+    assert record["config"] == boom_config.to_dict() and record["host"] == socket.gethostname()
+    assert record["attempts"] == 1 and record["failed_at"]
+    crashed = json.loads(failure_path(results, crash_config).read_text())
+    assert crashed["error_type"] == "WorkerDied" and "exit code 3" in crashed["error"]
+    assert not [p for p in leftovers(results) if p.suffix != ".ckpt"]
+
+    boom.unlink()
+    retried = sweep(*args)
+    assert retried.exit_code == 1 and "done 1, skipped 2, failed 1, interrupted 0" in retried.stdout
+    assert result_path(results, boom_config).exists() and not failure_path(results, boom_config).exists()
+    assert json.loads(failure_path(results, crash_config).read_text())["attempts"] == 2
+
+
+def test_two_sweeps_over_one_folder_at_once_share_the_work(tmp_path):
+    results = tmp_path / "runs"
+    args = [sys.executable, "-m", "che", "sweep", "--tasks", "parity_check,reverse_string,even_pairs",
+            "--pes", "none,alibi", "--preset", "smoke", "--results", str(results), "--jobs", "1", "--quiet",
+            "--device", "cpu"]
+    env = {k: v for k, v in os.environ.items() if k != "CHE_PLUGINS"}
+    sweeps = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+              for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in sweeps]
+    for process, (out, err) in zip(sweeps, outputs):
+        assert process.returncode == 0, err
+    files = sorted(results.rglob("*"))
+    finished = [p for p in files if p.is_file()]
+    assert len(finished) == 6 and all(p.suffix == ".json" and not p.name.startswith(".") for p in finished)
+    for path in finished:
+        assert json.loads(path.read_text())["status"] == "finished"
+    done = [int(out.split("done ")[1].split(",")[0]) for out, _ in outputs]
+    assert sum(done) == 6, outputs  # every run ran exactly once
+
+
+def test_locks_of_live_sweeps_are_respected_and_stale_ones_taken_over(tmp_path):
+    results = tmp_path / "runs"
+    foreign = make_config("parity_check", "none", "smoke")
+    stale = make_config("parity_check", "alibi", "smoke")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for config, owner in ((foreign, {"host": "another-host", "pid": 1}),
+                          (stale, {"host": socket.gethostname(), "pid": dead.pid})):
+        lock_path(results, config).parent.mkdir(parents=True, exist_ok=True)
+        lock_path(results, config).write_text(json.dumps(owner))
+    result = sweep("--tasks", "parity_check", "--pes", "none,alibi", "--preset", "smoke", "--results", results,
+                   "--jobs", 1, "--quiet", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    assert "done 1, skipped 0, failed 0, interrupted 0, running elsewhere 1" in result.stdout
+    assert "running elsewhere (pid 1 on another-host)" in result.stderr
+    assert result_path(results, stale).exists() and not lock_path(results, stale).exists()
+    assert not result_path(results, foreign).exists() and lock_path(results, foreign).exists()
+
+
+def test_ray_sweep_on_a_local_instance(tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'che[ray]'); CI installs it")
+    from che.runners.run import execute
+
+    results = tmp_path / "runs"
+    result = run_che("sweep", "--tasks", "parity_check", "--pes", "none,alibi", "--preset", "smoke",
+                     "--results", results, "--executor", "ray", "--quiet", "--device", "cpu", timeout=300)
+    assert result.returncode == 0, result.stderr
+    workers_threads = max(1, machine_cores() // 2)
+    assert f"ray (local instance): 2 parallel run(s) x {workers_threads} torch thread(s) on cpu" in result.stderr
+    assert "done 2, skipped 0, failed 0, interrupted 0" in result.stdout
+    assert not leftovers(results)
+    import torch
+
+    config = make_config("parity_check", "alibi", "smoke")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(workers_threads)
+    try:
+        direct = execute(config, tmp_path / "direct", device="cpu").record
+    finally:
+        torch.set_num_threads(threads)
+    record = json.loads(result_path(results, config).read_text())
+    assert record["accuracy_by_length"] == direct["accuracy_by_length"]
+    assert record["train_curve"] == direct["train_curve"]
+
+
+def test_missing_ray_is_a_one_line_error(cli, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if not installed
+    result = cli("sweep", "--tasks", "parity_check", "--pes", "none", "--preset", "smoke",
+                 "--results", tmp_path / "runs", "--executor", "ray")
+    assert result.exit_code == 2
+    assert result.stderr == "error: the ray executor needs Ray: pip install 'che[ray]'\n"
+    assert not (tmp_path / "runs").exists()
+
+
+BAD_FILES = {
+    "unknown_key.toml": ('tasks = ["parity_check"]\npes = ["none"]\nseed = 3\n',
+                         "unknown sweep-file key 'seed'; did you mean 'seeds'?"),
+    "not_toml.toml": ('tasks = ["parity_check"\n', "not valid TOML"),
+    "bad_override.toml": ('tasks = ["parity_check"]\npes = ["none"]\n[overrides]\nstepz = 3\n',
+                          "unknown RunConfig field 'stepz'; did you mean 'steps'?"),
+    "override_type.toml": ('tasks = ["parity_check"]\npes = ["none"]\n[overrides]\nsteps = "many"\n',
+                           "steps must be int, got 'many'"),
+    "override_axis.toml": ('tasks = ["parity_check"]\npes = ["none"]\n[overrides]\nseed = 2\n',
+                           "'seed' is a grid axis; set `seeds` instead"),
+    "bad_task.toml": ('tasks = ["parity_chek"]\npes = ["none"]\n',
+                      "unknown task 'parity_chek'; did you mean 'parity_check'?"),
+    "bad_seeds.toml": ('tasks = ["parity_check"]\npes = ["none"]\nseeds = 0\n', "seeds must be at least 1"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_bad_sweep_file_is_a_one_line_error(cli, tmp_path, name):
+    text, message = BAD_FILES[name]
+    spec = tmp_path / name
+    spec.write_text(text)
+    result = cli("sweep", spec, "--results", tmp_path / "runs", "--preset", "smoke")
+    assert result.exit_code == 2, result.stdout
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--tasks", "parity_chek", "--pes", "none"), "--tasks: unknown task 'parity_chek'; did you mean 'parity_check'?"),
+    (("--tasks", "parity_check", "--pes", "alibbi"), "--pes: unknown positional encoding 'alibbi'"),
+    (("--tasks", "parity_check"), "no positional encodings"),
+    (("--tasks", "parity_check", "--pes", "none", "--seeds", "x"), "--seeds must be a count N"),
+    (("--tasks", "parity_check", "--pes", "none", "--lrs", "3"), "a learning rate must be in (0, 1)"),
+    (("--tasks", "parity_check", "--pes", "none", "--executor", "slurm"), "unknown executor 'slurm'"),
+    (("--tasks", "parity_check", "--pes", "none", "--steps", "0"), "--steps must be at least 1"),
+    (("cpu_leaderbord",), "unknown sweep 'cpu_leaderbord'; did you mean 'cpu_leaderboard'?"),
+    (("no/such/sweep.toml",), "sweep file 'no/such/sweep.toml' does not exist"),
+])
+def test_bad_options_are_a_one_line_error(cli, tmp_path, args, message):
+    result = cli("sweep", *args, "--results", tmp_path / "runs", "--preset", "smoke")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sweep_file_with_command_line_overrides(cli, tmp_path):
+    spec = tmp_path / "grid.toml"
+    spec.write_text('preset = "smoke"\ntasks = ["parity_check", "bucket_sort"]\npes = ["dape-kerple"]\n'
+                    'seeds = [3, 5]\nlrs = [1e-3, 5e-4]\nresults = "from-file"\n[overrides]\nsteps = 7\n')
+    label, values = read_spec(str(spec))
+    grid = build_grid(values, label, tasks="parity_check", steps=9)
+    assert grid.tasks == ["parity_check"] and grid.pes == ["dape-kerple-log"] and grid.seeds == [3, 5]
+    assert grid.lrs == [1e-3, 5e-4] and str(grid.results) == "from-file"
+    configs = grid.configs()
+    assert len(configs) == 4 and {c.steps for c in configs} == {9} and {c.preset for c in configs} == {"smoke"}
+    assert {(c.seed, c.lr) for c in configs} == {(3, 1e-3), (5, 1e-3), (3, 5e-4), (5, 5e-4)}
+
+
+def test_shipped_sweeps_by_name():
+    label, values = read_spec("cpu_leaderboard")
+    grid = build_grid(values, label)
+    assert grid.preset == "cpu" and len(grid.tasks) == 15 and str(grid.results) == "results/cpu/runs"
+    assert grid.pes == ["none", "alibi", "kerple-log", "dape-kerple-log"] and len(grid.configs()) == 60
+    label, values = read_spec("dape_table2")
+    grid = build_grid(values, label)
+    assert grid.preset == "paper" and len(grid.tasks) == 14 and "binary_multiplication" not in grid.tasks
+    assert grid.lrs == [1e-4, 3e-4, 5e-4] and grid.seeds == [0, 1, 2] and len(grid.pes) == 10
+    assert len(grid.configs()) == 14 * 10 * 3 * 3
+
+
+def test_ctrl_c_stops_cleanly_and_the_next_sweep_completes(tmp_path):
+    results = tmp_path / "runs"
+    args = [sys.executable, "-m", "che", "sweep", "--tasks", "parity_check", "--pes", "alibi", "--seeds", "2",
+            "--preset", "smoke", "--steps", "60", "--results", str(results), "--jobs", "1", "--quiet",
+            "--device", "cpu"]
+    first, second = (make_config("parity_check", "alibi", "smoke", steps=60, seed=s) for s in (0, 1))
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                               start_new_session=True)
+    # wait until the first run has finished and the second is training (it has a checkpoint)
+    deadline = time.monotonic() + 240
+    while not (result_path(results, first).exists() and checkpoint_path(results, second).exists()):
+        if process.poll() is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole process group
+    out, err = process.communicate(timeout=120)
+    if process.returncode == 0:
+        pytest.skip("the sweep finished before the signal arrived")  # a very fast machine
+    assert process.returncode == 130, err
+    assert "done 1, skipped 0, failed 0, interrupted 1" in out
+    assert "Traceback" not in err and "stopping: no new runs" in err
+    assert result_path(results, first).exists() and checkpoint_path(results, second).exists()
+    assert not result_path(results, second).exists() and not lock_path(results, second).exists()
+
+    again = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "done 1, skipped 1, failed 0, interrupted 0" in again.stdout
+    record = json.loads(result_path(results, second).read_text())
+    assert record["resumed_from_step"] > 0 and not checkpoint_path(results, second).exists()
+
+
+def test_local_plan_packs_runs_per_gpu_and_pins_each_worker(monkeypatch):
+    import torch
+
+    from che.runners import executors, run
+
+    monkeypatch.setattr(run, "pick_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(executors, "visible_gpus", lambda: ["0", "1"])
+    monkeypatch.setattr(executors, "machine_cores", lambda: 16)
+    plan = executors.local_plan("auto", None, 3, pending=100)
+    assert (plan.device, plan.jobs, plan.threads) == ("cuda", 6, 2)
+    assert plan.gpus == ["0", "1", "0", "1", "0", "1"]
+    pool = executors.LocalExecutor(plan, "runs", [])  # starts no process until a run is submitted
+    assert [pool._env(slot)["CUDA_VISIBLE_DEVICES"] for slot in range(6)] == plan.gpus
+    assert pool._env(0)["OMP_NUM_THREADS"] == "2"
+    assert executors.local_plan("auto", None, 3, pending=4).jobs == 4  # never more workers than runs
+    assert executors.local_plan("auto", 1, 3, pending=4).threads == 16
+
+    monkeypatch.setattr(run, "pick_device", lambda name: torch.device("cpu"))
+    plan = executors.local_plan("cpu", None, 3, pending=100)
+    assert (plan.device, plan.jobs, plan.threads, plan.gpus) == ("cpu", 16, 1, [])
+    assert executors.local_plan("cpu", 4, 1, pending=100).threads == 4
+
+
+class FakeRay:
+    """What RayExecutor._plan asks of Ray, for a cluster of two nodes."""
+
+    def __init__(self, cpus, gpus):
+        self.resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+
+    def cluster_resources(self):
+        return self.resources
+
+    def nodes(self):
+        half = {k: v / 2 for k, v in self.resources.items()}
+        return [{"Alive": True, "Resources": half}, {"Alive": True, "Resources": half}]
+
+
+def test_ray_plan_declares_fractional_gpus_and_fits_a_node():
+    from che.errors import CheError
+    from che.runners.executors import RayExecutor
+
+    executor = RayExecutor.__new__(RayExecutor)  # only the planning, without a cluster
+    executor.ray = FakeRay(cpus=32, gpus=4)
+    plan = executor._plan("auto", None, 4, pending=100)
+    assert (plan.device, plan.jobs, plan.threads, plan.gpu_share) == ("cuda", 16, 1, 0.25)
+    assert executor._plan("cpu", None, 4, pending=100).jobs == 32
+    assert executor._plan("cpu", 2, 1, pending=100).threads == 16  # 32 CPUs / 2 runs, one node each
+    executor.ray = FakeRay(cpus=32, gpus=0)
+    assert executor._plan("auto", None, 1, pending=5).device == "cpu"
+    with pytest.raises(CheError, match="the Ray cluster has no GPUs"):
+        executor._plan("cuda", None, 1, pending=5)
+    executor.ray = FakeRay(cpus=8, gpus=0)
+    assert executor._plan("cpu", 1, 1, pending=5).threads == 4  # capped at the largest node
