@@ -168,7 +168,7 @@ def benchmark(pes: list[str], task_name: str = "reverse_string", length: int = 4
     for key in configs:
         config, model, _ = built[key]
         set_eval_mode(model, False)
-        step_size = chunk_size(model.config, eval_tokens, eval_batch, memory_gb)
+        step_size = chunk_size(model.config, eval_tokens, eval_batch, memory_gb, device.type)
         seq_per_s = peak = None
         try:
             with torch.no_grad(), PeakMemory(device) as memory:

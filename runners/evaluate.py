@@ -28,22 +28,23 @@ def length_seed(eval_seed: int, length: int) -> int:
     return eval_seed * 1_000_003 + length
 
 
-def bytes_per_example(model_config, tokens: int) -> int:
+def bytes_per_example(model_config, tokens: int, device_type: str = "cpu") -> int:
     """A conservative estimate of the working set of one example in a forward pass: a few
     [H, T, T] float32 tensors alive at once in an attention layer (scores, bias, logits,
     probabilities), more with DAPE (its output; the literal form also holds the concatenated
-    input and the [T, T, D] hidden activations, which the fast form never materialises)."""
+    input and the [T, T, D] hidden activations, which the fast form materialises only on a GPU)."""
     heads = model_config.n_heads
     per_position = 6 * heads
     if model_config.pe.startswith("dape"):
         per_position += 3 * heads
-        if model_config.dape_impl == "literal":
+        if model_config.dape_impl == "literal" or device_type == "cuda":
             per_position += 2 * heads + 2 * model_config.dape_width
     return 4 * tokens * tokens * per_position + 64 * tokens * model_config.d_model
 
 
-def chunk_size(model_config, tokens: int, batch: int, memory_gb: float) -> int:
-    return max(1, min(batch, int(memory_gb * 2**30 // bytes_per_example(model_config, tokens))))
+def chunk_size(model_config, tokens: int, batch: int, memory_gb: float, device_type: str = "cpu") -> int:
+    per_example = bytes_per_example(model_config, tokens, device_type)
+    return max(1, min(batch, int(memory_gb * 2**30 // per_example)))
 
 
 def set_eval_mode(model: nn.Module, dropout: bool) -> None:
@@ -70,7 +71,7 @@ def evaluate(model: nn.Module, task, config, device: torch.device,
         for sub_batch, start in enumerate(range(0, config.eval_samples, config.eval_batch_size)):
             n = min(config.eval_batch_size, config.eval_samples - start)
             batch = task.sample(n, length, generator)
-            step = chunk_size(model.config, tokens, n, config.eval_memory_gb)
+            step = chunk_size(model.config, tokens, n, config.eval_memory_gb, device.type)
             correct = counted = 0
             for i in range(0, n, step):
                 with torch.random.fork_rng(devices=devices):

@@ -208,3 +208,22 @@ def test_dape_parameter_count():
     heads, width = 8, 64
     per_layer = (2 * heads * width + width) + (width * heads + heads)
     assert model("dape-kerple-log").num_parameters() == base + 5 * per_layer
+
+
+def test_blockwise_and_dense_positionwise_mlp_agree():
+    """The CPU kernel (blocks, recomputing in backward) and the GPU path (one dense pass)."""
+    from che.models.positional.dape import PositionwiseMLP, dense_positionwise_mlp, position_blocks
+
+    torch.manual_seed(0)
+    for batch, length in [(3, 4), (2, 100)]:  # several items per block; several blocks per item
+        assert len(list(position_blocks(batch, length * length))) > 1 or length == 4
+        args = [torch.randn(batch, 8, length, length, dtype=torch.double, requires_grad=True),
+                torch.randn(6, length, length, dtype=torch.double, requires_grad=True),
+                torch.randn(6, 8, dtype=torch.double, requires_grad=True),
+                torch.randn(8, 6, dtype=torch.double, requires_grad=True),
+                torch.randn(8, dtype=torch.double, requires_grad=True)]
+        blocked, dense = PositionwiseMLP.apply(*args), dense_positionwise_mlp(*args)
+        assert torch.allclose(blocked, dense, atol=1e-10)
+        w = torch.randn_like(dense)
+        for a, b in zip(torch.autograd.grad((blocked * w).sum(), args), torch.autograd.grad((dense * w).sum(), args)):
+            assert torch.allclose(a, b, atol=1e-9)

@@ -23,8 +23,9 @@ Two implementations compute the same function with the same parameters (`dape_im
 - "literal": concatenate [S; B] into [batch, T, T, 2H] and apply the MLP, as the published code;
 - "fast": split the first layer into its S and B halves and compute the B half (and its bias)
   once per forward pass, since B is the same for every batch element; no concatenation; the MLP
-  runs block by block over positions (`PositionwiseMLP`), so its [batch, D, T, T] hidden
-  activations are never stored.
+  runs block by block over positions on the CPU (`PositionwiseMLP`), so its [batch, D, T, T]
+  hidden activations are never stored; on a GPU, where a loop of small blocks is launch-bound, it
+  runs as one channels-last pass.
 """
 
 from __future__ import annotations
@@ -122,15 +123,23 @@ class DAPE(AttentionPE):
                         + self.output.bias[:, None, None]).unsqueeze(0)
             length = content.shape[-1]
             const = const.expand(-1, length, length).to(content.dtype)
-            return PositionwiseMLP.apply(content, const.contiguous(), w_content.to(content.dtype),
-                                         self.output.weight.to(content.dtype),
-                                         self.output.bias.to(content.dtype))
+            args = (content, const, w_content.to(content.dtype), self.output.weight.to(content.dtype),
+                    self.output.bias.to(content.dtype))
+            # On a GPU a Python loop over blocks is launch-bound: one dense pass there instead.
+            return dense_positionwise_mlp(*args) if content.is_cuda else PositionwiseMLP.apply(*args)
         padding = (0, self.kernel // 2)
         const = b1[:, None, None]
         if position is not None:
             const = const + F.conv2d(position.unsqueeze(0), w_position, padding=padding)[0]
         h = const.unsqueeze(0) if content is None else F.conv2d(content, w_content, padding=padding) + const
         return self.output(F.leaky_relu(h, NEGATIVE_SLOPE))
+
+
+def dense_positionwise_mlp(content, const, w_content, w_out, b_out):
+    """`PositionwiseMLP` in one channels-last pass: materialises the [batch, T, T, D] hidden
+    activations (the GPU path; the B half is still computed once per forward pass)."""
+    h = F.linear(content.permute(0, 2, 3, 1), w_content) + const.permute(1, 2, 0)
+    return F.linear(F.leaky_relu(h, NEGATIVE_SLOPE), w_out, b_out).permute(0, 3, 1, 2)
 
 
 BLOCK_POSITIONS = 8192  # positions per block: few enough Python-level ops, hidden [D, block] in cache
