@@ -47,11 +47,10 @@ class Task(ABC):
 
     @property
     def chance_accuracy(self) -> float:
-        """Per-token accuracy of guessing uniformly among the output classes (spec §3).
-
-        Tasks whose outputs are bits plus a terminator override this with 0.5, the chance level
-        the CHE papers quote for binary tasks.
-        """
+        """Per-token accuracy of guessing uniformly (spec §3): among the output classes, or, for a
+        task with a terminator, among the value symbols (the bits, so 0.5, as the CHE papers say)."""
+        if self.terminator is not None:
+            return 1.0 / (self.output_size - 1)
         return 1.0 / self.output_size
 
     # -- sampling -----------------------------------------------------------------------------

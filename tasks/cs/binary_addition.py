@@ -38,9 +38,6 @@ class BinaryAddition(Task):
     def output_length(self, length):
         return length + 1
 
-    @property
-    def chance_accuracy(self):
-        return 0.5
 
     def _sample(self, batch_size, length, generator):
         if length <= 2:

@@ -37,9 +37,6 @@ class BinaryMultiplication(Task):
     def output_length(self, length):
         return length
 
-    @property
-    def chance_accuracy(self):
-        return 0.5
 
     def _sample(self, batch_size, length, generator):
         if length <= 2:
