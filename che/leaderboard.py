@@ -307,7 +307,8 @@ def plot(board: Leaderboard, path: Path) -> None:
     rows_ = math.ceil(len(tasks) / columns)
     fig, axes = plt.subplots(rows_, columns, figsize=(4.2 * columns, 3.0 * rows_), squeeze=False)
     pes = [pe for pe in board.pes if any((t, pe) in board.cells for t in tasks)]
-    colors = {pe: plt.get_cmap("tab20")(i % 20) for i, pe in enumerate(pes)}
+    palette = plt.get_cmap("tab10" if len(pes) <= 10 else "tab20")
+    colors = {pe: palette(i % palette.N) for i, pe in enumerate(pes)}
     for ax, task in zip(axes.flat, tasks):
         train_length = None
         for pe in pes:
