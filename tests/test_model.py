@@ -210,10 +210,13 @@ def test_dape_parameter_count():
     assert model("dape-kerple-log").num_parameters() == base + 5 * per_layer
 
 
-def test_blockwise_and_dense_positionwise_mlp_agree():
-    """The CPU kernel (blocks, recomputing in backward) and the GPU path (one dense pass)."""
+@pytest.mark.parametrize("saved_bytes", [2**40, 0])  # keep the activations / recompute them
+def test_blockwise_and_dense_positionwise_mlp_agree(monkeypatch, saved_bytes):
+    """The CPU kernel (blocks) and the GPU path (one dense pass): values and gradients."""
+    from che.models.positional import dape
     from che.models.positional.dape import PositionwiseMLP, dense_positionwise_mlp, position_blocks
 
+    monkeypatch.setattr(dape, "SAVED_BYTES", saved_bytes)
     torch.manual_seed(0)
     for batch, length in [(3, 4), (2, 100)]:  # several items per block; several blocks per item
         assert len(list(position_blocks(batch, length * length))) > 1 or length == 4

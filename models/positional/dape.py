@@ -143,6 +143,7 @@ def dense_positionwise_mlp(content, const, w_content, w_out, b_out):
 
 
 BLOCK_POSITIONS = 8192  # positions per block: few enough Python-level ops, hidden [D, block] in cache
+SAVED_BYTES = 512 * 2**20  # activations kept for backward up to this size per call, else recomputed
 
 
 def position_blocks(batch: int, positions: int, budget: int = BLOCK_POSITIONS):
@@ -174,10 +175,11 @@ class PositionwiseMLP(torch.autograd.Function):
     """out[b, :, n] = W2 leaky(Wc x[b, :, n] + const[:, n]) + b2 at every position n = (i, j).
 
     The same function as applying Linear -> LeakyReLU -> Linear over the channel axis, computed
-    block by block as 2-D matrix products, so that the [D, positions] hidden activations never
-    exist in full: the forward pass keeps only its inputs and the backward pass recomputes each
-    block's hidden activations. This bounds memory (evaluation at 1,500 tokens) and keeps every
-    block in cache, which makes it several times faster than materialising [batch, D, T, T].
+    block by block as 2-D matrix products, so that no [batch, D, T, T] intermediate is built at
+    once: each block stays in cache, which makes it several times faster than the dense form on
+    a CPU, and evaluation (no gradients) never holds more than one block of activations. For the
+    backward pass the forward keeps the activations when they fit in SAVED_BYTES and otherwise
+    keeps only its inputs and recomputes them block by block.
     """
 
     @staticmethod
@@ -187,12 +189,19 @@ class PositionwiseMLP(torch.autograd.Function):
         x = content.reshape(batch, channels, positions)
         k = const.reshape(width, positions)
         out = torch.empty(batch, w_out.shape[0], positions, dtype=content.dtype, device=content.device)
+        # Keep the activations for the backward pass when they are small enough; else recompute.
+        keep = any(ctx.needs_input_grad) and batch * width * positions * content.element_size() <= SAVED_BYTES
+        activations = []
         for b0, b1, n0, n1 in position_blocks(batch, positions):
             h = torch.mm(w_content, _gather(x, b0, b1, n0, n1))
             h.view(width, b1 - b0, n1 - n0).add_(k[:, None, n0:n1])
-            _scatter(out, torch.mm(w_out, F.leaky_relu_(h, NEGATIVE_SLOPE)), b0, b1, n0, n1)
+            a = F.leaky_relu_(h, NEGATIVE_SLOPE)
+            _scatter(out, torch.mm(w_out, a), b0, b1, n0, n1)
+            if keep:
+                activations.append(a)
         out.add_(b_out[:, None])
         ctx.save_for_backward(content, const, w_content, w_out)
+        ctx.activations = activations
         return out.view(batch, -1, length, length)
 
     @staticmethod
@@ -207,15 +216,21 @@ class PositionwiseMLP(torch.autograd.Function):
         g_const = torch.zeros_like(k)
         g_w_content = torch.zeros_like(w_content)
         g_w_out = torch.zeros_like(w_out)
-        for b0, b1, n0, n1 in position_blocks(batch, positions):
+        for index, (b0, b1, n0, n1) in enumerate(position_blocks(batch, positions)):
             xb, gb = _gather(x, b0, b1, n0, n1), _gather(g, b0, b1, n0, n1)
-            h = torch.mm(w_content, xb)  # recomputed
-            h.view(width, b1 - b0, n1 - n0).add_(k[:, None, n0:n1])
-            g_w_out.addmm_(gb, F.leaky_relu(h, NEGATIVE_SLOPE).t())
-            g_h = torch.ops.aten.leaky_relu_backward(torch.mm(w_out.t(), gb), h, NEGATIVE_SLOPE, False)
+            if ctx.activations:
+                a = ctx.activations[index]
+            else:  # recompute
+                a = torch.mm(w_content, xb)
+                a.view(width, b1 - b0, n1 - n0).add_(k[:, None, n0:n1])
+                F.leaky_relu_(a, NEGATIVE_SLOPE)
+            g_w_out.addmm_(gb, a.t())
+            # the sign of the activation is the sign of its input: LeakyReLU's slopes are positive
+            g_h = torch.ops.aten.leaky_relu_backward(torch.mm(w_out.t(), gb), a, NEGATIVE_SLOPE, True)
             g_const[:, n0:n1] += g_h.view(width, b1 - b0, n1 - n0).sum(1)
             g_w_content.addmm_(g_h, xb.t())
             _scatter(g_content, torch.mm(w_content.t(), g_h), b0, b1, n0, n1)
+        ctx.activations = None
         return g_content.view_as(content), g_const.view_as(const), g_w_content, g_w_out, g.sum((0, 2))
 
 
