@@ -151,3 +151,11 @@ def test_training_learns_an_easy_task_well_above_chance(tmp_path):
     assert record["ood_accuracy"] > 0.40, record["accuracy_by_length"]
     curve = record["train_curve"]
     assert curve[-1][1] < 0.6 * curve[0][1]  # the loss fell substantially (1.86 -> 0.90 here)
+
+
+def test_tensorboard_without_the_package_is_a_one_line_error(cli, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were missing
+    result = cli("run", "--task", "parity_check", "--pe", "none", "--preset", "smoke", "--results", tmp_path,
+                 "--tensorboard", tmp_path / "tb")
+    assert result.exit_code == 2
+    assert "pip install 'che[tensorboard]'" in result.stderr and "Traceback" not in result.stderr
