@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from che.errors import CheError, unknown_name_error
+from che.errors import unknown_name_error
 from che.registry import CheWarning
 from che.results import load_results
 from che.tasks.base import LEVEL_NAMES, LEVELS

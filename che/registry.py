@@ -211,6 +211,3 @@ def register_pe(cls: type) -> type:
     """Class decorator: register a positional encoding class under its `name`."""
     return PES.register(cls)
 
-
-def get_task(name: str):
-    return TASKS.get(name)

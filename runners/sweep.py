@@ -529,7 +529,7 @@ def run_sweep(configs: list[RunConfig], results: Path, executor_factory: Callabl
                 if stopping and not in_flight:
                     break
     finally:
-        for config, lock in in_flight.values():  # abandoned after a second Ctrl-C
+        for _config, lock in in_flight.values():  # abandoned after a second Ctrl-C
             summary.interrupted += 1
             release(lock)
         summary.not_started += len(queue)

@@ -184,7 +184,7 @@ def test_two_sweeps_over_one_folder_at_once_share_the_work(tmp_path):
     sweeps = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
               for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in sweeps]
-    for process, (out, err) in zip(sweeps, outputs):
+    for process, (_out, err) in zip(sweeps, outputs):
         assert process.returncode == 0, err
     files = sorted(results.rglob("*"))
     finished = [p for p in files if p.is_file()]

@@ -17,7 +17,7 @@ from che.models.positional.base import (AbsolutePE, AttentionPE, BiasPE,  # noqa
 from che.registry import BUILTIN, PES
 
 # Importing a PE module registers its PEs (the @register_pe decorator).
-from che.models.positional import none, absolute, rotary, biases, relative, cope, dape  # noqa: F401,E402,I001
+from che.models.positional import none, absolute, rotary, biases, relative, cope  # noqa: F401,E402,I001
 
 DAPE_PREFIXES = {"dape-": "dape", "dape2-": "dape2"}
 RANDOM_PREFIX = "rand-"

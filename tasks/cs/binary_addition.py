@@ -1,6 +1,5 @@
 """binary_addition (cs): add two little-endian binary numbers.  Spec §1.12."""
 
-import torch
 
 from che.registry import register_task
 from che.tasks.base import Task
