@@ -79,12 +79,16 @@ class Registry:
         self.ensure_loaded()
         entry = self._entries.get(name)
         if entry is None:
-            err = unknown_name_error(self.kind, name, self._entries)
-            if self.broken:
-                failed = "; ".join(f"plugin '{p}' failed to load: {why}" for p, why in self.broken.items())
-                err = CheError(f"{err} [{failed}]")
-            raise err
+            raise self.unknown(name, self._entries)
         return entry.obj
+
+    def unknown(self, name: str, choices) -> CheError:
+        """The unknown-name error, naming any plugin that failed to load (it may have defined it)."""
+        err = unknown_name_error(self.kind, name, choices)
+        if self.broken:
+            failed = "; ".join(f"plugin '{p}' failed to load: {why}" for p, why in self.broken.items())
+            err = CheError(f"{err} [{failed}]")
+        return err
 
     def entries(self) -> list[Entry]:
         self.ensure_loaded()

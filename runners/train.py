@@ -138,14 +138,15 @@ class Trainer:
         with StopRequested() as stop:
             while state.step < config.steps:
                 started = time.perf_counter()
-                loss, correct, counted = self._step()
-                loss_value = float(loss)  # one sync per step; the progress display needs it
+                # One device-to-host copy per step: the progress display and the NaN check need it.
+                loss_value, correct, counted = torch.stack([t.double() for t in self._step()]).tolist()
+                correct, counted = int(correct), int(counted)
                 if not math.isfinite(loss_value):
                     raise FloatingPointError(f"loss became {loss_value} at step {state.step + 1}")
                 state.step += 1
                 state.loss_sum += loss_value
-                state.correct += int(correct)
-                state.counted += int(counted)
+                state.correct += correct
+                state.counted += counted
                 state.steps_in_interval += 1
                 state.train_time_s += time.perf_counter() - started
                 if state.step % self.curve_every == 0 or state.step == config.steps:
@@ -153,7 +154,7 @@ class Trainer:
                                         state.correct / max(state.counted, 1)])
                     state.loss_sum, state.correct, state.counted, state.steps_in_interval = 0.0, 0, 0, 0
                 if on_step is not None:
-                    on_step(state, loss_value, int(correct) / max(int(counted), 1))
+                    on_step(state, loss_value, correct / max(counted, 1))
                 if checkpoint is not None and (state.step % config.checkpoint_every == 0 or stop.requested):
                     if state.step < config.steps:
                         self.save(checkpoint)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from che.errors import CheError, unknown_name_error
+from che.errors import CheError
 from che.models.positional.dape import CITATION as DAPE_CITATION
 from che.models.positional.base import (AbsolutePE, AttentionPE, BiasPE,  # noqa: F401
                                         PositionalEncoding, random_positions)
@@ -82,11 +82,7 @@ def parse_pe(name: str, config) -> PEBuild:
     classes = base_classes()
     cls = classes.get(rest)
     if cls is None:
-        err = unknown_name_error("positional encoding", name, pe_names())
-        if PES.broken:
-            failed = "; ".join(f"plugin '{p}' failed to load: {why}" for p, why in PES.broken.items())
-            err = CheError(f"{err} [{failed}]")
-        raise err
+        raise PES.unknown(name, pe_names())
     if randomized and not cls.position_based:
         raise CheError(f"'{name}': '{cls.name}' uses no positions, so it cannot be randomized "
                        f"(randomizable: {', '.join(n for n, c in classes.items() if c.position_based)})")
