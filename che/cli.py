@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from che.errors import CheError
@@ -193,6 +194,10 @@ def run_command(
     max_test_length: Annotated[Optional[int], typer.Option(help="Evaluate on lengths 1..M.")] = None,
     eval_samples: Annotated[Optional[int], typer.Option(help="Test examples per length.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the model, data, dropout and positions.")] = 0,
+    seeds: Annotated[Optional[str], typer.Option(
+        help="Several seeds (a count N or a list 0,4,7): train them together as one pack.")] = None,
+    lrs: Annotated[Optional[str], typer.Option(
+        help="Several learning rates (1e-4,3e-4): with --seeds, every pair, as one pack.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     results: ResultsOption = DEFAULT_RESULTS,
     force: Annotated[bool, typer.Option(help="Run again even if finished; discard a checkpoint.")] = False,
@@ -210,15 +215,22 @@ def run_command(
     rand_at_eval: Annotated[Optional[bool], typer.Option(
         "--rand-at-eval/--no-rand-at-eval", help="Randomized PEs also randomize at evaluation "
         "[default: on, as the reference].")] = None,
+    rand_mode: Annotated[Optional[str], typer.Option(
+        help="How rand- relative and bias PEs draw: offsets (RPE's method, default), reference (RPE's "
+             "released code, bit for bit) or positions.")] = None,
+    length_seed: Annotated[Optional[int], typer.Option(help="Seed of the per-step training lengths.")] = None,
     learned_max_length: Annotated[Optional[int], typer.Option(help="Rows of the learned PE table.")] = None,
     dape_width: Annotated[Optional[int], typer.Option(help="DAPE MLP width D.")] = None,
     dape_variant: Annotated[Optional[str], typer.Option(help="DAPE ablation: S+B+f(S,B), S+B+f(S+B), "
                                                              "S+f(S,B), S+B+f(B).")] = None,
     dape_kernel: Annotated[Optional[int], typer.Option(help="DAPE V2 convolution width k.")] = None,
     dape_impl: Annotated[Optional[str], typer.Option(help="DAPE implementation: fast or literal.")] = None,
+    dape_init: Annotated[Optional[str], typer.Option(help="DAPE MLP initialisation: haiku or torch.")] = None,
     bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16", help="bf16 autocast [default: off].")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile",
                                                     help="torch.compile the model [default: off].")] = None,
+    cuda_graphs: Annotated[Optional[bool], typer.Option(
+        "--cuda-graphs/--no-cuda-graphs", help="Capture training steps as CUDA graphs [default: on, on CUDA].")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Steps between checkpoints.")] = None,
     eval_memory_gb: Annotated[Optional[float], typer.Option(help="Memory budget of evaluation chunks.")] = None,
     plugin: PluginOption = None,
@@ -229,29 +241,39 @@ def run_command(
     from che.progress import FanOut, LogReporter, RichReporter, TensorBoardReporter, accuracy_chart
     from che.registry import TASKS
     from che.runners.estimate import estimate_seconds, format_duration
-    from che.runners.run import execute, pick_device
+    from che.results import is_finished, result_path
+    from che.runners.run import execute_pack, pick_device
+    from che.runners.sweep import parse_lrs, parse_seeds
     from che.runners.train import Interrupted
 
     _load_plugins(plugin)
     task_obj = TASKS.get(task)
-    config = make_config(
-        task, canonical_pe_name(pe), preset, seed=seed, steps=steps, batch_size=batch_size, lr=lr,
+    run_seeds = parse_seeds(seeds, "--seeds") if seeds is not None else [seed]
+    run_lrs = parse_lrs(lrs, "--lrs") if lrs is not None else [lr]
+    configs = [make_config(
+        task, canonical_pe_name(pe), preset, seed=s, steps=steps, batch_size=batch_size, lr=rate,
         train_length=train_length, max_test_length=max_test_length, eval_samples=eval_samples,
         n_layers=n_layers, d_model=d_model, n_heads=n_heads, dropout=dropout, eval_dropout=eval_dropout,
-        rand_max_length=rand_max_length, rand_at_eval=rand_at_eval, learned_max_length=learned_max_length,
-        dape_width=dape_width, dape_variant=dape_variant, dape_kernel=dape_kernel, dape_impl=dape_impl,
-        bf16=bf16, compile=compile, checkpoint_every=checkpoint_every, eval_memory_gb=eval_memory_gb,
-    )
+        rand_max_length=rand_max_length, rand_at_eval=rand_at_eval, rand_mode=rand_mode, length_seed=length_seed,
+        learned_max_length=learned_max_length, dape_width=dape_width, dape_variant=dape_variant,
+        dape_kernel=dape_kernel, dape_impl=dape_impl, dape_init=dape_init, bf16=bf16, compile=compile,
+        cuda_graphs=cuda_graphs, checkpoint_every=checkpoint_every, eval_memory_gb=eval_memory_gb,
+    ) for rate in run_lrs for s in run_seeds]
+    config = configs[0]
     torch_device = pick_device(device)
     out = err_console if quiet else console
-    out.print(f"[bold]{task}[/] x [bold]{config.pe}[/]  preset {preset}: {config.steps} steps, batch "
-              f"{config.batch_size}, lr {config.lr:g}, train 1..{config.train_length}, test "
-              f"1..{config.max_test_length} x {config.eval_samples}, seed {config.seed}, {torch_device}",
-              highlight=False)
-    estimate = estimate_seconds(config, task_obj, torch_device)
-    out.print(f"estimated cost: training ~{format_duration(estimate['train_s'])} "
-              f"({1 / estimate['step_s']:.1f} steps/s), evaluation ~{format_duration(estimate['eval_s'])}",
-              highlight=False)
+    runs = (f"seed {config.seed}, lr {config.lr:g}" if len(configs) == 1 else
+            f"{len(configs)} runs packed (seeds {', '.join(map(str, run_seeds))} x lr "
+            f"{', '.join(f'{c:g}' for c in dict.fromkeys(c.lr for c in configs))})")
+    out.print(escape(f"{task} x {config.pe}  preset {preset}: {config.steps} steps, batch {config.batch_size}, "
+                     f"train 1..{config.train_length}, test 1..{config.max_test_length} x {config.eval_samples}, "
+                     f"{runs}, {torch_device}"), highlight=False)
+    if force or not all(is_finished(result_path(results, c)) for c in configs):
+        estimate = estimate_seconds(configs, task_obj, torch_device)
+        low, high = estimate["train_range_s"]
+        out.print(f"estimated cost (measured here): training ~{format_duration(estimate['train_s'])} "
+                  f"({format_duration(low)}-{format_duration(high)}; {1 / estimate['step_s']:.1f} steps/s), "
+                  f"evaluation ~{format_duration(estimate['eval_s'])}", highlight=False)
     if tensorboard is not None:
         try:
             tb = TensorBoardReporter(str(tensorboard))
@@ -261,24 +283,31 @@ def run_command(
         tb = None
     reporter = FanOut(LogReporter(out) if quiet else RichReporter(console), tb)
     try:
-        outcome = execute(config, results, device=device, force=force, resume=resume, reporter=reporter)
+        outcomes = execute_pack(configs, results, device=device, force=force, resume=resume, reporter=reporter)
     except Interrupted as stop:
         reporter.close()
         err_console.print(f"{stop}; continue with the same command and --resume", highlight=False)
         raise typer.Exit(130) from None
     finally:
         reporter.close()
-    record = outcome.record
-    if outcome.status == "skipped":
-        out.print(f"already finished (use --force to run again): {outcome.path}", highlight=False)
     n = config.train_length
-    out.print(f"\n[bold]{task} x {config.pe}[/]: unseen lengths {n + 1}..{config.max_test_length}: "
-              f"[bold]{100 * record['ood_accuracy']:.1f}%[/]   seen 1..{n}: "
-              f"{100 * record['in_distribution_accuracy']:.1f}%   chance {100 * record['chance_accuracy']:.0f}%",
-              highlight=False)
-    for line in accuracy_chart(record["accuracy_by_length"], n):
-        out.print("  " + line, highlight=False)
-    out.print(f"result: {outcome.path}", highlight=False)
+    for run_config, outcome in zip(configs, outcomes):
+        label = f"{task} x {config.pe}" + ("" if len(configs) == 1 else f", seed {run_config.seed} lr {run_config.lr:g}")
+        if outcome.status == "failed":
+            out.print(escape(f"\n{label}: failed: {outcome.record['error']}"), highlight=False)
+            continue
+        record = outcome.record
+        if outcome.status == "skipped":
+            out.print(f"already finished (use --force to run again): {outcome.path}", highlight=False)
+        out.print(f"\n[bold]{escape(label)}[/]: unseen lengths {n + 1}..{config.max_test_length}: "
+                  f"[bold]{100 * record['ood_accuracy']:.1f}%[/]   seen 1..{n}: "
+                  f"{100 * record['in_distribution_accuracy']:.1f}%   chance {100 * record['chance_accuracy']:.0f}%",
+                  highlight=False)
+        for line in accuracy_chart(record["accuracy_by_length"], n):
+            out.print("  " + line, highlight=False)
+        out.print(escape(f"result: {outcome.path}"), highlight=False)
+    if any(o.status == "failed" for o in outcomes):
+        raise typer.Exit(1)
 
 
 # -- che leaderboard --------------------------------------------------------------------------------
@@ -337,6 +366,9 @@ def bench_command(
     d_model: Annotated[Optional[int], typer.Option(help="Model width (64 = the CHE model).")] = None,
     dape_width: Annotated[Optional[int], typer.Option(help="DAPE MLP width D.")] = None,
     eval_memory_gb: Annotated[float, typer.Option(help="Memory budget of evaluation chunks.")] = 4.0,
+    pack: Annotated[Optional[int], typer.Option(help="Also time packs of K runs trained as one model.")] = None,
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Also time CUDA-graph-captured steps.")] = False,
+    compile: Annotated[bool, typer.Option("--compile", help="Also time torch.compile'd steps.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Also write the JSON to this file.")] = None,
     plugin: PluginOption = None,
@@ -355,10 +387,17 @@ def bench_command(
     _check_range("--batch-size", batch_size, 1, 1_000_000)
     _check_range("--eval-batch", eval_batch, 1, 1_000_000)
     _check_range("--repeats", repeats, 1, 1000)
+    torch_device = pick_device(device)
+    if pack is not None:
+        _check_range("--pack", pack, 1, 1024)
+    if cuda_graphs and torch_device.type != "cuda":
+        raise CheError("--cuda-graphs needs a CUDA device (choices here: leave it out)")
+    modes = ("eager",) + (("graphs",) if cuda_graphs else ()) + (("compile",) if compile else ())
+    packs = (1,) if pack in (None, 1) else (1, pack)
     overrides = {k: v for k, v in {"d_model": d_model, "dape_width": dape_width}.items() if v is not None}
     log = (lambda msg: err_console.print(msg, highlight=False)) if not as_json else (lambda msg: None)
     report = benchmark(names, task, length, batch_size, eval_length, eval_batch, repeats,
-                       str(pick_device(device)), literal, eval_memory_gb, overrides, log=log)
+                       str(torch_device), literal, eval_memory_gb, overrides, packs=packs, modes=modes, log=log)
     text = json.dumps(report, indent=1)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -369,12 +408,13 @@ def bench_command(
     console.print(f"[bold]{report['machine']['device']}[/], torch {report['machine']['torch']}; "
                   f"{task}, N = {length}, batch {batch_size}, float32", highlight=False)
     table = Table(show_lines=False)
-    for column in ("pe", "impl", "step ms", "x none", "x base", "tokens/s", f"eval seq/s @{eval_length}",
-                   "eval peak MB"):
-        table.add_column(column, justify="left" if column in ("pe", "impl") else "right")
+    for column in ("pe", "impl", "mode", "pack", "step ms", "x none", "x base", "run-steps/s", "tokens/s",
+                   f"eval seq/s @{eval_length}", "eval peak MB"):
+        table.add_column(column, justify="left" if column in ("pe", "impl", "mode") else "right")
     for r in report["records"]:
-        table.add_row(r["pe"], r["impl"], f"{r['step_ms']:.1f}", f"{r['step_vs_none']:.2f}",
-                      "" if r["step_vs_base"] is None else f"{r['step_vs_base']:.2f}", f"{r['tokens_per_s']:,.0f}",
+        table.add_row(r["pe"], r["impl"], r["mode"], str(r["pack"]), f"{r['step_ms']:.1f}", f"{r['step_vs_none']:.2f}",
+                      "" if r["step_vs_base"] is None else f"{r['step_vs_base']:.2f}",
+                      f"{r['run_steps_per_s']:,.1f}", f"{r['tokens_per_s']:,.0f}",
                       "–" if r["eval_seq_per_s"] is None else f"{r['eval_seq_per_s']:.2f}",
                       "–" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:,.0f}")
     console.print(table)

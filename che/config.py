@@ -25,6 +25,7 @@ class RunConfig:
     seed: int = 0
     # training (spec §2): one length per step drawn from 1..train_length, Adam, clipping, constant lr
     steps: int = 1_000_000
+    length_seed: int = 0         # the stream of per-step lengths (shared by the seeds, see README)
     batch_size: int = 128
     lr: float = 3e-4
     max_grad_norm: float = 1.0
@@ -45,15 +46,18 @@ class RunConfig:
     # positional-encoding options
     rand_max_length: int = 2048
     rand_at_eval: bool = True
+    rand_mode: str = "offsets"   # offsets (RPE's method), reference (RPE's released code), positions
     learned_max_length: int = 2048
     dape_width: int = 64
     dape_variant: str = "S+B+f(S,B)"
     dape_kernel: int = 3
+    dape_init: str = "haiku"     # DAPE's MLP: Haiku's initialisation (as the CHE code) or torch's
     # numerics
     bf16: bool = False
     # how it runs, not what it computes (left out of the identity)
     dape_impl: str = "fast"
     compile: bool = False
+    cuda_graphs: bool = True     # capture each training step as a CUDA graph (on CUDA only)
     checkpoint_every: int = 500
     eval_memory_gb: float = 4.0
     extra: dict = field(default_factory=dict)  # free-form notes, part of the identity
@@ -101,11 +105,32 @@ class RunConfig:
             raise CheError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.d_model % self.n_heads:
             raise CheError(f"--d-model ({self.d_model}) must be divisible by --n-heads ({self.n_heads})")
-        if self.eval_memory_gb <= 0:
-            raise CheError(f"--eval-memory-gb must be positive, got {self.eval_memory_gb}")
+        if not self.eval_memory_gb > 0 or self.eval_memory_gb == float("inf"):
+            raise CheError(f"--eval-memory-gb must be a positive number, got {self.eval_memory_gb}")
+        for name, value in (("seed", self.seed), ("length_seed", self.length_seed), ("eval_seed", self.eval_seed)):
+            if not 0 <= value < 2**32:
+                raise CheError(f"--{name.replace('_', '-')} must be in [0, 2^32), got {value}")
+        from che.models.positional.base import RAND_MODES
+        from che.models.positional.dape import IMPLEMENTATIONS, INITIALISATIONS, VARIANTS
+
+        for name, value, choices in (("rand_mode", self.rand_mode, RAND_MODES),
+                                     ("dape_variant", self.dape_variant, VARIANTS),
+                                     ("dape_impl", self.dape_impl, IMPLEMENTATIONS),
+                                     ("dape_init", self.dape_init, INITIALISATIONS)):
+            if value not in choices:
+                raise CheError(f"--{name.replace('_', '-')}: unknown value '{value}' (choices: {', '.join(choices)})")
+
+    def pack_key(self) -> str:
+        """Runs with the same key differ only in PACK_FIELDS and may train as one pack."""
+        blob = json.dumps({k: v for k, v in self.identity().items() if k not in PACK_FIELDS},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-NOT_IDENTITY = {"preset", "dape_impl", "compile", "checkpoint_every", "eval_memory_gb"}
+NOT_IDENTITY = {"preset", "dape_impl", "compile", "cuda_graphs", "checkpoint_every", "eval_memory_gb"}
+
+# Runs that differ only in these train together as one pack (`che.runners.train.Trainer`).
+PACK_FIELDS = ("seed", "lr")
 
 # Each preset overrides RunConfig's defaults; options given on the command line override the preset.
 PRESETS: dict[str, dict] = {

@@ -6,8 +6,10 @@ Load it with `--plugin examples/gaussian_pe.py` (or CHE_PLUGINS, or the entry po
 examples/pyproject.toml). Because it is a `BiasPE`, the modifiers work on it too:
 `--pe gaussian`, `--pe rand-gaussian`, `--pe dape-gaussian`, `--pe dape2-gaussian`.
 
-A bias PE implements `bias_from_positions(positions) -> [H, T, T]`; positions are 0..T-1, or
-sorted random positions when randomized.
+A bias PE implements `bias_from_offsets(offsets, positions) -> [H, T, T]` from the signed
+key-minus-query offsets [T, T] (j - i, or RPE's random offsets with `rand-`) and the query positions
+[T]; a bias that is not a function of offsets implements `bias_from_positions(positions)` instead
+(it can then be randomized with `--rand-mode positions` only).
 """
 
 import math
@@ -17,7 +19,6 @@ from torch import nn
 
 from che import register_pe
 from che.models.positional import BiasPE
-from che.models.positional.base import signed_offsets
 
 
 @register_pe
@@ -35,7 +36,7 @@ class GaussianBias(BiasPE):
         widths = torch.logspace(0, math.log10(64), config.n_heads)
         self.log_sigma = nn.Parameter(widths.log())
 
-    def bias_from_positions(self, positions):
-        offsets = signed_offsets(positions).to(torch.float32)
+    def bias_from_offsets(self, offsets, positions):
+        offsets = offsets.to(torch.float32)
         sigma = self.log_sigma.exp()[:, None, None]
         return -offsets.square() / (2 * sigma.square())

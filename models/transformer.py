@@ -3,19 +3,33 @@
 It follows the reference (spec `che_reference.md` §2.3, §4, §6):
 - the input ids are followed by T_out empty tokens (id `input_size`); the logits are read at those
   last T_out positions;
-- token embedding (no bias, trunc-normal 0.02) scaled by sqrt(d_model); an absolute PE, if any, is
-  added, followed by dropout (only then, as the reference);
+- token embedding (one-hot times w, no bias, trunc-normal 0.02) scaled by sqrt(d_model); an absolute
+  PE, if any, is added, followed by dropout (only then, as the reference);
 - `n_layers` post-LN blocks: h = LN(h + drop(MHA(h))); h = LN(h + drop(FFN(h))), FFN = Linear ->
   ReLU -> Linear with width ffn_mult * d_model; q, k, v and the output projection have no bias;
   no causal mask; attention logits are QK^T / sqrt(d_head), with PE biases added after scaling;
-- every Linear is initialised as Haiku does: trunc-normal(1/sqrt(fan_in)) cut at 2 sigma, zero bias;
+- every Linear of the transformer is initialised as Haiku does: trunc-normal(1/sqrt(fan_in)) cut at
+  2 sigma, zero bias (a PE initialises its own parameters, as its authors' code does);
 - a linear head with bias.
 With the defaults it has 248,962 parameters on a binary task with a PE without parameters.
+
+Packs. One model holds the weights of K runs that differ only in their seeds and learning rates
+(`Transformer(config, seeds=[...])`): every weight of the transformer is stacked, [K, ...], and
+every layer has one PE module per run. Activations are [K, B, T, d]; the K runs share each
+operation (one batched matmul instead of K small ones), which is what makes small models cheap on a
+GPU. A single run is the pack of one: the same code with K = 1, and `model(inputs [B, N], T_out)`
+is the shorthand for it. Linear weights are stored as Haiku stores them, [in, out] (y = x @ w).
+
+Randomness: each run's random draws (dropout, randomized positions) come from its own generator,
+passed to `forward` (`generators`, one per run; None: torch's default generator), so that a run
+computes the same alone, in a pack, eagerly or inside a captured CUDA graph.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -23,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from che.models.positional import parse_pe
-from che.models.positional.base import AttentionPE
+from che.models.positional.base import uniform, use_generator
 
 
 @dataclass
@@ -39,11 +53,14 @@ class ModelConfig:
     # positional-encoding options (each PE reads the ones it needs)
     rand_max_length: int = 2048      # L of randomized positions (`rand-` PEs)
     rand_at_eval: bool = True        # randomized PEs also draw positions at evaluation (as the reference)
+    rand_mode: str = "offsets"       # how relative and bias PEs randomize: offsets, reference, positions
     learned_max_length: int = 2048   # rows of the `learned` table
     dape_width: int = 64             # D, the hidden width of DAPE's MLP
     dape_variant: str = "S+B+f(S,B)"  # or one of the paper's ablations, see models/positional/dape.py
     dape_kernel: int = 3             # k of DAPE V2's 1 x k convolution
     dape_impl: str = "fast"          # "fast" or "literal" (the concatenate-then-MLP formulation)
+    dape_init: str = "haiku"         # "haiku" or "torch" initialisation of DAPE's MLP
+    fire_threshold: float = 64.0     # FIRE's initial threshold L (1/8 of the training length, see FIRE)
 
     @property
     def d_head(self) -> int:
@@ -57,80 +74,219 @@ class ModelConfig:
         return asdict(self)
 
 
-class SelfAttention(nn.Module):
-    def __init__(self, config: ModelConfig, pe: AttentionPE | None):
+# -- stacked layers: K independent copies applied in one batched operation -------------------------
+def haiku_linear_init_(weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+    """Haiku's Linear initialisation: w ~ trunc-normal(1/sqrt(fan_in)) cut at 2 sigma (no variance
+    correction), b = 0. `weight` is [in, out] (fan_in = its first dimension)."""
+    std = 1.0 / math.sqrt(weight.shape[0])
+    nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
+    if bias is not None:
+        nn.init.zeros_(bias)
+
+
+class PackedLinear(nn.Module):
+    """K linear maps: y[k] = x[k] @ weight[k] + bias[k]; weight [K, in, out], bias [K, out]."""
+
+    def __init__(self, pack: int, d_in: int, d_out: int, bias: bool = True):
         super().__init__()
-        self.n_heads, self.d_head = config.n_heads, config.d_head
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
-        self.out = nn.Linear(config.d_model, config.d_model, bias=False)
-        self.pe = pe
+        self.weight = nn.Parameter(torch.empty(pack, d_in, d_out))
+        self.bias = nn.Parameter(torch.zeros(pack, d_out)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, length, d_model = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
-        pe = self.pe
-        if pe is not None:
-            q, k = pe.rotate(q, k)
-        if pe is not None and pe.transforms_scores:
+        rows = x.reshape(x.shape[0], -1, x.shape[-1])
+        y = (torch.bmm(rows, self.weight) if self.bias is None
+             else torch.baddbmm(self.bias[:, None, :], rows, self.weight))
+        return y.view(*x.shape[:-1], y.shape[-1])
+
+    def init_run_(self, run: int) -> None:
+        haiku_linear_init_(self.weight[run], None if self.bias is None else self.bias[run])
+
+
+class PackedLayerNorm(nn.Module):
+    """K layer norms over the last axis (eps 1e-5, as hk.LayerNorm); scale and offset [K, d]."""
+
+    def __init__(self, pack: int, d: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(pack, d))
+        self.bias = nn.Parameter(torch.zeros(pack, d))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
+        normed = F.layer_norm(x, x.shape[-1:], eps=self.eps)
+        return torch.addcmul(self.bias.view(shape), normed, self.weight.view(shape))
+
+
+class PackedDropout(nn.Module):
+    """Dropout whose mask for run k comes from run k's generator (inverted scaling, as F.dropout)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor, generators: Sequence[torch.Generator | None]) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.stack([draw(g, uniform, x.shape[1:], x.device, x.dtype) for g in generators]) >= self.p
+        return x * keep * (1.0 / (1.0 - self.p))
+
+
+def draw(generator, fn, *args):
+    with use_generator(generator):
+        return fn(*args)
+
+
+def per_run(modules, generators, fn, *tensors):
+    """[fn(module_k, t_k...) for each run k], each under run k's generator."""
+    return [draw(g, fn, m, *(t[k] for t in tensors)) for k, (m, g) in enumerate(zip(modules, generators))]
+
+
+def stack(values: list[torch.Tensor]) -> torch.Tensor:
+    return values[0].unsqueeze(0) if len(values) == 1 else torch.stack(values)
+
+
+# -- the model --------------------------------------------------------------------------------------
+class SelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig, pack: int, pes: bool):
+        super().__init__()
+        self.n_heads, self.d_head = config.n_heads, config.d_head
+        # q, k, v side by side ([d, 3d] = Haiku's three [d, d] maps), heads as contiguous column blocks
+        self.qkv = PackedLinear(pack, config.d_model, 3 * config.d_model, bias=False)
+        self.out = PackedLinear(pack, config.d_model, config.d_model, bias=False)
+        self.pes: nn.ModuleList | None = nn.ModuleList() if pes else None  # AttentionPEs, one per run
+
+    def forward(self, x: torch.Tensor, generators) -> torch.Tensor:
+        pack, batch, length, d_model = x.shape
+        qkv = self.qkv(x).view(pack, batch, length, 3, self.n_heads, self.d_head)
+        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5)  # each [K, B, H, T, d_head]
+        pes = self.pes
+        if pes is not None:
+            rotated = per_run(pes, generators, lambda pe, q, k: pe.rotate(q, k), q, k)
+            q, k = stack([r[0] for r in rotated]), stack([r[1] for r in rotated])
+        merged = (pack * batch, self.n_heads, length, self.d_head)
+        if pes is not None and pes[0].transforms_scores:
             scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.d_head))
-            y = torch.softmax(pe.logits(scores, q, k), dim=-1) @ v
+            logits = stack(per_run(pes, generators, lambda pe, s, q, k: pe.logits(s, q, k), scores, q, k))
+            y = (torch.softmax(logits, dim=-1) @ v).reshape(merged)
         else:
             # Fused attention; SDPA scales QK^T by 1/sqrt(d_head) and then adds the bias.
-            bias = pe.bias(q, k) if pe is not None else None
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return self.out(y.transpose(1, 2).reshape(batch, length, d_model))
+            biases = [None] if pes is None else per_run(pes, generators, lambda pe, q, k: pe.bias(q, k), q, k)
+            mask = None
+            if biases[0] is not None:
+                # [H, T, T] (positions only) or [B, H, T, T] (content too) per run
+                mask = stack([b if b.dim() == 4 else b.unsqueeze(0) for b in biases])
+                mask = mask[0] if pack == 1 else mask.expand(pack, batch, -1, -1, -1).reshape(
+                    pack * batch, self.n_heads, length, length)
+            y = F.scaled_dot_product_attention(q.reshape(merged), k.reshape(merged), v.reshape(merged),
+                                               attn_mask=mask)
+        y = y.view(pack, batch, self.n_heads, length, self.d_head).transpose(2, 3)
+        return self.out(y.reshape(pack, batch, length, d_model))
 
 
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig, pe: AttentionPE | None):
+    def __init__(self, config: ModelConfig, pack: int, attention_pes: bool):
         super().__init__()
-        self.attention = SelfAttention(config, pe)
-        self.norm1 = nn.LayerNorm(config.d_model, eps=1e-5)
-        self.ffn = nn.Sequential(
-            nn.Linear(config.d_model, config.ffn_mult * config.d_model),
-            nn.ReLU(),
-            nn.Linear(config.ffn_mult * config.d_model, config.d_model),
-        )
-        self.norm2 = nn.LayerNorm(config.d_model, eps=1e-5)
-        self.dropout = nn.Dropout(config.dropout)
+        self.attention = SelfAttention(config, pack, attention_pes)
+        self.norm1 = PackedLayerNorm(pack, config.d_model)
+        self.ffn_in = PackedLinear(pack, config.d_model, config.ffn_mult * config.d_model)
+        self.ffn_out = PackedLinear(pack, config.ffn_mult * config.d_model, config.d_model)
+        self.norm2 = PackedLayerNorm(pack, config.d_model)
+        self.dropout = PackedDropout(config.dropout)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        h = self.norm1(h + self.dropout(self.attention(h)))
-        return self.norm2(h + self.dropout(self.ffn(h)))
+    def forward(self, h: torch.Tensor, generators) -> torch.Tensor:
+        h = self.norm1(h + self.dropout(self.attention(h, generators), generators))
+        return self.norm2(h + self.dropout(self.ffn_out(F.relu(self.ffn_in(h))), generators))
 
 
 class Transformer(nn.Module):
-    def __init__(self, config: ModelConfig):
+    """`Transformer(config)`: one run; `Transformer(config, seeds=[s_0, ..., s_K-1])`: a pack of K
+    runs, run k initialised exactly as `torch.manual_seed(s_k); Transformer(config)` would be."""
+
+    def __init__(self, config: ModelConfig, seeds: Sequence[int] | None = None):
         super().__init__()
         self.config = config
-        pe = parse_pe(config.pe, config)
-        self.embedding = nn.Embedding(config.input_size + 1, config.d_model)  # + the empty token
-        self.absolute_pe = pe.make() if pe.acts_on_embeddings else None
-        self.embedding_dropout = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(
-            Block(config, None if pe.acts_on_embeddings else pe.make()) for _ in range(config.n_layers)
-        )
-        self.head = nn.Linear(config.d_model, config.output_size)
-        self._init_weights()
+        self.pack = pack = len(seeds) if seeds else 1
+        build = parse_pe(config.pe, config)
+        self.pe_name = build.name
+        d = config.d_model
+        self.embedding = nn.Parameter(torch.empty(pack, config.input_size + 1, d))  # + the empty token
+        self.embedding_dropout = PackedDropout(config.dropout)
+        self.head = PackedLinear(pack, d, config.output_size)
+        # One PE module per run: on the embeddings (absolute PEs) or in every attention layer.
+        self.absolute_pes = nn.ModuleList() if build.acts_on_embeddings else None
+        self.blocks = nn.ModuleList(Block(config, pack, attention_pes=not build.acts_on_embeddings)
+                                    for _ in range(config.n_layers))
+        # Run by run: its PE modules (their own initialisation draws), then its transformer weights,
+        # so that run k draws what a model of its own seeded with seeds[k] draws.
+        with torch.random.fork_rng(devices=[], enabled=seeds is not None):
+            for run in range(pack):
+                if seeds is not None:
+                    torch.manual_seed(seeds[run])
+                if self.absolute_pes is not None:
+                    self.absolute_pes.append(build.make())
+                else:
+                    for block in self.blocks:
+                        block.attention.pes.append(build.make())
+                self._init_run_(run)
+        self.project_()
 
-    def _init_weights(self) -> None:
-        nn.init.trunc_normal_(self.embedding.weight, std=0.02, a=-0.04, b=0.04)
+    def _init_run_(self, run: int) -> None:
+        """Run `run`'s transformer weights as Haiku initialises them (its PEs are already made)."""
+        nn.init.trunc_normal_(self.embedding[run], std=0.02, a=-0.04, b=0.04)
         for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Conv2d)):
-                std = 1.0 / math.sqrt(module.weight[0].numel())  # fan_in
-                nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+            if isinstance(module, PackedLinear):
+                module.init_run_(run)
+            elif isinstance(module, PackedLayerNorm):
+                nn.init.ones_(module.weight[run])
+                nn.init.zeros_(module.bias[run])
 
-    def forward(self, inputs: torch.Tensor, output_length: int) -> torch.Tensor:
-        """inputs [B, N] int64 -> logits [B, output_length, output_size]."""
-        empty = inputs.new_full((inputs.shape[0], output_length), self.config.input_size)
-        h = self.embedding(torch.cat([inputs, empty], dim=1)) * math.sqrt(self.config.d_model)
-        if self.absolute_pe is not None:
-            h = self.embedding_dropout(self.absolute_pe(h))
+    def forward(self, inputs: torch.Tensor, output_length: int,
+                generators: Sequence[torch.Generator | None] | None = None) -> torch.Tensor:
+        """inputs [K, B, N] int64 -> logits [K, B, output_length, output_size]; a single run may
+        pass [B, N] and gets [B, output_length, output_size]."""
+        single = inputs.dim() == 2
+        if single:
+            inputs = inputs.unsqueeze(0)
+        if inputs.shape[0] != self.pack:
+            raise ValueError(f"inputs hold {inputs.shape[0]} runs, the model {self.pack}")
+        generators = list(generators) if generators is not None else [None] * self.pack
+        pack, batch, length = inputs.shape
+        empty = inputs.new_full((pack, batch, output_length), self.config.input_size)
+        tokens = torch.cat([inputs, empty], dim=2)
+        one_hot = F.one_hot(tokens, self.config.input_size + 1).to(self.embedding.dtype)
+        h = torch.bmm(one_hot.view(pack, -1, one_hot.shape[-1]), self.embedding)
+        h = h.view(pack, batch, -1, self.config.d_model) * math.sqrt(self.config.d_model)
+        if self.absolute_pes is not None:
+            h = stack(per_run(self.absolute_pes, generators, lambda pe, x: pe(x), h))
+            h = self.embedding_dropout(h, generators)
         for block in self.blocks:
-            h = block(h)
-        return self.head(h[:, -output_length:])
+            h = block(h, generators)
+        logits = self.head(h[:, :, -output_length:])
+        return logits[0] if single else logits
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Every PE's parameters back into their domain (after an optimizer step)."""
+        for pes in [self.absolute_pes] + [block.attention.pes for block in self.blocks]:
+            for pe in pes or ():
+                pe.project_()
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        """Parameters of one run."""
+        return sum(p.numel() for p in self.parameters()) // self.pack
+
+    # -- one run's weights ----------------------------------------------------------------------
+    def run_state_dict(self, run: int) -> dict[str, torch.Tensor]:
+        """The weights of run `run` as the state_dict of a single-run model (copies, on the CPU)."""
+        state = {}
+        for name, tensor in self.state_dict().items():
+            match = PER_RUN_NAME.match(name)
+            if match is None:  # a stacked transformer weight
+                state[name] = tensor[run:run + 1].detach().cpu().clone()
+            elif int(match["run"]) == run:  # a PE weight of this run
+                state[f"{match['modules']}.0.{match['rest']}"] = tensor.detach().cpu().clone()
+        return state
+
+
+# PE weights belong to one run's module: "blocks.3.attention.pes.<run>.r1", "absolute_pes.<run>.table".
+PER_RUN_NAME = re.compile(r"^(?P<modules>(?:.*\.)?(?:pes|absolute_pes))\.(?P<run>\d+)\.(?P<rest>.+)$")

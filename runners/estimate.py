@@ -1,74 +1,92 @@
-"""Estimated cost of a run, measured on the device it will use.
+"""Estimated cost of a run (or a pack of runs), measured on the device it will use.
 
-Training: a few forward+backward passes at the root-mean-square training length (step cost grows
-about quadratically with length, so this length has about the mean cost). Evaluation: one example
-at the longest test length and at half of it (in a small batch) give a power law in the number of tokens, summed
-over all test lengths. The RNG state is left untouched, so estimating never changes a result.
+Training: the pack's real training step (`Trainer.step`: eager, captured or compiled, as the run
+will be) is timed at two lengths, N/4 and N, after warm-up; a power law through the two (the
+exponent clipped to [0, 2]: a step costs between a constant and the square of the sequence) is
+averaged over the uniform length schedule 1..N. The spread of the repeated timings gives a range.
+Evaluation: one forward pass at the longest test length and at half of it give a power law in the
+number of tokens, summed over all test lengths. Nothing here touches the run's own generators or
+torch's global RNG, so estimating never changes a result.
 """
 
 from __future__ import annotations
 
 import math
-import time
+import statistics
 
 import torch
-import torch.nn.functional as F
+from torch.utils import benchmark as torch_benchmark
 
-from che.models import Transformer
-from che.runners.evaluate import set_eval_mode
-from che.runners.train import model_config
+from che.runners.evaluate import eval_generators, set_eval_mode
 
-
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+REPEATS = 3
 
 
-def estimate_seconds(config, task, device: torch.device) -> dict:
+def _median_and_spread(stmt: str, namespace: dict) -> tuple[float, float, float]:
+    times = [torch_benchmark.Timer(stmt, globals=namespace).timeit(1).median for _ in range(REPEATS)]
+    return statistics.median(times), min(times), max(times)
+
+
+def _power_law(t_low: float, t_high: float, x_low: float, x_high: float):
+    exponent = 1.0
+    if x_high > x_low and t_low > 0 and t_high > 0:
+        exponent = math.log(t_high / t_low) / math.log(x_high / x_low)
+    exponent = min(max(exponent, 0.0), 2.0)
+    return lambda x: t_high * (x / x_high) ** exponent
+
+
+def estimate_seconds(configs, task, device: torch.device) -> dict:
+    """{"train_s", "train_range_s": (low, high), "eval_s", "step_s"} for the pack `configs` (or one
+    RunConfig)."""
+    from che.runners.train import Trainer
+
+    configs = [configs] if not isinstance(configs, (list, tuple)) else list(configs)
+    config = configs[0]
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        model = Transformer(model_config(config, task)).to(device)
-        generator = torch.Generator().manual_seed(0)
+        trainer = Trainer(configs, task, device)
         n = config.train_length
-        rms_length = max(1, round(math.sqrt((n + 1) * (2 * n + 1) / 6)))
-        batch = task.sample(config.batch_size, rms_length, generator)
-        inputs, targets = batch.inputs.to(device), batch.targets.to(device)
-
-        def train_step():
-            model.zero_grad(set_to_none=True)
-            logits = model(inputs, targets.shape[1])
-            F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)).backward()
-
-        step_s = _median_time(train_step, 2) * 1.1  # + optimiser, sampling, bookkeeping
-
-        set_eval_mode(model, config.eval_dropout)
-        longest = config.max_test_length
-        half = max(1, longest // 2)
+        probes = sorted({max(1, n // 4), n})
+        generator = torch.Generator().manual_seed(0)
 
         def tokens(length):
             return task.input_length(length) + task.output_length(length)
 
+        timings = {}
+        for length in probes:
+            batches = [task.sample(config.batch_size, length, generator) for _ in configs]
+            batch = tuple(torch.stack([getattr(b, name) for b in batches]) for name in ("inputs", "targets", "mask"))
+            warmup = 3 if trainer.graphs is not None or config.compile else 1
+            for _ in range(warmup):
+                trainer.step(batch)
+            timings[length] = _median_and_spread("trainer.step(batch)", {"trainer": trainer, "batch": batch})
+        low, high = probes[0], probes[-1]
+        per_step = {}
+        for which, index in (("median", 0), ("low", 1), ("high", 2)):
+            curve = _power_law(timings[low][index], timings[high][index], tokens(low), tokens(high))
+            per_step[which] = sum(curve(tokens(m)) for m in range(1, n + 1)) / n
+        step_s = per_step["median"] * 1.05  # + sampling and bookkeeping between steps
+
+        model = trainer.model
+        set_eval_mode(model, config.eval_dropout)
+        longest = config.max_test_length
+        half = max(1, longest // 2)
         probe = min(8, config.eval_batch_size)
 
-        def forward_time(length):  # seconds per example, in a batch of `probe`
-            examples = task.sample(probe, length, generator).inputs.to(device)
+        def forward_time(length):  # seconds per example (for the whole pack), in a batch of `probe`
+            examples = task.sample(probe, length, generator).inputs.to(device).expand(trainer.pack, -1, -1)
+            namespace = {"model": model, "x": examples, "t": task.output_length(length),
+                         "g": eval_generators(trainer.pack, 0, device)}
             with torch.no_grad():
-                return _median_time(lambda: model(examples, task.output_length(length)), 1) / probe
+                model(examples, task.output_length(length), namespace["g"])  # warm-up
+                return torch_benchmark.Timer("model(x, t, g)", globals=namespace).timeit(1).median / probe
 
-        t_long, t_half = forward_time(longest), forward_time(half)
-        exponent = 1.0
-        if tokens(longest) > tokens(half) and t_half > 0:
-            exponent = math.log(t_long / t_half) / math.log(tokens(longest) / tokens(half))
-        exponent = min(max(exponent, 1.0), 2.0)
-        per_example = sum(t_long * (tokens(n) / tokens(longest)) ** exponent for n in range(1, longest + 1))
+        with torch.no_grad():
+            t_long, t_half = forward_time(longest), forward_time(half)
+        curve = _power_law(t_half, t_long, tokens(half), tokens(longest))
+        per_example = sum(curve(tokens(m)) for m in range(1, longest + 1))
         eval_s = per_example * config.eval_samples
-    return {"train_s": step_s * config.steps, "eval_s": eval_s, "step_s": step_s}
+    return {"train_s": step_s * config.steps, "eval_s": eval_s, "step_s": step_s,
+            "train_range_s": (per_step["low"] * config.steps, per_step["high"] * 1.05 * config.steps)}
 
 
 def format_duration(seconds: float) -> str:

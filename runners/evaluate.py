@@ -6,11 +6,16 @@ a length's accuracy is the mean over its sub-batches. The data of a length come 
 seeded by (eval_seed, length), so every run of a task sees the same test set, whatever range it
 evaluates.
 
+Packs: every run of a model's pack is evaluated on the same data in one forward pass, and every
+run draws the same random positions (its generator is seeded from the evaluation seed, the length
+and the sub-batch, not from the run), so a run scores the same alone or in a pack.
+
 Memory: a sub-batch is fed to the model in chunks small enough for `eval_memory_gb`. Chunking
 does not change the result: the model's output for one example does not depend on the others,
-and the torch RNG (randomized positions, dropout if enabled) is re-seeded identically for every
+and the generators (randomized positions, dropout if enabled) are re-seeded identically for every
 chunk of a sub-batch, so all chunks see the same random positions. (With `eval_dropout`, dropout
-masks do depend on the chunking; the statistics do not.)
+masks do depend on the chunking; the statistics do not.) A sub-batch with nothing to count
+(counted = 0) scores nan.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from che.models.transformer import PackedDropout
 from che.runners.train import autocast, masked_accuracy_counts
 
 
@@ -29,8 +35,8 @@ def length_seed(eval_seed: int, length: int) -> int:
 
 
 def bytes_per_example(model_config, tokens: int, device_type: str = "cpu") -> int:
-    """A conservative estimate of the working set of one example in a forward pass: a few
-    [H, T, T] float32 tensors alive at once in an attention layer (scores, bias, logits,
+    """A conservative estimate of the working set of one example of one run in a forward pass: a
+    few [H, T, T] float32 tensors alive at once in an attention layer (scores, bias, logits,
     probabilities), more with DAPE (its output; the literal form also holds the concatenated
     input and the [T, T, D] hidden activations, which the fast form materialises only on a GPU)."""
     heads = model_config.n_heads
@@ -42,8 +48,10 @@ def bytes_per_example(model_config, tokens: int, device_type: str = "cpu") -> in
     return 4 * tokens * tokens * per_position + 64 * tokens * model_config.d_model
 
 
-def chunk_size(model_config, tokens: int, batch: int, memory_gb: float, device_type: str = "cpu") -> int:
-    per_example = bytes_per_example(model_config, tokens, device_type)
+def chunk_size(model_config, tokens: int, batch: int, memory_gb: float, device_type: str = "cpu",
+               pack: int = 1) -> int:
+    """Examples per forward pass so that `pack` runs' working sets fit in `memory_gb`."""
+    per_example = bytes_per_example(model_config, tokens, device_type) * pack
     return max(1, min(batch, int(memory_gb * 2**30 // per_example)))
 
 
@@ -52,17 +60,26 @@ def set_eval_mode(model: nn.Module, dropout: bool) -> None:
     model.eval()
     if dropout:
         for module in model.modules():
-            if isinstance(module, nn.Dropout):
+            if isinstance(module, (nn.Dropout, PackedDropout)):
                 module.train()
+
+
+def eval_generators(pack: int, seed: int, device: torch.device) -> list[torch.Generator]:
+    """The same generator for every run: all runs see the same random positions (and dropout masks)
+    at evaluation, whatever pack they are in."""
+    return [torch.Generator(device=device).manual_seed(seed) for _ in range(pack)]
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, task, config, device: torch.device,
-             on_length: Callable[[int, float], None] | None = None) -> list[float]:
-    """Accuracy for every length 1..max_test_length (index 0 is length 1)."""
+             on_length: Callable[[int, float], None] | None = None,
+             runs: list[int] | None = None) -> list[list[float]]:
+    """Accuracy of each run of the model's pack for every length 1..max_test_length: a list per
+    run (index 0 is length 1). `runs` restricts the progress report to those runs (the live ones)."""
     set_eval_mode(model, config.eval_dropout)
-    accuracies = []
-    devices = [device] if device.type == "cuda" else []
+    pack = model.pack
+    runs = list(range(pack)) if runs is None else runs
+    accuracies: list[list[float]] = [[] for _ in range(pack)]
     for length in range(1, config.max_test_length + 1):
         generator = torch.Generator().manual_seed(length_seed(config.eval_seed, length))
         output_length = task.output_length(length)
@@ -71,21 +88,23 @@ def evaluate(model: nn.Module, task, config, device: torch.device,
         for sub_batch, start in enumerate(range(0, config.eval_samples, config.eval_batch_size)):
             n = min(config.eval_batch_size, config.eval_samples - start)
             batch = task.sample(n, length, generator)
-            step = chunk_size(model.config, tokens, n, config.eval_memory_gb, device.type)
-            correct = counted = 0
+            step = chunk_size(model.config, tokens, n, config.eval_memory_gb, device.type, pack)
+            correct = counted = torch.zeros(pack, dtype=torch.long, device=device)
             for i in range(0, n, step):
-                with torch.random.fork_rng(devices=devices):
-                    torch.manual_seed(length_seed(config.eval_seed, length) * 1009 + sub_batch)
-                    with autocast(device, config.bf16):
-                        logits = model(batch.inputs[i:i + step].to(device), output_length)
-                c, k = masked_accuracy_counts(logits, batch.targets[i:i + step].to(device),
-                                              batch.mask[i:i + step].to(device))
-                correct, counted = correct + int(c), counted + int(k)
-            sub_batch_accuracies.append(correct / counted if counted else math.nan)
-        accuracy = float(sum(sub_batch_accuracies) / len(sub_batch_accuracies))
-        accuracies.append(accuracy)
+                # every chunk of a sub-batch draws the same random positions
+                generators = eval_generators(pack, length_seed(config.eval_seed, length) * 1009 + sub_batch, device)
+                inputs = batch.inputs[i:i + step].to(device).expand(pack, -1, -1)
+                with autocast(device, config.bf16):
+                    logits = model(inputs, output_length, generators)
+                c, k = masked_accuracy_counts(logits, batch.targets[i:i + step].to(device).expand(pack, -1, -1),
+                                              batch.mask[i:i + step].to(device).expand(pack, -1, -1))
+                correct, counted = correct + c, counted + k
+            sub_batch_accuracies.append((correct.double() / counted.double()).tolist())
+        for k in range(pack):
+            values = [a[k] for a in sub_batch_accuracies]
+            accuracies[k].append(float(sum(values) / len(values)))
         if on_length is not None:
-            on_length(length, accuracy)
+            on_length(length, sum(accuracies[k][-1] for k in runs) / len(runs))
     return accuracies
 
 

@@ -1,13 +1,16 @@
-"""One run, from a config to a result file: the single function `che run` and `che sweep` share.
+"""Runs, from configs to result files: what `che run` and `che sweep` share.
 
-`execute` is idempotent: a finished result with the same configuration is returned as it is
-(unless `force`), an interrupted run continues from its checkpoint (with `resume`), and the result
-is written atomically, after which the checkpoint is removed.
+`execute_pack` trains a pack of runs that differ only in seed and learning rate together (one run
+is the pack of one; `execute` is that case) and writes one result per run, as each would alone.
+It is idempotent: finished results with the same configuration are returned as they are (unless
+`force`), an interrupted pack continues from its checkpoint (with `resume`), results are written
+atomically, and the checkpoint is removed at the end.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import random
 import time
@@ -21,9 +24,9 @@ from che.config import RunConfig
 from che.errors import CheError
 from che.registry import TASKS, loaded_plugins
 from che.results import (SCHEMA_VERSION, checkpoint_path, describe_device, git_revision,
-                         is_finished, result_path, versions, write_json_atomic)
+                         is_finished, result_path, run_dir, versions, write_json_atomic)
 from che.runners.evaluate import evaluate, summarize
-from che.runners.train import Trainer, model_config
+from che.runners.train import Trainer, check_pack, model_config
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -60,21 +63,52 @@ class Reporter:
     def length_done(self, length: int, accuracy: float) -> None: ...
 
 
+def pack_checkpoint_path(results: Path, configs: list[RunConfig]) -> Path:
+    """A run's checkpoint, or for a pack of several, one named after all of its runs."""
+    if len(configs) == 1:
+        return checkpoint_path(results, configs[0])
+    digest = hashlib.sha256(" ".join(sorted(c.run_id for c in configs)).encode()).hexdigest()[:10]
+    return run_dir(results, configs[0].task, configs[0].pe) / f"pack-{digest}.ckpt"
+
+
 def execute(config: RunConfig, results: Path, *, device: str = "auto", force: bool = False,
             resume: bool = False, reporter: Reporter | None = None) -> Outcome:
-    reporter = reporter or Reporter()
-    config.validate()
-    task = TASKS.get(config.task)
-    path = result_path(results, config)
-    if path.exists() and is_finished(path) and not force:
-        return Outcome("skipped", path, json.loads(path.read_text()))
-    checkpoint = checkpoint_path(results, config)
-    torch_device = pick_device(device)
+    """One run: `execute_pack` of one."""
+    return execute_pack([config], results, device=device, force=force, resume=resume, reporter=reporter)[0]
 
+
+def execute_pack(configs: list[RunConfig], results: Path, *, device: str = "auto", force: bool = False,
+                 resume: bool = False, reporter: Reporter | None = None) -> list[Outcome]:
+    """Train the runs of a pack (configs differing only in seed and lr) together, evaluate them, and
+    write one result per run, exactly as each would alone. Finished runs are skipped (unless
+    `force`); a run whose loss became non-finite gets a "failed" outcome and the others go on; if
+    every run fails, `Diverged` is raised."""
+    reporter = reporter or Reporter()
+    for config in configs:
+        config.validate()
+    check_pack(configs)
+    task = TASKS.get(configs[0].task)
+    outcomes: dict[str, Outcome] = {}
+    todo = []
+    for config in configs:
+        path = result_path(results, config)
+        if path.exists() and is_finished(path) and not force:
+            outcomes[config.run_id] = Outcome("skipped", path, json.loads(path.read_text()))
+        else:
+            todo.append(config)
+    if todo:
+        for config, outcome in zip(todo, _train_and_evaluate(todo, task, results, device, force, resume, reporter)):
+            outcomes[config.run_id] = outcome
+    return [outcomes[c.run_id] for c in configs]
+
+
+def _train_and_evaluate(configs, task, results, device, force, resume, reporter) -> list[Outcome]:
+    checkpoint = pack_checkpoint_path(results, configs)
+    torch_device = pick_device(device)
     started_at = dt.datetime.now(dt.timezone.utc)
     wall_start = time.perf_counter()
-    seed_everything(config.seed)
-    trainer = Trainer(config, task, torch_device)
+    seed_everything(configs[0].seed)
+    trainer = Trainer(configs, task, torch_device)
     if checkpoint.exists():
         if force:
             checkpoint.unlink()
@@ -87,44 +121,63 @@ def execute(config: RunConfig, results: Path, *, device: str = "auto", force: bo
             raise CheError(f"an unfinished run of this configuration has a checkpoint at {checkpoint}; "
                            f"pass --resume to continue it or --force to start over")
     resumed_from_step = trainer.state.step
-    reporter.start(config, resumed_from_step)
-    state = trainer.train(checkpoint, on_step=reporter.step)
+    reporter.start(configs[0], resumed_from_step)
+    state = trainer.state
+    if state.step < configs[0].steps:
+        state = trainer.train(checkpoint, on_step=reporter.step)
+        trainer.save(checkpoint)  # evaluation interrupted later does not cost the training
+    live = trainer.live_runs()
 
     eval_start = time.perf_counter()
-    reporter.evaluation_started(config.max_test_length)
-    accuracies = evaluate(trainer.model, task, config, torch_device, on_length=reporter.length_done)
+    reporter.evaluation_started(configs[0].max_test_length)
+    accuracies = evaluate(trainer.model, task, configs[0], torch_device, on_length=reporter.length_done, runs=live)
     eval_time = time.perf_counter() - eval_start
 
-    record = {
-        "schema": SCHEMA_VERSION,
-        "status": "finished",
-        "run_id": config.run_id,
-        "task": config.task,
+    outcomes = []
+    common = {
         "level": task.level,
-        "pe": config.pe,
-        "seed": config.seed,
-        "config": config.to_dict(),
-        "model_config": model_config(config, trainer.task).to_dict(),
+        "model_config": model_config(configs[0], task).to_dict(),
         "parameters": trainer.model.num_parameters(),
         "chance_accuracy": task.chance_accuracy,
-        **summarize(accuracies, config.train_length),
-        "accuracy_by_length": accuracies,
-        "final_loss": state.curve[-1][1] if state.curve else None,
-        "final_train_accuracy": state.curve[-1][2] if state.curve else None,
-        "train_curve": state.curve,
-        "eval_dropout": config.eval_dropout,
+        "eval_dropout": configs[0].eval_dropout,
         "device": describe_device(torch_device),
         "versions": versions(),
         "git": git_revision(),
         "plugins": loaded_plugins(),
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "wall_time_s": round(time.perf_counter() - wall_start, 3),
-        "train_time_s": round(state.train_time_s, 3),
-        "eval_time_s": round(eval_time, 3),
-        "steps_per_s": round(state.step / state.train_time_s, 3) if state.train_time_s else None,
-        "resumed_from_step": resumed_from_step,
+        "pack": {"size": len(configs), "runs": [c.run_id for c in configs]},
     }
-    write_json_atomic(path, record)
+    for k, config in enumerate(configs):
+        path = result_path(results, config)
+        curve = state.curves[k]
+        if k not in live:
+            step = state.failed[str(k)]
+            outcomes.append(Outcome("failed", path, {
+                "error_type": "Diverged", "step": step,
+                "error": f"the training loss became non-finite (nan or inf) at step {step}"}))
+            continue
+        record = {
+            "schema": SCHEMA_VERSION,
+            "status": "finished",
+            "run_id": config.run_id,
+            "task": config.task,
+            "pe": config.pe,
+            "seed": config.seed,
+            "config": config.to_dict(),
+            **common,
+            **summarize(accuracies[k], config.train_length),
+            "accuracy_by_length": accuracies[k],
+            "final_loss": curve[-1][1] if curve else None,
+            "final_train_accuracy": curve[-1][2] if curve else None,
+            "train_curve": curve,
+            "started_at": started_at.isoformat(timespec="seconds"),
+            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "wall_time_s": round(time.perf_counter() - wall_start, 3),
+            "train_time_s": round(state.train_time_s, 3),
+            "eval_time_s": round(eval_time, 3),
+            "steps_per_s": round(state.step / state.train_time_s, 3) if state.train_time_s else None,
+            "resumed_from_step": resumed_from_step,
+        }
+        write_json_atomic(path, record)
+        outcomes.append(Outcome("finished", path, record))
     checkpoint.unlink(missing_ok=True)
-    return Outcome("finished", path, record)
+    return outcomes

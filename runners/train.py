@@ -1,12 +1,26 @@
-"""Training as the CHE reference does it (spec §2.1), with checkpoints that resume exactly.
+"""Training as the CHE reference does it (spec §2.1), for a pack of runs at once, with checkpoints
+that resume exactly.
 
-Each step draws one length uniformly from 1..train_length, samples the whole batch at that length,
-and minimises the mean cross-entropy over all output positions (padding included, as the
-reference), with Adam, global-norm gradient clipping and a constant learning rate.
+A pack is K >= 1 runs that differ only in their seed and learning rate (`RunConfig.pack_key`); one
+run alone is the pack of one, through the same code. Each step draws one length uniformly from
+1..train_length, samples each run's batch at that length, and minimises each run's mean
+cross-entropy over all output positions (padding included, as the reference), with Adam,
+global-norm gradient clipping per run and each run's constant learning rate (`PackedAdam`).
 
-Determinism: the data (lengths and batches) come from one `torch.Generator` seeded with the run's
-seed; dropout and randomized positions use torch's global RNG, also seeded. A checkpoint holds the
-model, the optimiser and both RNG states, so a resumed run continues bit for bit.
+Randomness, per run, so that a run computes the same alone or in a pack:
+- its weights are initialised from its seed (`Transformer(config, seeds=...)`);
+- its batches come from a CPU generator seeded with its seed;
+- its dropout masks and randomized positions from a generator of its own on the device;
+- the per-step lengths from one generator seeded with `length_seed`, the same for every seed by
+  default, so that the runs of a pack agree on every step's length (the reference draws lengths
+  and batches from one RNG; the distribution of lengths is the same).
+
+On CUDA each step (forward, backward, clipping, Adam, the statistics) is captured as a CUDA graph
+per training shape and replayed (`che.runners.cuda_graphs`); the host reads the statistics back
+only when it reports, so it samples the next batches while the GPU computes.
+
+A checkpoint holds the weights, the optimiser and every generator, so a resumed run continues bit
+for bit.
 """
 
 from __future__ import annotations
@@ -16,6 +30,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +39,18 @@ import torch.nn.functional as F
 
 from che.config import RunConfig
 from che.models import ModelConfig, Transformer
+from che.runners.optim import PackedAdam
+
+# The stacked weights of a pack are views with gaps between the runs (see PackedAdam); autograd
+# notes that their gradients' strides are unusual, which is harmless here.
+warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+
+FIRE_THRESHOLD_RATIO = 1 / 8  # FIRE's threshold / the training sequence length, as the DAPE code
+
+
+def train_tokens(config: RunConfig, task) -> int:
+    """The longest sequence the model trains on: inputs and output tokens at train_length."""
+    return task.input_length(config.train_length) + task.output_length(config.train_length)
 
 
 def model_config(config: RunConfig, task) -> ModelConfig:
@@ -31,22 +58,37 @@ def model_config(config: RunConfig, task) -> ModelConfig:
         input_size=task.input_size, output_size=task.output_size, pe=config.pe,
         n_layers=config.n_layers, d_model=config.d_model, n_heads=config.n_heads,
         ffn_mult=config.ffn_mult, dropout=config.dropout, rand_max_length=config.rand_max_length,
-        rand_at_eval=config.rand_at_eval, learned_max_length=config.learned_max_length,
-        dape_width=config.dape_width, dape_variant=config.dape_variant, dape_kernel=config.dape_kernel,
-        dape_impl=config.dape_impl,
+        rand_at_eval=config.rand_at_eval, rand_mode=config.rand_mode,
+        learned_max_length=config.learned_max_length, dape_width=config.dape_width,
+        dape_variant=config.dape_variant, dape_kernel=config.dape_kernel, dape_impl=config.dape_impl,
+        dape_init=config.dape_init, fire_threshold=train_tokens(config, task) * FIRE_THRESHOLD_RATIO,
     )
 
 
+def noise_generator(seed: int, device: torch.device) -> torch.Generator:
+    """The generator of a run's dropout masks and random positions (distinct from its data's)."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + 7)
+
+
 def masked_accuracy_counts(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor):
-    """(correct, counted) per-token counts, pooled over the batch (spec §2.4)."""
+    """Each run's (correct, counted) per-token counts, pooled over its batch (spec §2.4): logits
+    [K, B, T_out, C], targets and mask [K, B, T_out] -> two [K] tensors."""
     correct = (logits.argmax(dim=-1) == targets) & mask
-    return correct.sum(), mask.sum()
+    return correct.flatten(1).sum(1), mask.flatten(1).sum(1)
 
 
 def autocast(device: torch.device, bf16: bool):
     if not bf16:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def check_pack(configs: list[RunConfig]) -> None:
+    keys = {c.pack_key() for c in configs}
+    if len(keys) != 1:
+        raise ValueError("the runs of a pack must differ only in seed and learning rate")
+    if len({c.run_id for c in configs}) != len(configs):
+        raise ValueError("a pack holds each run once")
 
 
 class StopRequested:
@@ -81,113 +123,224 @@ class Interrupted(Exception):
         self.step, self.checkpoint = step, checkpoint
 
 
+class Diverged(FloatingPointError):
+    """Every run of the pack produced a non-finite loss."""
+
+
 @dataclass
 class TrainState:
     step: int = 0
     train_time_s: float = 0.0
-    curve: list = field(default_factory=list)  # [step, mean loss, mean accuracy] per interval
-    # running sums since the last curve point
-    loss_sum: float = 0.0
-    correct: int = 0
-    counted: int = 0
-    steps_in_interval: int = 0
+    curves: list = field(default_factory=list)   # per run: [step, mean loss, mean accuracy] per interval
+    failed: dict = field(default_factory=dict)   # run index (as str) -> the step whose loss was not finite
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
 
+class Statistics:
+    """Running sums of each run's loss and accuracy counts on the device, read back only when asked
+    (one host synchronisation), and the first step at which each run's loss was not finite."""
+
+    def __init__(self, pack: int, device: torch.device):
+        self.loss = torch.zeros(pack, dtype=torch.float64, device=device)
+        self.correct = torch.zeros(pack, dtype=torch.long, device=device)
+        self.counted = torch.zeros(pack, dtype=torch.long, device=device)
+        self.steps = torch.zeros((), dtype=torch.long, device=device)
+        self.step = torch.zeros((), dtype=torch.long, device=device)         # the global step
+        self.first_bad = torch.zeros(pack, dtype=torch.long, device=device)  # 0: none
+
+    @torch.no_grad()
+    def add(self, losses, correct, counted) -> None:
+        self.step += 1
+        self.steps += 1
+        self.loss += losses.double()
+        self.correct += correct
+        self.counted += counted
+        bad = ~torch.isfinite(losses) & (self.first_bad == 0)
+        self.first_bad.copy_(torch.where(bad, self.step, self.first_bad))
+
+    def read(self, reset: bool) -> dict:
+        values = torch.cat([self.loss, self.correct.double(), self.counted.double(), self.steps.double()[None],
+                            self.first_bad.double()]).tolist()
+        pack = self.loss.shape[0]
+        out = {"loss": values[:pack], "correct": values[pack:2 * pack], "counted": values[2 * pack:3 * pack],
+               "steps": values[3 * pack], "first_bad": [int(v) for v in values[3 * pack + 1:]]}
+        if reset:
+            for t in (self.loss, self.correct, self.counted, self.steps):
+                t.zero_()
+        return out
+
+    def state_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            getattr(self, k).copy_(v)
+
+
 class Trainer:
-    def __init__(self, config: RunConfig, task, device: torch.device):
-        self.config, self.task, self.device = config, task, device
-        torch.manual_seed(config.seed)
-        if device.type == "cuda":
-            torch.cuda.manual_seed_all(config.seed)
-        self.model = Transformer(model_config(config, task)).to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
-        self.data_rng = torch.Generator().manual_seed(config.seed)
-        self.state = TrainState()
-        if config.compile:
-            self.compiled_model = torch.compile(self.model, dynamic=True)
-        else:
-            self.compiled_model = self.model
-        self.curve_every = max(1, config.steps // 100)
+    def __init__(self, configs: list[RunConfig] | RunConfig, task, device: torch.device,
+                 dtype: torch.dtype = torch.float32):
+        """`dtype`: of the weights and the computation (float64 to check equalities tightly)."""
+        configs = [configs] if isinstance(configs, RunConfig) else list(configs)
+        check_pack(configs)
+        self.configs, self.config, self.task, self.device = configs, configs[0], task, device
+        self.pack = len(configs)
+        self.model = Transformer(model_config(self.config, task), seeds=[c.seed for c in configs]).to(device, dtype)
+        self.optimizer = PackedAdam(self.model, [c.lr for c in configs], self.config.max_grad_norm)
+        self.data_rngs = [torch.Generator().manual_seed(c.seed) for c in configs]
+        self.length_rng = torch.Generator().manual_seed(self.config.length_seed)
+        self.noise = [noise_generator(c.seed, device) for c in configs]
+        self.stats = Statistics(self.pack, device)
+        self.state = TrainState(curves=[[] for _ in configs])
+        self.curve_every = max(1, self.config.steps // 100)
+        self.forward = torch.compile(self.model) if self.config.compile else self.model
+        self.graphs = None
+        if device.type == "cuda" and self.config.cuda_graphs:
+            from che.runners.cuda_graphs import GraphedStep
+
+            if GraphedStep.supported():
+                self.graphs = GraphedStep(self._step_on_device, self.noise)
+            else:
+                warnings.warn(f"torch {torch.__version__} cannot capture per-run generators in a CUDA graph "
+                              f"(needs CUDAGraph.register_generator_state); training eagerly", stacklevel=2)
 
     # -- one update -----------------------------------------------------------------------------
-    def _step(self):
-        config, task = self.config, self.task
-        length = int(torch.randint(1, config.train_length + 1, (1,), generator=self.data_rng))
-        batch = task.sample(config.batch_size, length, self.data_rng)
-        inputs = batch.inputs.to(self.device, non_blocking=True)
-        targets = batch.targets.to(self.device, non_blocking=True)
-        mask = batch.mask.to(self.device, non_blocking=True)
-        self.model.train()
-        with autocast(self.device, config.bf16):
-            logits = self.compiled_model(inputs, targets.shape[1])
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
-        self.optimizer.step()
-        correct, counted = masked_accuracy_counts(logits.detach(), targets, mask)
-        return loss.detach(), correct, counted
+    def sample(self):
+        """The next step's batches, one per run, at one shared length: [K, B, ...] on the CPU."""
+        length = int(torch.randint(1, self.config.train_length + 1, (1,), generator=self.length_rng))
+        batches = [self.task.sample(self.config.batch_size, length, g) for g in self.data_rngs]
+        return tuple(torch.stack([getattr(b, name) for b in batches]) for name in ("inputs", "targets", "mask"))
 
+    def _step_on_device(self, inputs, targets, mask) -> None:
+        """Forward, backward, clipping, Adam and the statistics, with no host synchronisation (this
+        is what a CUDA graph captures)."""
+        self.model.train()
+        self.optimizer.zero_grad()
+        with autocast(self.device, self.config.bf16):
+            logits = self.forward(inputs, targets.shape[-1], self.noise)
+        losses = F.cross_entropy(logits.float().flatten(0, 2), targets.flatten(),
+                                 reduction="none").view(self.pack, -1).mean(1)
+        losses.sum().backward()  # the runs are independent: each gets its own loss's gradient
+        self.optimizer.step()
+        self.model.project_()
+        correct, counted = masked_accuracy_counts(logits.detach(), targets, mask)
+        self.stats.add(losses.detach(), correct, counted)
+
+    def step(self, batch) -> None:
+        if self.device.type == "cuda":
+            batch = [t.pin_memory().to(self.device, non_blocking=True) for t in batch]
+        if self.graphs is not None:
+            self.graphs(*batch)
+        else:
+            self._step_on_device(*batch)
+
+    # -- the loop -------------------------------------------------------------------------------
     def train(self, checkpoint: Path | None = None, on_step=None) -> TrainState:
         """Run the remaining steps. Saves a checkpoint every `checkpoint_every` steps and when
-        Ctrl-C asks to stop (then raises Interrupted). `on_step(state, loss, accuracy)` reports."""
+        Ctrl-C asks to stop (then raises Interrupted). `on_step(state, loss, accuracy)` reports the
+        mean over the live runs since the last curve point: every step on a CPU, about twice a
+        second on a GPU (each report waits for the GPU)."""
         config, state = self.config, self.state
+        report_every_s = 0.0 if self.device.type == "cpu" else 0.5
+        last_report = time.perf_counter()
         with StopRequested() as stop:
+            started = time.perf_counter()
             while state.step < config.steps:
-                started = time.perf_counter()
-                # One device-to-host copy per step: the progress display and the NaN check need it.
-                loss_value, correct, counted = torch.stack([t.double() for t in self._step()]).tolist()
-                correct, counted = int(correct), int(counted)
-                if not math.isfinite(loss_value):
-                    raise FloatingPointError(f"loss became {loss_value} at step {state.step + 1}")
+                self.step(self.sample())
                 state.step += 1
-                state.loss_sum += loss_value
-                state.correct += correct
-                state.counted += counted
-                state.steps_in_interval += 1
-                state.train_time_s += time.perf_counter() - started
-                if state.step % self.curve_every == 0 or state.step == config.steps:
-                    state.curve.append([state.step, state.loss_sum / state.steps_in_interval,
-                                        state.correct / max(state.counted, 1)])
-                    state.loss_sum, state.correct, state.counted, state.steps_in_interval = 0.0, 0, 0, 0
-                if on_step is not None:
-                    on_step(state, loss_value, correct / max(counted, 1))
-                if checkpoint is not None and (state.step % config.checkpoint_every == 0 or stop.requested):
-                    if state.step < config.steps:
-                        self.save(checkpoint)
+                boundary = state.step % self.curve_every == 0 or state.step == config.steps
+                saving = checkpoint is not None and (state.step % config.checkpoint_every == 0 or stop.requested)
+                now = time.perf_counter()
+                if boundary or saving or (on_step is not None and now - last_report >= report_every_s):
+                    stats = self.stats.read(reset=boundary)
+                    state.train_time_s += time.perf_counter() - started
+                    started = time.perf_counter()
+                    self._note_failures(stats["first_bad"])
+                    if boundary:
+                        self._add_curve_point(stats)
+                    if on_step is not None:
+                        loss, accuracy = self._live_means(stats)
+                        on_step(state, loss, accuracy)
+                    last_report = time.perf_counter()
+                if saving and state.step < config.steps:
+                    self.save(checkpoint)
                 if stop.requested and state.step < config.steps:
                     raise Interrupted(state.step, checkpoint)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            state.train_time_s += time.perf_counter() - started
         return state
 
+    def live_runs(self) -> list[int]:
+        return [k for k in range(self.pack) if str(k) not in self.state.failed]
+
+    def _note_failures(self, first_bad: list[int]) -> None:
+        for k, step in enumerate(first_bad):
+            if step and str(k) not in self.state.failed:
+                self.state.failed[str(k)] = step
+        if not self.live_runs():
+            step = min(self.state.failed.values())
+            raise Diverged(f"the training loss became non-finite (nan or inf) at step {step}")
+
+    def _add_curve_point(self, stats: dict) -> None:
+        for k in range(self.pack):
+            steps = max(stats["steps"], 1)
+            self.state.curves[k].append([self.state.step, stats["loss"][k] / steps,
+                                         stats["correct"][k] / max(stats["counted"][k], 1)])
+
+    def _live_means(self, stats: dict) -> tuple[float, float]:
+        live = self.live_runs()
+        steps = max(stats["steps"], 1)
+        if not stats["steps"]:  # just after a curve point: its values
+            last = [self.state.curves[k][-1] for k in live]
+            return sum(c[1] for c in last) / len(live), sum(c[2] for c in last) / len(live)
+        loss = sum(stats["loss"][k] for k in live) / steps / len(live)
+        accuracy = sum(stats["correct"][k] / max(stats["counted"][k], 1) for k in live) / len(live)
+        return loss, accuracy
+
+    # -- one run's weights ----------------------------------------------------------------------
+    def run_state_dict(self, run: int) -> dict:
+        return self.model.run_state_dict(run)
+
     # -- checkpoints ----------------------------------------------------------------------------
+    def identity(self) -> list[str]:
+        return [c.config_hash() + f"/seed{c.seed}/lr{c.lr:g}" for c in self.configs]
+
     def save(self, path: Path) -> None:
         payload = {
-            "identity": self.config.config_hash(),
+            "identity": self.identity(),
             "step": self.state.step,
             "state": self.state.to_dict(),
-            "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "data_rng": self.data_rng.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            "statistics": self.stats.state_dict(),
+            "data_rngs": [g.get_state() for g in self.data_rngs],
+            "length_rng": self.length_rng.get_state(),
+            "noise": [g.get_state() for g in self.noise],
         }
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)
+        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+        try:
+            torch.save(payload, tmp)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def load(self, path: Path) -> None:
+        """Continue from a checkpoint, after checking that it belongs to these runs and is sane."""
         payload = torch.load(path, map_location=self.device, weights_only=True)
-        if payload["identity"] != self.config.config_hash():
+        if payload.get("identity") != self.identity():
             raise ValueError(f"checkpoint {path} belongs to another configuration")
-        self.model.load_state_dict(payload["model"])
+        step = payload["step"]
+        if not isinstance(step, int) or not 0 <= step < self.config.steps or payload["state"]["step"] != step:
+            raise ValueError(f"checkpoint {path} is at step {step!r}, outside 0..{self.config.steps - 1}")
         self.optimizer.load_state_dict(payload["optimizer"])
-        self.data_rng.set_state(payload["data_rng"].cpu())
-        torch.set_rng_state(payload["torch_rng"].cpu())
-        if self.device.type == "cuda" and payload["cuda_rng"]:
-            torch.cuda.set_rng_state_all([s.cpu() for s in payload["cuda_rng"]])
+        self.stats.load_state_dict(payload["statistics"])
+        for g, s in zip(self.data_rngs, payload["data_rngs"], strict=True):
+            g.set_state(s.cpu())
+        self.length_rng.set_state(payload["length_rng"].cpu())
+        for g, s in zip(self.noise, payload["noise"], strict=True):
+            g.set_state(s.cpu())
         self.state = TrainState(**payload["state"])

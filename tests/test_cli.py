@@ -106,7 +106,8 @@ def test_pes_lists_the_zoo_and_modifiers(cli):
                  "kerple-power", "sandwich", "fire", "cope", "rand-<pe>", "dape-<bias pe>", "dape2-<bias pe>"):
         assert name in rows, name
     assert rows["alibi"]["parameters"] == "0"
-    assert rows["kerple-log"]["parameters"] == "16 per layer"  # r1, r2 for 8 heads
+    assert rows["kerple-log"]["parameters"] == "32 per layer"  # r1, r2 for 8 heads, each side
+    assert rows["kerple-log-sym"]["parameters"] == "16 per layer"
     assert rows["fire"]["bidirectional"] != "native"  # published causally: says what it does here
     assert all(r["citation"] for r in rows.values())
 

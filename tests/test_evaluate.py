@@ -16,7 +16,7 @@ def evaluate_with(pe, task_name, memory_gb, **overrides):
     task = TASKS.get(task_name)
     torch.manual_seed(0)
     model = Transformer(model_config(config, task))
-    return evaluate(model, task, config, torch.device("cpu"))
+    return evaluate(model, task, config, torch.device("cpu"))[0]
 
 
 @pytest.mark.parametrize("pe", ["dape-kerple-log", "rand-alibi", "rand-rope", "dape-rand-fire", "relative"])

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from che.models import ModelConfig, Transformer
+from che.models.transformer import PackedLinear
 from che.models.positional import parse_pe
 from che.models.positional.dape import VARIANTS
 
@@ -23,16 +24,17 @@ def test_parameter_count_matches_the_reference(pe):
 
 def test_linear_init_is_haiku_truncated_normal():
     m = model("none")
-    for name, module in m.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            std = 1 / math.sqrt(module.in_features)
-            w = module.weight.detach()
-            assert w.abs().max() <= 2 * std + 1e-6, name
-            if w.numel() >= 4096:  # truncation at 2 sigma shrinks the std to ~0.88 sigma
-                assert 0.8 * std < w.std() < 0.95 * std, name
-            if module.bias is not None:
-                assert torch.all(module.bias == 0)
-    assert m.embedding.weight.abs().max() <= 0.04 + 1e-6
+    linears = [(name, module) for name, module in m.named_modules() if isinstance(module, PackedLinear)]
+    assert len(linears) == 5 * 4 + 1   # qkv, out and the FFN's two per layer, the head
+    for name, module in linears:
+        w = module.weight.detach()[0]   # [in, out], as Haiku
+        std = 1 / math.sqrt(w.shape[0])
+        assert w.abs().max() <= 2 * std + 1e-6, name
+        if w.numel() >= 4096:  # truncation at 2 sigma shrinks the std to ~0.88 sigma
+            assert 0.8 * std < w.std() < 0.95 * std, name
+        if module.bias is not None:
+            assert torch.all(module.bias == 0)
+    assert m.embedding.abs().max() <= 0.04 + 1e-6
     for block in m.blocks:
         assert block.attention.qkv.bias is None and block.attention.out.bias is None
 
@@ -55,7 +57,7 @@ def test_logits_are_read_at_the_appended_empty_tokens():
     captured = []
     m.head.register_forward_hook(lambda mod, inp, out: captured.append(inp[0]))
     m(inputs, 3)
-    assert captured[0].shape[1] == 3  # the head sees only the last T_out positions
+    assert captured[0].shape[2] == 3  # the head sees only the last T_out positions ([K, B, T_out, d])
 
 
 def test_without_positions_the_encoder_is_permutation_invariant():
@@ -100,7 +102,7 @@ def test_fused_attention_equals_explicit_scores_values_and_gradients(pe):
     explicit = model(pe, dropout=0.0).double()
     explicit.load_state_dict(fused.state_dict())
     for block in explicit.blocks:
-        block.attention.pe = ExplicitScores(block.attention.pe)
+        block.attention.pes[0] = ExplicitScores(block.attention.pes[0])
     inputs = torch.randint(0, 2, (3, 7))
     a, b = fused(inputs, 7), explicit(inputs, 7)
     assert torch.allclose(a, b, atol=1e-10)

@@ -80,7 +80,7 @@ def test_pe_plugin_parameters_learn(tmp_path):
 
     load_plugin(str(PE_PLUGIN))
     model = Transformer(ModelConfig(input_size=2, output_size=2, pe="gaussian"))
-    before = model.blocks[0].attention.pe.log_sigma.detach().clone()
+    before = model.blocks[0].attention.pes[0].log_sigma.detach().clone()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(3):
         inputs = torch.randint(0, 2, (8, 6))
@@ -88,7 +88,33 @@ def test_pe_plugin_parameters_learn(tmp_path):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert not torch.equal(before, model.blocks[0].attention.pe.log_sigma.detach())
+    assert not torch.equal(before, model.blocks[0].attention.pes[0].log_sigma.detach())
+
+
+def test_a_positions_only_bias_pe_needs_rand_mode_positions(tmp_path):
+    """A plugin bias defined from positions alone cannot take RPE's random offsets: a clear error
+    names the way out; with --rand-mode positions it trains."""
+    from che.errors import CheError
+    from che.models import ModelConfig, Transformer
+    from che.registry import load_plugin
+
+    plugin = tmp_path / "positions_only.py"
+    plugin.write_text(
+        "import torch\nfrom che import register_pe\nfrom che.models.positional import BiasPE\n\n"
+        "@register_pe\nclass Squares(BiasPE):\n    name = 'squares'\n    family = 'additive bias'\n"
+        "    def bias_from_positions(self, p):\n"
+        "        return -(p[:, None] ** 2 - p[None, :] ** 2).abs().float()[None].expand(self.config.n_heads, -1, -1)\n")
+    load_plugin(str(plugin))
+    with pytest.raises(CheError, match="--rand-mode positions"):
+        Transformer(ModelConfig(input_size=2, output_size=2, pe="rand-squares"))
+    model = Transformer(ModelConfig(input_size=2, output_size=2, pe="rand-squares", rand_mode="positions"))
+    assert model(torch_randint(), 3).shape == (4, 3, 2)
+
+
+def torch_randint():
+    import torch
+
+    return torch.randint(0, 2, (4, 5))
 
 
 def test_builtin_name_wins_a_clash_with_a_warning(tmp_path, cli):

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from che.errors import CheError
 from che.models.positional.dape import CITATION as DAPE_CITATION
-from che.models.positional.base import (AbsolutePE, AttentionPE, BiasPE,  # noqa: F401
-                                        PositionalEncoding, random_positions)
+from che.models.positional.base import (RAND_MODES, AbsolutePE, AttentionPE, BiasPE,  # noqa: F401
+                                        PositionalEncoding)
 from che.registry import BUILTIN, PES
 
 # Importing a PE module registers its PEs (the @register_pe decorator).
@@ -86,6 +86,13 @@ def parse_pe(name: str, config) -> PEBuild:
     if randomized and not cls.position_based:
         raise CheError(f"'{name}': '{cls.name}' uses no positions, so it cannot be randomized "
                        f"(randomizable: {', '.join(n for n, c in classes.items() if c.position_based)})")
+    if randomized and config is not None:
+        mode = getattr(config, "rand_mode", "offsets")
+        if mode not in RAND_MODES:
+            raise CheError(f"unknown randomization mode '{mode}' (choices: {', '.join(RAND_MODES)})")
+        if mode != "positions" and issubclass(cls, BiasPE) and not cls.defines_offsets():
+            raise CheError(f"'{name}': '{cls.name}' defines its bias from positions only, so it cannot draw "
+                           f"random offsets; use --rand-mode positions")
     if dape and not dape_accepts(cls):
         accepted = ", ".join(sorted({c.name for c in classes.values() if dape_accepts(c)}))
         raise CheError(f"'{name}': DAPE needs an additive-bias PE or none, not '{cls.name}' "

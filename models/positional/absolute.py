@@ -66,9 +66,11 @@ class Learned(AbsolutePE):
         self._warned = False
 
     def encode(self, positions):
-        last = self.table.shape[0] - 1
-        if not self._warned and int(positions.max()) > last:
+        rows = self.table.shape[0]
+        # Random positions lie below rand_max_length <= rows; 0..T-1 exceed the table when T > rows.
+        # (Decided from the shape: reading the positions' values would wait for the GPU.)
+        if not self._warned and not self.draws_randomly() and positions.shape[0] > rows:
             self._warned = True
-            warnings.warn(f"learned PE: positions up to {int(positions.max())} exceed its table of "
-                          f"{last + 1} rows; they are clamped to the last row", stacklevel=3)
-        return self.table[positions.clamp(max=last)]
+            warnings.warn(f"learned PE: positions up to {positions.shape[0] - 1} exceed its table of "
+                          f"{rows} rows; they are clamped to the last row", stacklevel=3)
+        return self.table[positions.clamp(max=rows - 1)]

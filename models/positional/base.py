@@ -16,22 +16,69 @@ attention may use a fused kernel for them; a PE that overrides `logits` gets the
 Positions are 0..T-1, or, when the PE is randomized (Ruoss et al. 2023, the `rand-` prefix), T
 sorted distinct integers drawn from [0, L), one draw shared by the batch and the heads, redrawn
 on every forward pass (by each layer's PE separately, as the reference does for its attention PEs).
+
+Randomness has one seam: every random draw of positions goes through `random_positions` and every
+draw of offsets through `random_offsets`, both looked up at call time (tests replace them to replay
+the reference's draws). They draw from the generator that `use_generator` made current, or from
+torch's default generator outside it: the model makes each run's own generator current while it
+computes that run, so a run draws the same numbers alone or in a pack, eager or graph-captured.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import ClassVar
 
 import torch
 from torch import nn
 
+_generator: torch.Generator | None = None
 
-def random_positions(length: int, max_length: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """`length` sorted distinct positions drawn uniformly from [0, max_length), int64."""
-    if length > max_length:
-        raise ValueError(f"cannot draw {length} distinct positions from [0, {max_length}); "
+# How randomized relative and bias PEs draw (absolute and rotary PEs always draw positions):
+# RPE's random offsets as intended, bit-compatible with RPE's released code, or random positions.
+RAND_MODES = ("offsets", "reference", "positions")
+
+
+@contextlib.contextmanager
+def use_generator(generator: torch.Generator | None):
+    """Make `generator` the source of every random draw of the model (positions, offsets, dropout)
+    inside the block; None means torch's default generator."""
+    global _generator
+    previous, _generator = _generator, generator
+    try:
+        yield
+    finally:
+        _generator = previous
+
+
+def current_generator() -> torch.Generator | None:
+    return _generator
+
+
+def uniform(shape, device, dtype=torch.float32) -> torch.Tensor:
+    """U[0, 1) numbers from the current generator (capture-safe on CUDA: no host synchronisation)."""
+    return torch.empty(shape, device=device, dtype=dtype).uniform_(generator=_generator)
+
+
+def _sorted_subset(count: int, low: int, high: int, device) -> torch.Tensor:
+    """`count` sorted distinct integers drawn uniformly from [low, high): the smallest `count` of
+    high - low uniform keys pick a uniform random subset (unlike randperm, capture-safe on CUDA)."""
+    if count > high - low:
+        raise ValueError(f"cannot draw {count} distinct values from [{low}, {high}); "
                          f"raise the randomized-position range (rand_max_length)")
-    return torch.randperm(max_length, device=device)[:length].sort().values
+    keys = uniform(high - low, device)
+    return keys.topk(count, largest=False, sorted=False).indices.sort().values + low
+
+
+def random_positions(count: int, max_length: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """`count` sorted distinct positions drawn uniformly from [0, max_length), int64."""
+    return _sorted_subset(count, 0, max_length, device)
+
+
+def random_offsets(count: int, max_length: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """`count` sorted distinct offsets r_1 < ... < r_count drawn uniformly from [1, max_length), int64
+    (RPE's NOISY_ALIBI / NOISY_RELATIVE draw; r_d stands for the distance d)."""
+    return _sorted_subset(count, 1, max_length, device)
 
 
 class PositionalEncoding(nn.Module):
@@ -51,10 +98,17 @@ class PositionalEncoding(nn.Module):
         self.config = config
         self.randomized = randomized
 
+    def project_(self) -> None:
+        """Put the parameters back into their domain (e.g. KERPLE's r >= 0.01): called when the
+        model is made and after every optimizer step."""
+
     def positions(self, length: int, device: torch.device) -> torch.Tensor:
-        if self.randomized and (self.training or self.config.rand_at_eval):
+        if self.draws_randomly():
             return random_positions(length, self.config.rand_max_length, device)
         return torch.arange(length, device=device)
+
+    def draws_randomly(self) -> bool:
+        return self.randomized and (self.training or self.config.rand_at_eval)
 
 
 class AbsolutePE(PositionalEncoding):
@@ -89,15 +143,43 @@ class AttentionPE(PositionalEncoding):
 class BiasPE(AttentionPE):
     """An additive bias B[h, i, j] that is a function of the positions only (not of the content).
 
-    Subclasses implement `bias_from_positions(positions) -> [H, T, T]`; DAPE can wrap any of them.
+    Subclasses implement `bias_from_offsets(offsets, positions) -> [H, T, T]` from the signed
+    key-minus-query offsets [T, T] (and the query positions [T], for a bias that needs them), or,
+    if the bias is not a function of offsets, `bias_from_positions(positions)`; DAPE can wrap any
+    of them. Randomized (`rand-`), the offsets are RPE's (`rand_mode` "offsets" or "reference":
+    sorted random r_1 < ... < r_{T-1} from [1, L), offset j - i encoded as sign(j - i) r_|i-j|,
+    the query at i at position r_i) or those of random positions ("positions": p_j - p_i).
     """
 
-    def bias_from_positions(self, positions: torch.Tensor) -> torch.Tensor:
+    def bias_from_offsets(self, offsets: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def bias_from_positions(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.bias_from_offsets(signed_offsets(positions), positions)
+
+    @classmethod
+    def defines_offsets(cls) -> bool:
+        return cls.bias_from_offsets is not BiasPE.bias_from_offsets
+
     def bias(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        positions = self.positions(q.shape[-2], q.device)
-        return self.bias_from_positions(positions).to(q.dtype)
+        length = q.shape[-2]
+        if self.draws_randomly() and self.config.rand_mode != "positions":
+            offsets, positions = random_offset_matrix(length, self.config.rand_max_length, q.device)
+            return self.bias_from_offsets(offsets, positions).to(q.dtype)
+        return self.bias_from_positions(self.positions(length, q.device)).to(q.dtype)
+
+
+def random_distances(length: int, max_length: int, device) -> torch.Tensor:
+    """[T] distances: 0, then one `random_offsets` draw r_1 < ... < r_{T-1} (r_d stands for d)."""
+    return torch.cat([torch.zeros(1, dtype=torch.long, device=device),
+                      random_offsets(length - 1, max_length, device)])
+
+
+def random_offset_matrix(length: int, max_length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """RPE's randomized offsets: ([T, T] sign(j - i) r_|i-j|, [T] query positions r_i)."""
+    distances = random_distances(length, max_length, device)
+    steps = signed_offsets(torch.arange(length, device=device))
+    return torch.sign(steps) * distances[steps.abs()], distances
 
 
 def signed_offsets(positions: torch.Tensor) -> torch.Tensor:

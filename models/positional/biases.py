@@ -32,7 +32,9 @@ class FixedBiasPE(BiasPE):
         return (type(self).__qualname__, self.config.n_heads)
 
     def bias(self, q, k):
-        if self.randomized and (self.training or self.config.rand_at_eval):
+        # Random draws are not cached; nor is anything computed inside a CUDA graph capture (the
+        # graph must own the memory it reads).
+        if self.draws_randomly() or (q.is_cuda and torch.cuda.is_current_stream_capturing()):
             return super().bias(q, k)
         length = q.shape[-2]
         key = (self.cache_key(), length, q.device, q.dtype, torch.is_inference_mode_enabled())
@@ -81,8 +83,8 @@ class ALiBi(FixedBiasPE):
         super().__init__(config, randomized)
         self.register_buffer("slopes", alibi_slopes(config.n_heads), persistent=False)
 
-    def bias_from_positions(self, positions):
-        offsets = signed_offsets(positions).to(torch.float32)  # j - i
+    def bias_from_offsets(self, offsets, positions):
+        offsets = offsets.to(torch.float32)  # j - i
         shape = -offsets.abs() + 0.5 * (offsets < 0)
         return self.slopes[:, None, None] * shape
 
@@ -128,49 +130,63 @@ class T5(BiasPE):
         super().__init__(config, randomized)
         self.table = nn.Parameter(torch.zeros(self.num_buckets, config.n_heads))
 
-    def bias_from_positions(self, positions):
-        buckets = t5_buckets(signed_offsets(positions), self.num_buckets, self.max_distance)
+    def bias_from_offsets(self, offsets, positions):
+        buckets = t5_buckets(offsets, self.num_buckets, self.max_distance)
         return self.table[buckets].permute(2, 0, 1)
 
 
 # -- KERPLE -----------------------------------------------------------------------------------------
 class _Kerple(BiasPE):
-    """Shared by the two KERPLE kernels: per-head r1, r2 > 0, projected in place onto
-    [0.01, r2_max] at every forward pass, as the KERPLE and DAPE code do (`.data.clamp`). A
-    projection, unlike a functional clamp, leaves the gradient intact, so a parameter pushed below
-    the bound by an optimizer step can grow back."""
+    """Shared by the KERPLE kernels: per-head r1, r2 > 0, projected in place onto [0.01, r2_max]
+    (`project_`) when the model is made and after every optimizer step. The KERPLE and DAPE code
+    project at the start of every forward pass (`.data.clamp`), which gives the forward passes the
+    same values; projecting outside the forward pass keeps it free of side effects (as
+    torch.compile wants). A projection, unlike a functional clamp, leaves the gradient intact, so a
+    parameter pushed below the bound by an optimizer step can grow back.
+
+    Two-sided by default: KERPLE is published for causal decoders, where every key is left of the
+    query; in this non-causal encoder keys left (j < i) and right (j > i) of the query get their own
+    r1, r2 ([2, H]: row 0 left, row 1 right), each row initialised as the KERPLE code initialises
+    its one, so the bias tells left from right. The `-sym` forms share one row between the sides
+    (the bias is then symmetric in i - j, and so is the whole encoder without another PE)."""
 
     family = "additive bias"
     citation = "Chi et al. 2022, KERPLE: Kernelized Relative Positional Embedding for Length Extrapolation"
-    bidirectional = "symmetric in |i - j| (both sides share r1, r2)"
+    bidirectional = "two-sided: separate r1, r2 for keys left and right of the query"
     min_value: ClassVar[float] = 0.01
     r2_max: ClassVar[float | None] = None
     r1_init_scale: ClassVar[float] = 2.0
     r2_init_scale: ClassVar[float] = 1.0
+    sides: ClassVar[int] = 2
 
     def __init__(self, config, randomized=False):
         super().__init__(config, randomized)
-        self.r1 = nn.Parameter(torch.rand(config.n_heads) * self.r1_init_scale)
-        self.r2 = nn.Parameter(torch.rand(config.n_heads) * self.r2_init_scale)
+        self.r1 = nn.Parameter(torch.rand(self.sides, config.n_heads) * self.r1_init_scale)
+        self.r2 = nn.Parameter(torch.rand(self.sides, config.n_heads) * self.r2_init_scale)
 
+    @torch.no_grad()
     def project_(self) -> None:
-        self.r1.data.clamp_(min=self.min_value)
-        self.r2.data.clamp_(min=self.min_value, max=self.r2_max)
+        self.r1.clamp_(min=self.min_value)
+        self.r2.clamp_(min=self.min_value, max=self.r2_max)
 
     def kernel(self, distance: torch.Tensor, r1: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def bias_from_positions(self, positions):
-        self.project_()
-        distance = signed_offsets(positions).abs().to(torch.float32)[None]  # |i - j|: [1, T, T]
-        return self.kernel(distance, self.r1[:, None, None], self.r2[:, None, None])
+    def bias_from_offsets(self, offsets, positions):
+        distance = offsets.abs().to(self.r1.dtype)[None]                      # |i - j|: [1, T, T]
+        if self.sides == 1:
+            return self.kernel(distance, self.r1[0, :, None, None], self.r2[0, :, None, None])
+        right = (offsets > 0)[None]                                           # keys right of the query
+        r1 = torch.where(right, self.r1[1, :, None, None], self.r1[0, :, None, None])
+        r2 = torch.where(right, self.r2[1, :, None, None], self.r2[0, :, None, None])
+        return self.kernel(distance, r1, r2)
 
 
 @register_pe
 class KerpleLog(_Kerple):
     """KERPLE, logarithmic kernel (Chi et al. 2022, §3.3): B[h, i, j] = -r1_h log(1 + r2_h |i - j|),
-    r1, r2 >= 0.01 learned per head, init r1 ~ U(0, 2), r2 ~ U(0, 1) (the KERPLE and DAPE code).
-    Published for causal decoders; here both sides of the query use the same parameters."""
+    r1, r2 >= 0.01 learned per head and side (keys left / right of the query), each side initialised
+    r1 ~ U(0, 2), r2 ~ U(0, 1) (the KERPLE and DAPE code)."""
 
     name = "kerple-log"
     aliases = ("kerple",)
@@ -180,11 +196,22 @@ class KerpleLog(_Kerple):
 
 
 @register_pe
+class KerpleLogSymmetric(KerpleLog):
+    """KERPLE's logarithmic kernel with one r1, r2 per head for both sides of the query, as published
+    (symmetric in i - j)."""
+
+    name = "kerple-log-sym"
+    aliases = ()
+    bidirectional = "symmetric in |i - j| (both sides share r1, r2)"
+    sides = 1
+
+
+@register_pe
 class KerplePower(_Kerple):
     """KERPLE, power kernel (Chi et al. 2022, §3.3): B[h, i, j] = -r1_h |i - j|^r2_h, with r1 >= 0.01
-    and 0.01 <= r2 <= 2 learned per head. Init as the KERPLE code's power variant (`ParallelKerplePower`):
-    the scale r1 ~ U(0, 1), the exponent r2 ~ U(0, 2) (the DAPE code has only the log kernel).
-    Published for causal decoders; here both sides of the query use the same parameters."""
+    and 0.01 <= r2 <= 2 learned per head and side. Init as the KERPLE code's power variant
+    (`ParallelKerplePower`): the scale r1 ~ U(0, 1), the exponent r2 ~ U(0, 2) (the DAPE code has
+    only the log kernel)."""
 
     name = "kerple-power"
     r2_max = 2.0
@@ -193,6 +220,15 @@ class KerplePower(_Kerple):
 
     def kernel(self, distance, r1, r2):
         return -r1 * distance.pow(r2)  # d/dr2 of 0^r2 is taken as 0 by torch
+
+
+@register_pe
+class KerplePowerSymmetric(KerplePower):
+    """KERPLE's power kernel with one r1, r2 per head for both sides of the query, as published."""
+
+    name = "kerple-power-sym"
+    bidirectional = "symmetric in |i - j| (both sides share r1, r2)"
+    sides = 1
 
 
 # -- Sandwich ---------------------------------------------------------------------------------------
@@ -212,27 +248,41 @@ class Sandwich(FixedBiasPE):
     r_h = 8h/H, NVIDIA NeMo's `SandwichRelativePositionEmbedding` (found with the code search; no
     code copied). NeMo passes d' = the head width; here d' = 128 (the d_head of 8 would leave 4 very
     low frequencies and an almost flat bias).
-    Symmetric in i - j (cos is even), as NeMo's bidirectional variant: no left/right distinction.
+    Two-sided: the inner product is symmetric in i - j (cos is even), so, as the CHE reference does
+    for ALiBi, keys left of the query get + 0.5 / r_h (half a unit of ALiBi's slope-scaled step)
+    and the bias tells left from right. `sandwich-sym` is the symmetric form (NeMo's bidirectional
+    variant).
     """
 
     name = "sandwich"
     family = "additive bias"
     citation = ("Chi et al. 2023, Dissecting Transformer Length Extrapolation via the Lens of "
                 "Receptive Field Analysis (Sandwich)")
-    bidirectional = "symmetric in i - j (cos is even), as NeMo's bidirectional variant"
+    bidirectional = "symmetric inner product, + 0.5 / r_h for keys left of the query"
     dim: ClassVar[int] = 128
+    left_offset: ClassVar[float] = 0.5
 
     def cache_key(self):
         return (type(self).__qualname__, self.config.n_heads, self.dim)
 
-    def bias_from_positions(self, positions):
-        k = torch.arange(1, self.dim // 2 + 1, device=positions.device, dtype=torch.float32)
-        angles = positions.to(torch.float32)[:, None] * 10000.0 ** (-2.0 * k / self.dim)
-        emb = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)   # [T, d']
-        inner = emb @ emb.T - self.dim / 2                                 # sum_k cos((i-j) w_k) - d'/2
+    def bias_from_offsets(self, offsets, positions):
+        o = offsets.to(torch.float32)
+        inner = torch.zeros_like(o)
+        for k in range(1, self.dim // 2 + 1):  # one frequency at a time: no [T, T, d'/2] tensor
+            inner += torch.cos(o * 10000.0 ** (-2.0 * k / self.dim))
+        inner = inner - self.dim / 2 + self.left_offset * (o < 0)        # sum_k cos((i-j) w_k) - d'/2
         heads = self.config.n_heads
-        ratio = 8.0 * torch.arange(1, heads + 1, device=positions.device, dtype=torch.float32) / heads
+        ratio = 8.0 * torch.arange(1, heads + 1, device=o.device, dtype=torch.float32) / heads
         return inner[None] / ratio[:, None, None]
+
+
+@register_pe
+class SandwichSymmetric(Sandwich):
+    """Sandwich as published (bidirectional NeMo form): symmetric in i - j, no left/right offset."""
+
+    name = "sandwich-sym"
+    bidirectional = "symmetric in i - j (cos is even), as NeMo's bidirectional variant"
+    left_offset = 0.0
 
 
 # -- FIRE -------------------------------------------------------------------------------------------
@@ -243,10 +293,20 @@ class FIRE(BiasPE):
 
         B[:, i, j] = f( sign(i - j) psi(|i - j|) / psi(max(L, p_i)) ),  psi(x) = log(|c| x + 1)
 
-    f is an MLP 1 -> 32 -> H with a ReLU, shared by all positions (one per layer); c is learned, init
-    0.1; L = |m * 512| is the threshold with a learned multiplier m (init 1), 512 fixed (the FIRE
-    paper's init_L; the DAPE code halves it to 256). p_i is the query's position (randomized with
-    `rand-`); a small eps (1e-6) is added to the denominator as the reference code does.
+    f is an MLP 1 -> 32 -> H with a ReLU, shared by all positions (one per layer), with PyTorch's
+    default initialisation, as the authors' and the DAPE code (it is not re-initialised the Haiku
+    way); c is learned, init 0.1; L = |m * L0| is the threshold with a learned multiplier m (init
+    1). p_i is the query's position (randomized with `rand-`); a small eps (1e-6) is added to the
+    denominator as the reference code does.
+
+    The threshold L0 (`fire_threshold`): the DAPE code builds FIRE with init_L = 128 for training
+    sequences of 512 tokens and halves it (`init_L // 2`), so L0 = 64 = 1/8 of the training length.
+    `che` keeps that ratio: L0 = 1/8 of the longest sequence the model trains on (10 for
+    reverse_string at N = 40, 80 tokens; see `che.runners.train.model_config`), so that
+    psi(max(L, p_i)) normalises by the query's position from the first positions on, as in the
+    authors' setting. (With the FIRE paper's init_L = 512, a fixed L would never act at CHE's
+    training lengths: every input would be divided by psi(512).)
+
     Bidirectional form: FIRE is defined for j <= i, where the input lies in [0, 1]. Here keys right
     of the query get the same magnitude with a negative sign, so the input lies in [-1, 1] and the
     one MLP can learn different left and right functions; for j <= i it is exactly FIRE.
@@ -258,7 +318,6 @@ class FIRE(BiasPE):
     bidirectional = "signed input: sign(i - j) psi(|i - j|) / psi(max(L, i)), one MLP on [-1, 1]"
     mlp_width: ClassVar[int] = 32
     init_c: ClassVar[float] = 0.1
-    init_threshold: ClassVar[float] = 512.0
     eps: ClassVar[float] = 1e-6
 
     def __init__(self, config, randomized=False):
@@ -266,17 +325,19 @@ class FIRE(BiasPE):
         self.mlp = nn.Sequential(nn.Linear(1, self.mlp_width), nn.ReLU(), nn.Linear(self.mlp_width, config.n_heads))
         self.c = nn.Parameter(torch.tensor(self.init_c))
         self.threshold_multiplier = nn.Parameter(torch.tensor(1.0))
+        self.init_threshold = float(config.fire_threshold)
 
     def psi(self, x: torch.Tensor) -> torch.Tensor:
         return torch.log(self.c.abs() * x + 1)
 
-    def normalized_offsets(self, positions: torch.Tensor) -> torch.Tensor:
-        """[T, T] MLP inputs: sign(i - j) psi(|p_i - p_j|) / (psi(max(L, p_i)) + eps)."""
+    def normalized_offsets(self, offsets: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """[T, T] MLP inputs: sign(i - j) psi(|p_i - p_j|) / (psi(max(L, p_i)) + eps), from the
+        key-minus-query offsets p_j - p_i and the query positions p_i."""
+        d = -offsets.to(self.c.dtype)  # p_i - p_j: positive for keys left of the query
         p = positions.to(self.c.dtype)  # the parameters' dtype (float32, or float64 in tests)
-        offsets = p[:, None] - p[None, :]  # p_i - p_j: positive for keys left of the query
         threshold = (self.threshold_multiplier * self.init_threshold).abs()
         normalizer = self.psi(torch.maximum(p, threshold))[:, None] + self.eps
-        return torch.sign(offsets) * self.psi(offsets.abs()) / normalizer
+        return torch.sign(d) * self.psi(d.abs()) / normalizer
 
-    def bias_from_positions(self, positions):
-        return self.mlp(self.normalized_offsets(positions)[..., None]).permute(2, 0, 1)
+    def bias_from_offsets(self, offsets, positions):
+        return self.mlp(self.normalized_offsets(offsets, positions)[..., None]).permute(2, 0, 1)

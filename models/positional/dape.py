@@ -26,9 +26,14 @@ Two implementations compute the same function with the same parameters (`dape_im
   runs block by block over positions on the CPU (`PositionwiseMLP`), so its [batch, D, T, T]
   hidden activations are never stored; on a GPU, where a loop of small blocks is launch-bound, it
   runs as one channels-last pass.
+
+Initialisation (`dape_init`): Haiku's (the default, as the CHE model's other Linear layers) or
+PyTorch's (as DAPE's released code); see INITIALISATIONS.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +43,10 @@ from che.models.positional.base import AttentionPE
 
 VARIANTS = ("S+B+f(S,B)", "S+B+f(S+B)", "S+f(S,B)", "S+B+f(B)")
 IMPLEMENTATIONS = ("fast", "literal")
+# "haiku": trunc-normal(1/sqrt(fan_in)) at 2 sigma and zero biases, as every Linear of the CHE JAX
+# model (what a JAX port of DAPE onto the CHE code would do); "torch": PyTorch's default
+# (kaiming-uniform), as DAPE's released code.
+INITIALISATIONS = ("haiku", "torch")
 NEGATIVE_SLOPE = 0.01  # nn.LeakyReLU's default, as in the DAPE code
 CITATION = "Zheng et al. 2024, DAPE: Data-Adaptive Positional Encoding for Length Extrapolation (NeurIPS)"
 
@@ -70,6 +79,17 @@ class DAPE(AttentionPE):
             padding = (0, kernel // 2)
             self.hidden = nn.Conv2d(in_channels, width, (1, kernel), padding=padding)
             self.output = nn.Conv2d(width, heads, (1, kernel), padding=padding)
+        if config.dape_init not in INITIALISATIONS:
+            raise ValueError(f"unknown DAPE initialisation '{config.dape_init}' "
+                             f"(choices: {', '.join(INITIALISATIONS)})")
+        if config.dape_init == "haiku":
+            for layer in (self.hidden, self.output):
+                std = 1.0 / math.sqrt(layer.weight[0].numel())  # fan_in
+                nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
+                nn.init.zeros_(layer.bias)
+
+    def project_(self):
+        self.base.project_()
 
     def rotate(self, q, k):
         return self.base.rotate(q, k)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from che.models.positional.absolute import sinusoid
-from che.models.positional.base import AttentionPE
+from che.models.positional.base import AttentionPE, random_distances
 from che.registry import register_pe
 
 
@@ -28,9 +28,16 @@ class Relative(AttentionPE):
     left), as CH. RPE encodes j - i instead; that negates only the sin half of R, a
     reparametrisation that W_R absorbs, so the two define the same model family.
 
-    Positions are 0..T-1, or with `rand-` T sorted random positions p drawn per layer and per forward
-    pass; the offsets are then p_i - p_j. (RPE's NOISY_RELATIVE instead draws random offsets
-    r_|i-j| directly; here every PE randomizes positions, as the rest of the zoo.)
+    Randomized (`rand-`), per layer and forward pass, by `rand_mode`:
+    - "offsets" (default): RPE's NOISY_RELATIVE as its docstring intends: sorted random offsets
+      r_1 < ... < r_{T-1} from [1, L), the offset i - j encoded as sign(i - j) r_|i-j| (0 on the
+      diagonal) over a sinusoid that covers both signs;
+    - "reference": bit-compatible with the released RPE code (spec §5.2), whose sinusoid table
+      covers [0, L) only while its indices reach past it and are clamped: a key d places to the
+      left of the query is encoded as the sinusoid of L - r_d, the query itself and every key to
+      its right as that of L - 1, so keys to the right cannot be told apart (in che's sign
+      convention, offsets r_d - L and 1 - L);
+    - "positions": T sorted random positions p, offsets p_i - p_j.
 
     Cost: never builds [B, H, T, T, d_head]. For 0..T-1 the 2T-1 distinct offsets are projected once
     ([2T-1, H, d_head]), multiplied by q + v ([B, H, T, 2T-1]) and gathered to [B, H, T, T]. For
@@ -57,20 +64,33 @@ class Relative(AttentionPE):
         length = q.shape[-2]
         content = (k @ self.u[:, :, None].to(k.dtype)).transpose(-2, -1)  # u . k_j: [B, H, 1, T]
         qv = q + self.v[:, None, :].to(q.dtype)
-        if self.randomized and (self.training or self.config.rand_at_eval):
+        mode = self.config.rand_mode if self.draws_randomly() else None
+        if mode == "positions":
             position = self._position_term_any(qv, self.positions(length, q.device))
         else:
-            position = self._position_term_arange(qv, length)
+            position = self._position_term_toeplitz(qv, self._offset_values(length, mode, q.device))
         return (content + position) * (1.0 / math.sqrt(self.d_head))
+
+    def _offset_values(self, length: int, mode: str | None, device) -> torch.Tensor:
+        """The encoded offset of each i - j = T-1, ..., -(T-1) (i - j itself when not randomized)."""
+        steps = torch.arange(length - 1, -length, -1, device=device)  # i - j
+        if mode is None:
+            return steps
+        distances = random_distances(length, self.config.rand_max_length, device)  # 0, r_1, ...
+        if mode == "offsets":
+            return torch.sign(steps) * distances[steps.abs()]
+        last = self.config.rand_max_length                           # "reference", see above
+        return torch.where(steps > 0, distances[steps.clamp(min=0)] - last, torch.full_like(steps, 1 - last))
 
     def _project(self, offsets: torch.Tensor, dtype) -> torch.Tensor:
         """W_R R_o for offsets [N] -> [H, d_head, N]."""
         r = self.w_r(sinusoid(offsets, self.d_model).to(dtype))
         return r.view(-1, self.n_heads, self.d_head).permute(1, 2, 0)
 
-    def _position_term_arange(self, qv, length):
-        """(q_i + v) . W_R R_{i-j} for positions 0..T-1: project the 2T-1 offsets, then gather."""
-        offsets = torch.arange(length - 1, -length, -1, device=qv.device)  # T-1, ..., -(T-1)
+    def _position_term_toeplitz(self, qv, offsets):
+        """(q_i + v) . W_R R_{o(i-j)} for an encoding o that depends on i - j only: project the 2T-1
+        encoded offsets (for i - j = T-1, ..., -(T-1)), then gather."""
+        length = qv.shape[-2]
         per_offset = qv @ self._project(offsets, qv.dtype)                # [B, H, T, 2T-1]
         i = torch.arange(length, device=qv.device)
         column = (length - 1) - i[:, None] + i[None, :]  # the column of offset i - j
