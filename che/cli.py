@@ -446,6 +446,9 @@ def sweep_command(
     ray_address: Annotated[Optional[str], typer.Option(
         help="Join the Ray cluster at this address (default: RAY_ADDRESS if set, else start a local one).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    pack: Annotated[str, typer.Option(
+        help="Train runs that differ only in seed and lr together as one model: auto (on a GPU as many "
+             "as fit, on a CPU none), off, or a number K.")] = "auto",
     dry_run: Annotated[bool, typer.Option(help="List the runs and the estimated cost; run nothing.")] = False,
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of a progress bar.")] = False,
     plugin: PluginOption = None,
@@ -472,16 +475,19 @@ def sweep_command(
     out = err_console if quiet else console
     out.print(f"sweep {label}: {len(configs)} runs ({grid.describe()}), results in {grid.results}",
               highlight=False, soft_wrap=True)
+    pack_size = sw.parse_pack(pack, configs, device)
+    if pack_size > 1:
+        out.print(f"runs that differ only in seed and lr train in packs of up to {pack_size}", highlight=False)
     if dry_run:
         try:
-            _sweep_dry_run(grid, configs, executor, jobs, jobs_per_gpu, device)
+            _sweep_dry_run(grid, configs, executor, jobs, jobs_per_gpu, device, pack_size)
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
         return
     factory = make_executor(executor, grid.results, loaded_plugins(), device, jobs, jobs_per_gpu, ray_address)
     live = not quiet and console.is_terminal
     reporter = sw.RichSweepReporter(console) if live else sw.LogSweepReporter(err_console)
-    summary = sw.run_sweep(configs, grid.results, factory, reporter)
+    summary = sw.run_sweep(configs, grid.results, factory, reporter, pack=pack_size)
     console.print(summary.line(), highlight=False, soft_wrap=True)
     if summary.failures:
         console.print("failed runs are recorded (config, error, traceback) in:", highlight=False, soft_wrap=True)
@@ -498,7 +504,8 @@ def sweep_command(
         raise typer.Exit(summary.exit_code)
 
 
-def _sweep_dry_run(grid, configs, executor: str, jobs: int | None, jobs_per_gpu: int, device: str) -> None:
+def _sweep_dry_run(grid, configs, executor: str, jobs: int | None, jobs_per_gpu: int, device: str,
+                   pack: int = 1) -> None:
     """The runs with their state, and the estimated cost of those left (see sweep.estimate_cost)."""
     from che.runners import sweep as sw
     from che.runners.estimate import format_duration
@@ -519,11 +526,14 @@ def _sweep_dry_run(grid, configs, executor: str, jobs: int | None, jobs_per_gpu:
         return
     import torch
 
-    plan = local_plan(device, jobs, jobs_per_gpu, len(todo))
-    err_console.print(f"measuring the cost of runs on {plan.device} with {plan.threads} torch thread(s)...",
-                      highlight=False, soft_wrap=True)
-    cost = sw.estimate_cost(todo, torch.device(plan.device), plan.threads)
+    packs = sw.make_packs(todo, pack)
+    plan = local_plan(device, jobs, jobs_per_gpu, len(packs))
+    err_console.print(f"measuring the cost of runs on {plan.device} with {plan.threads} torch thread(s)"
+                      f"{f', in packs of up to {pack}' if pack > 1 else ''}...", highlight=False, soft_wrap=True)
+    cost = sw.estimate_cost(todo, torch.device(plan.device), plan.threads, pack=pack)
     total = sum(cost["per_run"])
+    by_run = {c.run_id: seconds for c, seconds in zip(todo, cost["per_run"])}
+    per_pack = [sum(by_run[c.run_id] for c in p) for p in packs]
     if not cost["separable"]:
         how = f"{cost['measured']} measurements on this machine, one per (task, PE)"
     else:
@@ -533,11 +543,11 @@ def _sweep_dry_run(grid, configs, executor: str, jobs: int | None, jobs_per_gpu:
     console.print(f"estimated cost of the {len(todo)} runs left: {format_duration(total)} of "
                   f"{plan.device} time ({how})", highlight=False, soft_wrap=True)
     if executor == "local":
-        wall = sw.expected_wall(cost["per_run"], plan.jobs)
+        wall = sw.expected_wall(per_pack, plan.jobs)
         console.print(f"about {format_duration(wall)} here with {plan.describe()}", highlight=False, soft_wrap=True)
     elif jobs:
-        console.print(f"about {format_duration(sw.expected_wall(cost['per_run'], jobs))} with {jobs} "
-                      f"parallel runs of this speed on the Ray cluster", highlight=False, soft_wrap=True)
+        console.print(f"about {format_duration(sw.expected_wall(per_pack, jobs))} with {jobs} "
+                      f"parallel packs of this speed on the Ray cluster", highlight=False, soft_wrap=True)
     else:
         console.print("on Ray: divide by the number of runs the cluster holds at once (--jobs to say)",
                       highlight=False, soft_wrap=True)

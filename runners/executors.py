@@ -1,11 +1,12 @@
 """Where the runs of a sweep execute: a local pool of worker processes, or a Ray cluster.
 
-Both run `run_one`, the worker entry (config -> `execute` -> result file), and offer the small
-interface that `che.runners.sweep.run_sweep` drives:
+Both run `run_pack`, the worker entry (a pack of configs -> `execute_pack` -> result files), and
+offer the small interface that `che.runners.sweep.run_sweep` drives:
 
-    slots                          how many runs to keep in flight
-    submit(config) -> key          start a run
-    poll(timeout) -> [(key, outcome)]   the runs that ended; outcome is run_one's dict
+    slots                          how many packs to keep in flight
+    submit(configs) -> key         start a pack (one run or several that train together)
+    poll(timeout) -> [(key, outcome)]   the packs that ended; outcome is run_pack's dict, or one
+                                   dict for every run of the pack when its worker died
     interrupt()                    ask the running runs to save a checkpoint and stop (Ctrl-C)
     kill()                         abandon them (a second Ctrl-C)
     close()
@@ -44,20 +45,22 @@ WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}
 _stop_pending = False  # a Ctrl-C that arrived while no training loop was listening
 
 
-def run_one(config: dict, results: str, device: str = "auto", plugins: list[str] | tuple = (),
-            threads: int | None = None) -> dict:
-    """Run one configuration exactly as `che run --resume` does, and say how it ended.
+def run_pack(configs: list[dict], results: str, device: str = "auto", plugins: list[str] | tuple = (),
+             threads: int | None = None) -> dict:
+    """Run a pack of configurations exactly as `che run --resume` does, and say how each ended.
 
-    Loads the plugins, sets torch's thread count, rebuilds the RunConfig and calls `execute`.
-    Never raises for a failed run: returns {"status": "finished" | "skipped" | "interrupted" |
-    "failed", ...} with the result record, or the error and its traceback. Ctrl-C (SIGINT) during
-    training saves a checkpoint (status "interrupted"); one that comes before training starts is
-    kept and stops it after its first step; one during evaluation lets the run finish.
+    Loads the plugins, sets torch's thread count, rebuilds the RunConfigs and calls `execute_pack`.
+    Never raises for a failed run: returns {"runs": [one outcome per config]}, each
+    {"status": "finished" | "skipped" | "interrupted" | "failed", ...} with the result record, or
+    the error and its traceback. Ctrl-C (SIGINT) during training saves a checkpoint (status
+    "interrupted"); one that comes before training starts is kept and stops it after its first step;
+    one during evaluation lets the pack finish.
     """
     global _stop_pending
     _stop_pending = False
     started = time.perf_counter()
-    outcome = {"run_id": None, "host": socket.gethostname(), "pid": os.getpid(), "device": device}
+    common = {"host": socket.gethostname(), "pid": os.getpid(), "device": device}
+    outcomes = [dict(common, run_id=None) for _ in configs]
     for name, value in WAIT_POLICY.items():
         os.environ.setdefault(name, value)  # effective where torch is not loaded yet
     with _sigint_deferred():
@@ -66,28 +69,38 @@ def run_one(config: dict, results: str, device: str = "auto", plugins: list[str]
 
             from che.config import RunConfig
             from che.registry import load_plugins
-            from che.runners.run import execute
+            from che.runners.run import execute_pack
             from che.runners.train import Interrupted
 
             if threads:
                 torch.set_num_threads(threads)
             load_plugins(list(plugins))
-            run = RunConfig.from_dict(dict(config))
-            outcome["run_id"] = run.run_id
+            runs = [RunConfig.from_dict(dict(c)) for c in configs]
+            for outcome, run in zip(outcomes, runs):
+                outcome["run_id"] = run.run_id
             try:
-                result = execute(run, Path(results), device=device, resume=True, reporter=_stop_relay())
+                results_ = execute_pack(runs, Path(results), device=device, resume=True, reporter=_stop_relay())
             except Interrupted as stop:
-                outcome.update(status="interrupted", step=stop.step, checkpoint=str(stop.checkpoint))
+                for outcome in outcomes:
+                    outcome.update(status="interrupted", step=stop.step, checkpoint=str(stop.checkpoint))
             else:
-                outcome.update(status=result.status, path=str(result.path), record=result.record,
-                               device=result.record.get("device", device))
+                for outcome, result in zip(outcomes, results_):
+                    if result.status == "failed":
+                        outcome.update(status="failed", **result.record)
+                    else:
+                        outcome.update(status=result.status, path=str(result.path), record=result.record,
+                                       device=result.record.get("device", device))
         except KeyboardInterrupt:  # a second Ctrl-C inside a training step
-            outcome.update(status="interrupted")
+            for outcome in outcomes:
+                outcome.update(status="interrupted")
         except Exception as exc:
-            outcome.update(status="failed", error_type=type(exc).__name__, error=str(exc),
-                           traceback=traceback.format_exc())
-    outcome["seconds"] = round(time.perf_counter() - started, 3)
-    return outcome
+            for outcome in outcomes:
+                outcome.update(status="failed", error_type=type(exc).__name__, error=str(exc),
+                               traceback=traceback.format_exc())
+    seconds = round(time.perf_counter() - started, 3)
+    for outcome in outcomes:
+        outcome["seconds"] = seconds
+    return {"runs": outcomes}
 
 
 @contextmanager
@@ -202,7 +215,7 @@ def _worker_main(conn, parent_pid: int) -> None:
             return
         if job is None:
             return
-        outcome = run_one(**job)
+        outcome = run_pack(**job)
         try:
             conn.send(outcome)
         except OSError:
@@ -268,15 +281,15 @@ class LocalExecutor:
             env["CUDA_VISIBLE_DEVICES"] = self.plan.gpus[slot]
         return env
 
-    def submit(self, config) -> str:
+    def submit(self, configs) -> str:
         slot = next((i for i, w in enumerate(self._workers) if w is not None and w.key is None), None)
         if slot is None:
             slot = self._workers.index(None)  # the dispatcher never submits more than `slots`
             self._workers[slot] = _Worker(self._context, slot, self._env(slot))
         worker = self._workers[slot]
         worker.key = f"{slot}:{next(self._keys)}"
-        worker.conn.send({"config": config.to_dict(), "results": str(self.results), "device": self.plan.device,
-                          "plugins": self.plugins, "threads": self.plan.threads})
+        worker.conn.send({"configs": [c.to_dict() for c in configs], "results": str(self.results),
+                          "device": self.plan.device, "plugins": self.plugins, "threads": self.plan.threads})
         return worker.key
 
     def _busy(self) -> list[_Worker]:
@@ -414,7 +427,7 @@ class RayExecutor:
             self.close()
             raise
         self.slots = self.plan.jobs
-        self._remote = ray.remote(run_one).options(
+        self._remote = ray.remote(run_pack).options(
             num_cpus=self.plan.threads, num_gpus=self.plan.gpu_share, name="che-run")
         self._in_flight: dict[str, object] = {}
         self._keys = itertools.count()
@@ -442,10 +455,10 @@ class RayExecutor:
         threads = max(1, min(cpus // count, int(max(node_cpus, default=1))))
         return Plan("cpu", count, threads, [])
 
-    def submit(self, config) -> str:
+    def submit(self, configs) -> str:
         key = str(next(self._keys))
-        self._in_flight[key] = self._remote.remote(config.to_dict(), str(self.results), self.plan.device,
-                                                   self.plugins, self.plan.threads)
+        self._in_flight[key] = self._remote.remote([c.to_dict() for c in configs], str(self.results),
+                                                   self.plan.device, self.plugins, self.plan.threads)
         return key
 
     def poll(self, timeout: float) -> list[tuple[str, dict]]:

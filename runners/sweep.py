@@ -489,9 +489,18 @@ class _Signals:
         return False
 
 
+def make_packs(configs: list[RunConfig], size: int) -> list[list[RunConfig]]:
+    """Runs that differ only in seed and learning rate, in grid order, in packs of at most `size`."""
+    groups: dict[str, list[RunConfig]] = {}
+    for config in configs:
+        groups.setdefault(config.pack_key(), []).append(config)
+    return [group[i:i + size] for group in groups.values() for i in range(0, len(group), max(1, size))]
+
+
 def run_sweep(configs: list[RunConfig], results: Path, executor_factory: Callable[[int], object],
-              reporter: SweepReporter | None = None, poll_s: float = 0.25) -> Summary:
-    """Run every config not yet finished, at most `executor.slots` at a time.
+              reporter: SweepReporter | None = None, poll_s: float = 0.25, pack: int = 1) -> Summary:
+    """Run every config not yet finished, in packs of up to `pack` runs (see `make_packs`), at most
+    `executor.slots` packs at a time.
 
     `executor_factory(pending)` makes the executor (see `che.runners.executors`); it is only called
     when something is left to run. Returns the Summary; a Ctrl-C ends with `summary.stopped`.
@@ -499,13 +508,14 @@ def run_sweep(configs: list[RunConfig], results: Path, executor_factory: Callabl
     reporter = reporter or SweepReporter()
     results = Path(results)
     summary = Summary()
-    queue = [c for c in configs if not is_finished(result_path(results, c))]
-    summary.skipped = len(configs) - len(queue)
-    reporter.start(summary, len(queue))
-    if not queue:
+    pending = [c for c in configs if not is_finished(result_path(results, c))]
+    summary.skipped = len(configs) - len(pending)
+    reporter.start(summary, len(pending))
+    if not pending:
         reporter.close()
         return summary
-    in_flight: dict[str, tuple[RunConfig, Path]] = {}
+    queue = make_packs(pending, pack)
+    in_flight: dict[str, list[tuple[RunConfig, Path]]] = {}
     queue.reverse()  # pop() from the end keeps grid order
     executor, stopping = None, 0
     try:
@@ -520,19 +530,22 @@ def run_sweep(configs: list[RunConfig], results: Path, executor_factory: Callabl
                 while queue and not stopping and len(in_flight) < executor.slots:
                     _dispatch(queue.pop(), results, executor, in_flight, summary, reporter)
                 for key, outcome in executor.poll(poll_s):
-                    config, lock = in_flight.pop(key)
-                    try:
-                        _settle(config, results, outcome, summary, reporter)
-                    finally:
-                        release(lock)
-                reporter.tick(len(in_flight), summary)
+                    claimed = in_flight.pop(key)
+                    per_run = outcome["runs"] if "runs" in outcome else [outcome] * len(claimed)
+                    for (config, lock), run_outcome in zip(claimed, per_run):
+                        try:
+                            _settle(config, results, run_outcome, summary, reporter)
+                        finally:
+                            release(lock)
+                reporter.tick(sum(len(c) for c in in_flight.values()), summary)
                 if stopping and not in_flight:
                     break
     finally:
-        for _config, lock in in_flight.values():  # abandoned after a second Ctrl-C
-            summary.interrupted += 1
-            release(lock)
-        summary.not_started += len(queue)
+        for claimed in in_flight.values():  # abandoned after a second Ctrl-C
+            for _config, lock in claimed:
+                summary.interrupted += 1
+                release(lock)
+        summary.not_started += sum(len(p) for p in queue)
         summary.stopped = stopping > 0
         if executor is not None:
             executor.close()
@@ -541,8 +554,9 @@ def run_sweep(configs: list[RunConfig], results: Path, executor_factory: Callabl
 
 
 def _stop(executor, count: int, in_flight: dict, reporter: SweepReporter) -> int:
+    running = sum(len(c) for c in in_flight.values())
     if count == 1:
-        reporter.note(f"stopping: no new runs; {len(in_flight)} running run(s) save a checkpoint "
+        reporter.note(f"stopping: no new runs; {running} running run(s) save a checkpoint "
                       f"(Ctrl-C again to abandon them)")
         executor.interrupt()
         return 1
@@ -551,27 +565,36 @@ def _stop(executor, count: int, in_flight: dict, reporter: SweepReporter) -> int
     return 2
 
 
-def _dispatch(config, results, executor, in_flight, summary, reporter) -> None:
-    if is_finished(result_path(results, config)):  # another sweep finished it meanwhile
-        summary.skipped += 1
-        return
-    lock, holder = claim(results, config)
-    if lock is None:
-        summary.elsewhere += 1
-        reporter.note(f"{_label(config)}: running elsewhere ({holder}), left to it "
-                      f"(if that sweep is gone, delete {lock_path(results, config)})")
-        return
-    if is_finished(result_path(results, config)):  # finished between the check and the claim
-        release(lock)
-        summary.skipped += 1
+def _dispatch(pack, results, executor, in_flight, summary, reporter) -> None:
+    """Claim each run of the pack and submit those claimed; a run finished or running elsewhere
+    meanwhile is left out of it."""
+    claimed = []
+    for config in pack:
+        if is_finished(result_path(results, config)):  # another sweep finished it meanwhile
+            summary.skipped += 1
+            continue
+        lock, holder = claim(results, config)
+        if lock is None:
+            summary.elsewhere += 1
+            reporter.note(f"{_label(config)}: running elsewhere ({holder}), left to it "
+                          f"(if that sweep is gone, delete {lock_path(results, config)})")
+            continue
+        if is_finished(result_path(results, config)):  # finished between the check and the claim
+            release(lock)
+            summary.skipped += 1
+            continue
+        claimed.append((config, lock))
+    if not claimed:
         return
     try:
-        key = executor.submit(config)
+        key = executor.submit([config for config, _ in claimed])
     except BaseException:
-        release(lock)
+        for _, lock in claimed:
+            release(lock)
         raise
-    in_flight[key] = (config, lock)
-    reporter.run_started(config)
+    in_flight[key] = claimed
+    for config, _ in claimed:
+        reporter.run_started(config)
 
 
 def _settle(config, results, outcome: dict, summary: Summary, reporter: SweepReporter) -> None:
@@ -602,8 +625,50 @@ def plan(configs: list[RunConfig], results: Path) -> list[dict]:
              "state": run_state(results, c)} for c in configs]
 
 
+def auto_pack_size(configs: list[RunConfig], device: str) -> int:
+    """How many runs to train as one pack: 1 on a CPU (its cores are busy with one run already);
+    on a GPU as many as its memory holds with room to spare, at most 16: a run's training step needs
+    about batch x layers x twice the forward working set of one example at the longest training
+    length (`bytes_per_example`), plus its weights and Adam's state."""
+    from che.runners.run import pick_device
+
+    torch_device = pick_device(device)
+    if torch_device.type != "cuda" or not configs:
+        return 1
+    import torch
+
+    from che.registry import TASKS
+    from che.runners.evaluate import bytes_per_example
+    from che.runners.train import model_config, train_tokens
+
+    total = torch.cuda.get_device_properties(torch_device).total_memory
+    worst = 0
+    for config in {c.pack_key(): c for c in configs}.values():
+        task = TASKS.get(config.task)
+        mc = model_config(config, task)
+        activations = 2 * config.n_layers * config.batch_size * bytes_per_example(mc, train_tokens(config, task), "cuda")
+        weights = 4 * 4 * 12 * config.n_layers * config.d_model ** 2   # weights, gradients, Adam's m and v
+        worst = max(worst, activations + weights)
+    return max(1, min(16, int(0.6 * total // max(worst, 1))))
+
+
+def parse_pack(value: str, configs: list[RunConfig], device: str) -> int:
+    """--pack: auto, off (1) or a size K."""
+    if value == "auto":
+        return auto_pack_size(configs, device)
+    if value == "off":
+        return 1
+    try:
+        size = int(value)
+    except ValueError:
+        raise CheError(f"--pack must be auto, off or a number of runs, got {value!r}") from None
+    if not 1 <= size <= 1024:
+        raise CheError(f"--pack must be between 1 and 1024, got {size}")
+    return size
+
+
 def estimate_cost(configs: list[RunConfig], device, threads: int = 1, full_grid_up_to: int = 8,
-                  budget_s: float = 30.0) -> dict:
+                  budget_s: float = 30.0, pack: int = 1) -> dict:
     """Estimated seconds of each run, measured on `device` with `threads` torch threads.
 
     A run's cost depends on its task and PE (seeds and learning rates do not change it), and
@@ -612,6 +677,7 @@ def estimate_cost(configs: list[RunConfig], device, threads: int = 1, full_grid_
     task with every PE and the first PE with every task, alternating, for at most `budget_s`
     seconds; then cost(task, pe) = cost(task0, pe0) x pe factor x task factor, each factor the
     ratio to (task0, pe0), and a task or PE the budget left unmeasured gets the mean factor.
+    With `pack` > 1, a run's cost is that of a pack of its size divided by the size.
     Returns {"per_run": [seconds of each config], "measured": n, "wanted": n, "separable": bool}.
     """
     import torch
@@ -644,8 +710,11 @@ def estimate_cost(configs: list[RunConfig], device, threads: int = 1, full_grid_
             if config is None:  # the cross may pair a task and a PE whose runs are all finished
                 template = next(iter(representative.values()))
                 config = RunConfig.from_dict(template.to_dict() | {"task": task, "pe": pe})
-            cost = estimate_seconds(config, TASKS.get(task), device)
-            measured[(task, pe)] = cost["train_s"] + cost["eval_s"]
+            # a pack of the size the sweep will use, made of this run and seed variations of it
+            size = min(pack, sum(c.pack_key() == config.pack_key() for c in configs) or 1)
+            members = [RunConfig.from_dict(config.to_dict() | {"seed": config.seed + i}) for i in range(size)]
+            cost = estimate_seconds(members, TASKS.get(task), device)
+            measured[(task, pe)] = (cost["train_s"] + cost["eval_s"]) / size
     finally:
         torch.set_num_threads(previous_threads)
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# One prepared pass on a GPU machine: install che, benchmark every PE at the CHE and the DAPE model
-# sizes, measure the `paper` preset's training speed, try bf16 and torch.compile, and estimate the
-# cost of DAPE's Table 2 grid. Everything lands in $OUT (default: results/bench/gpu-<date>).
-# Usage: bash scripts/gpu_check.sh   (about 5 minutes on an H100/H200)
+# One prepared pass on a GPU machine (about 6-8 minutes on an H100/H200): the CUDA tests (captured
+# steps equal eager ones, packs equal solo runs) and the parity tests; `che bench` at the CHE and
+# the DAPE model sizes, solo and packed (K = 9), eager and CUDA-graph-captured; the `paper` preset
+# trained packed (9 runs: 3 seeds x 3 learning rates) for a few hundred steps; and the estimated cost
+# of DAPE's Table 2 grid. Everything lands in $OUT (default: results/bench/gpu-<date>).
+# Usage: bash scripts/gpu_check.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-results/bench/gpu-$(date +%Y%m%d)}
@@ -11,34 +13,37 @@ log() { echo "== $*" | tee -a "$OUT/log.txt"; }
 
 python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v WARNING | tail -2
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(),
+hasattr(torch.cuda.CUDAGraph, 'register_generator_state'))" | tee -a "$OUT/gpu.txt"
 
-log "bench, CHE model (d_model 64), reverse_string N=40, batch 128"
-timeout 80 che bench --device cuda --repeats 10 --eval-batch 64 --out "$OUT/bench_d64.json" 2>&1 \
-  | grep -v "^repeat" | tee -a "$OUT/log.txt"
+log "CUDA tests: captured steps == eager steps, packs == solo runs; reference parity; packing"
+timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py tests/test_reference_parity.py \
+  tests/test_pack.py 2>&1 | tail -25 | tee -a "$OUT/tests.txt"
+
+log "bench, CHE model (d_model 64), reverse_string N=40, batch 128: solo/pack 9, eager/graphs"
+timeout 80 che bench --device cuda --pes alibi,dape-kerple-log --pack 9 --cuda-graphs --repeats 10 \
+  --eval-batch 64 --no-literal --out "$OUT/bench_d64.json" 2>&1 | grep -v "^repeat" | tee -a "$OUT/log.txt"
 
 log "bench, DAPE paper model (d_model 256, DAPE width 64)"
-timeout 50 che bench --device cuda --d-model 256 --repeats 10 --eval-batch 64 --no-literal \
-  --pes none,rand-relative,rand-alibi,rand-kerple-log,rand-fire,dape-alibi,dape-kerple-log,dape-fire \
-  --out "$OUT/bench_d256.json" 2>&1 | grep -v "^repeat" | tee -a "$OUT/log.txt"
+timeout 80 che bench --device cuda --d-model 256 --pes alibi,dape-kerple-log --pack 9 --cuda-graphs \
+  --repeats 10 --eval-batch 64 --no-literal --out "$OUT/bench_d256.json" 2>&1 | grep -v "^repeat" \
+  | tee -a "$OUT/log.txt"
 
-log "paper preset: training steps/s over lengths U(1..40) (evaluation cut to 1..41 x 64)"
-for pe in rand-kerple-log dape-kerple-log; do
-  timeout 40 che run --task reverse_string --pe "$pe" --preset paper --steps 300 --max-test-length 41 \
-    --eval-samples 64 --results "$OUT/runs" --quiet 2>&1 | grep -E "estimated|unseen|result" | tee -a "$OUT/log.txt"
-done
+log "paper preset, 9 runs packed (seeds 0-2 x lr 1e-4, 3e-4, 5e-4), 400 steps over lengths U(1..40)"
+timeout 100 che run --task reverse_string --pe dape-kerple-log --preset paper --seeds 3 --lrs 1e-4,3e-4,5e-4 \
+  --steps 400 --max-test-length 60 --eval-samples 64 --results "$OUT/runs" --quiet 2>&1 \
+  | grep -E "estimated|runs packed|result:" | tee -a "$OUT/log.txt"
 
-log "bf16 autocast (dape-kerple-log, paper preset, 300 steps)"
-timeout 35 che run --task reverse_string --pe dape-kerple-log --preset paper --steps 300 --max-test-length 41 \
-  --eval-samples 64 --results "$OUT/runs-bf16" --bf16 --quiet 2>&1 | grep -E "estimated|unseen|result" | tee -a "$OUT/log.txt"
-
-log "DAPE Table 2 grid: estimated cost on this GPU"
-timeout 50 che sweep dape_table2 --dry-run --device cuda 2>&1 | tail -15 | tee "$OUT/dape_table2_dry_run.txt"
+log "DAPE Table 2 grid: estimated cost on this GPU, packed"
+timeout 80 che sweep dape_table2 --dry-run --device cuda --quiet > "$OUT/dape_table2_dry_run_full.txt" 2>&1
+tail -6 "$OUT/dape_table2_dry_run_full.txt" | tee "$OUT/dape_table2_dry_run.txt"
 
 python3 - "$OUT" <<'EOF' | tee -a "$OUT/log.txt"
 import glob, json, sys
-for path in sorted(glob.glob(f"{sys.argv[1]}/runs*/*/*/*.json")):
+for path in sorted(glob.glob(f"{sys.argv[1]}/runs/*/*/*.json")):
     r = json.load(open(path))
-    print(f"{path.split('/')[-4]:13s} {r['pe']:16s} steps/s {r['steps_per_s']:7.1f}  train {r['train_time_s']:6.1f}s  "
-          f"eval {r['eval_time_s']:5.1f}s  device {r['device']}")
+    print(f"{r['pe']:16s} seed {r['seed']} lr {r['config']['lr']:g}: pack {r['pack']['size']}, "
+          f"{r['steps_per_s']:.1f} pack-steps/s = {r['steps_per_s'] * r['pack']['size']:.0f} run-steps/s, "
+          f"train {r['train_time_s']:.1f}s, eval {r['eval_time_s']:.1f}s, {r['device']}")
 EOF
+rm -rf "$OUT/runs" "$OUT/dape_table2_dry_run_full.txt"

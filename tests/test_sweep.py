@@ -406,3 +406,38 @@ def test_ray_plan_declares_fractional_gpus_and_fits_a_node():
         executor._plan("cuda", None, 1, pending=5)
     executor.ray = FakeRay(cpus=8, gpus=0)
     assert executor._plan("cpu", 1, 1, pending=5).threads == 4  # capped at the largest node
+
+
+def test_make_packs_groups_runs_differing_in_seed_and_lr_only():
+    from che.runners.sweep import make_packs
+
+    configs = [make_config(task, "alibi", "smoke", seed=seed, lr=lr)
+               for task in ("parity_check", "reverse_string") for lr in (1e-3, 3e-4) for seed in range(3)]
+    packs = make_packs(configs, 4)
+    assert [len(p) for p in packs] == [4, 2, 4, 2]
+    assert all(len({c.task for c in p}) == 1 for p in packs)
+    assert [c.run_id for p in packs for c in p] == [c.run_id for c in configs]   # grid order kept
+    assert [len(p) for p in make_packs(configs, 1)] == [1] * 12
+
+
+def test_packed_sweep_writes_each_run_as_a_solo_run_would(tmp_path):
+    """--pack 3: the three seeds of a cell train as one model; each result equals the run alone."""
+    from che.runners.run import execute
+
+    results = tmp_path / "runs"
+    outcome = sweep("--tasks", "reverse_string", "--pes", "rand-alibi", "--seeds", 3, "--preset", "smoke",
+                    "--pack", 3, "--jobs", 1, "--results", results, "--quiet")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert "packs of up to 3" in outcome.stderr and "done 3, skipped 0, failed 0" in outcome.stdout
+    assert not leftovers(results)
+    for seed in range(3):
+        config = make_config("reverse_string", "rand-alibi", "smoke", seed=seed)
+        record = json.loads(result_path(results, config).read_text())
+        assert record["pack"]["size"] == 3
+        alone = execute(config, tmp_path / "alone", device="cpu").record
+        assert record["accuracy_by_length"] == pytest.approx(alone["accuracy_by_length"], abs=1e-6)
+
+
+def test_pack_option_is_checked(cli, tmp_path):
+    result = cli("sweep", "--tasks", "parity_check", "--pes", "none", "--pack", "many", "--results", tmp_path)
+    assert result.exit_code == 2 and "--pack must be auto, off or a number" in result.stderr
