@@ -627,9 +627,10 @@ def plan(configs: list[RunConfig], results: Path) -> list[dict]:
 
 def auto_pack_size(configs: list[RunConfig], device: str) -> int:
     """How many runs to train as one pack: 1 on a CPU (its cores are busy with one run already);
-    on a GPU as many as its memory holds with room to spare, at most 16: a run's training step needs
-    about batch x layers x twice the forward working set of one example at the longest training
-    length (`bytes_per_example`), plus its weights and Adam's state."""
+    on a GPU as many as 40% of its memory holds, at most 16. A run's memory is measured: one
+    training step of the most demanding configuration of the grid (by `bytes_per_example` at its
+    longest training sequence), weights and Adam's state included; the 40% leaves room for the
+    captured graphs' pool beside the eager allocations."""
     from che.runners.run import pick_device
 
     torch_device = pick_device(device)
@@ -639,17 +640,28 @@ def auto_pack_size(configs: list[RunConfig], device: str) -> int:
 
     from che.registry import TASKS
     from che.runners.evaluate import bytes_per_example
-    from che.runners.train import model_config, train_tokens
+    from che.runners.train import Trainer, model_config, train_tokens
 
-    total = torch.cuda.get_device_properties(torch_device).total_memory
-    worst = 0
-    for config in {c.pack_key(): c for c in configs}.values():
+    def demand(config):
         task = TASKS.get(config.task)
-        mc = model_config(config, task)
-        activations = 2 * config.n_layers * config.batch_size * bytes_per_example(mc, train_tokens(config, task), "cuda")
-        weights = 4 * 4 * 12 * config.n_layers * config.d_model ** 2   # weights, gradients, Adam's m and v
-        worst = max(worst, activations + weights)
-    return max(1, min(16, int(0.6 * total // max(worst, 1))))
+        return config.batch_size * bytes_per_example(model_config(config, task), train_tokens(config, task), "cuda")
+
+    worst = max({c.pack_key(): c for c in configs}.values(), key=demand)
+    task = TASKS.get(worst.task)
+    probe = RunConfig.from_dict(worst.to_dict() | {"cuda_graphs": False})
+    torch.cuda.synchronize(torch_device)
+    before = torch.cuda.memory_allocated(torch_device)
+    torch.cuda.reset_peak_memory_stats(torch_device)
+    with torch.random.fork_rng(devices=[torch_device]):
+        trainer = Trainer([probe], task, torch_device)
+        batch = task.sample(probe.batch_size, probe.train_length, torch.Generator().manual_seed(0))
+        trainer.step(tuple(getattr(batch, name)[None] for name in ("inputs", "targets", "mask")))
+    torch.cuda.synchronize(torch_device)
+    per_run = torch.cuda.max_memory_allocated(torch_device) - before
+    del trainer
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(torch_device).total_memory
+    return max(1, min(16, int(0.4 * total // max(per_run, 1))))
 
 
 def parse_pack(value: str, configs: list[RunConfig], device: str) -> int:
