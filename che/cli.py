@@ -367,6 +367,8 @@ def bench_command(
     dape_width: Annotated[Optional[int], typer.Option(help="DAPE MLP width D.")] = None,
     eval_memory_gb: Annotated[float, typer.Option(help="Memory budget of evaluation chunks.")] = 4.0,
     pack: Annotated[Optional[int], typer.Option(help="Also time packs of K runs trained as one model.")] = None,
+    attention: Annotated[str, typer.Option(help="auto, fused (SDPA) or explicit attention.")] = "auto",
+    tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="TF32 matmuls on CUDA [default: on].")] = True,
     cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Also time CUDA-graph-captured steps.")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="Also time torch.compile'd steps.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
@@ -395,6 +397,7 @@ def bench_command(
     modes = ("eager",) + (("graphs",) if cuda_graphs else ()) + (("compile",) if compile else ())
     packs = (1,) if pack in (None, 1) else (1, pack)
     overrides = {k: v for k, v in {"d_model": d_model, "dape_width": dape_width}.items() if v is not None}
+    overrides.update(attention=attention, tf32=tf32)
     log = (lambda msg: err_console.print(msg, highlight=False)) if not as_json else (lambda msg: None)
     report = benchmark(names, task, length, batch_size, eval_length, eval_batch, repeats,
                        str(torch_device), literal, eval_memory_gb, overrides, packs=packs, modes=modes, log=log)

@@ -54,10 +54,12 @@ class RunConfig:
     dape_init: str = "haiku"     # DAPE's MLP: Haiku's initialisation (as the CHE code) or torch's
     # numerics
     bf16: bool = False
+    tf32: bool = True            # on CUDA, float32 matmuls in TF32 (as JAX's default precision there)
     # how it runs, not what it computes (left out of the identity)
     dape_impl: str = "fast"
     compile: bool = False
     cuda_graphs: bool = True     # capture each training step as a CUDA graph (on CUDA only)
+    attention: str = "auto"      # fused (SDPA) or explicit attention; auto: explicit on CUDA for d_head < 32
     checkpoint_every: int = 500
     eval_memory_gb: float = 4.0
     extra: dict = field(default_factory=dict)  # free-form notes, part of the identity
@@ -112,11 +114,13 @@ class RunConfig:
                 raise CheError(f"--{name.replace('_', '-')} must be in [0, 2^32), got {value}")
         from che.models.positional.base import RAND_MODES
         from che.models.positional.dape import IMPLEMENTATIONS, INITIALISATIONS, VARIANTS
+        from che.models.transformer import ATTENTION
 
         for name, value, choices in (("rand_mode", self.rand_mode, RAND_MODES),
                                      ("dape_variant", self.dape_variant, VARIANTS),
                                      ("dape_impl", self.dape_impl, IMPLEMENTATIONS),
-                                     ("dape_init", self.dape_init, INITIALISATIONS)):
+                                     ("dape_init", self.dape_init, INITIALISATIONS),
+                                     ("attention", self.attention, ATTENTION)):
             if value not in choices:
                 raise CheError(f"--{name.replace('_', '-')}: unknown value '{value}' (choices: {', '.join(choices)})")
 
@@ -127,7 +131,7 @@ class RunConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-NOT_IDENTITY = {"preset", "dape_impl", "compile", "cuda_graphs", "checkpoint_every", "eval_memory_gb"}
+NOT_IDENTITY = {"preset", "dape_impl", "compile", "cuda_graphs", "attention", "checkpoint_every", "eval_memory_gb"}
 
 # Runs that differ only in these train together as one pack (`che.runners.train.Trainer`).
 PACK_FIELDS = ("seed", "lr")

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from che.models.transformer import PackedDropout
-from che.runners.train import autocast, masked_accuracy_counts
+from che.runners.train import autocast, masked_accuracy_counts, matmul_precision
 
 
 def length_seed(eval_seed: int, length: int) -> int:
@@ -70,12 +70,19 @@ def eval_generators(pack: int, seed: int, device: torch.device) -> list[torch.Ge
     return [torch.Generator(device=device).manual_seed(seed) for _ in range(pack)]
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, task, config, device: torch.device,
              on_length: Callable[[int, float], None] | None = None,
              runs: list[int] | None = None) -> list[list[float]]:
     """Accuracy of each run of the model's pack for every length 1..max_test_length: a list per
     run (index 0 is length 1). `runs` restricts the progress report to those runs (the live ones)."""
+    with matmul_precision(device, config.tf32):
+        return _evaluate(model, task, config, device, on_length, runs)
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, task, config, device: torch.device,
+             on_length: Callable[[int, float], None] | None = None,
+             runs: list[int] | None = None) -> list[list[float]]:
     set_eval_mode(model, config.eval_dropout)
     pack = model.pack
     runs = list(range(pack)) if runs is None else runs

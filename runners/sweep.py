@@ -494,7 +494,12 @@ def make_packs(configs: list[RunConfig], size: int) -> list[list[RunConfig]]:
     groups: dict[str, list[RunConfig]] = {}
     for config in configs:
         groups.setdefault(config.pack_key(), []).append(config)
-    return [group[i:i + size] for group in groups.values() for i in range(0, len(group), max(1, size))]
+    packs = []
+    for group in groups.values():  # as even as possible: 9 runs in packs of up to 8 are 5 + 4
+        count = -(-len(group) // max(1, size))
+        bounds = [round(i * len(group) / count) for i in range(count + 1)]
+        packs += [group[a:b] for a, b in zip(bounds, bounds[1:])]
+    return packs
 
 
 def run_sweep(configs: list[RunConfig], results: Path, executor_factory: Callable[[int], object],

@@ -62,6 +62,7 @@ def model_config(config: RunConfig, task) -> ModelConfig:
         learned_max_length=config.learned_max_length, dape_width=config.dape_width,
         dape_variant=config.dape_variant, dape_kernel=config.dape_kernel, dape_impl=config.dape_impl,
         dape_init=config.dape_init, fire_threshold=train_tokens(config, task) * FIRE_THRESHOLD_RATIO,
+        attention=config.attention,
     )
 
 
@@ -81,6 +82,20 @@ def autocast(device: torch.device, bf16: bool):
     if not bf16:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@contextlib.contextmanager
+def matmul_precision(device: torch.device, tf32: bool):
+    """On CUDA, float32 matmuls in TF32 or not for the duration (torch's flag is process-wide)."""
+    if device.type != "cuda":
+        yield
+        return
+    previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
 
 
 def check_pack(configs: list[RunConfig]) -> None:
@@ -231,10 +246,11 @@ class Trainer:
     def step(self, batch) -> None:
         if self.device.type == "cuda":
             batch = [t.pin_memory().to(self.device, non_blocking=True) for t in batch]
-        if self.graphs is not None:
-            self.graphs(*batch)
-        else:
-            self._step_on_device(*batch)
+        with matmul_precision(self.device, self.config.tf32):
+            if self.graphs is not None:
+                self.graphs(*batch)
+            else:
+                self._step_on_device(*batch)
 
     # -- the loop -------------------------------------------------------------------------------
     def train(self, checkpoint: Path | None = None, on_step=None) -> TrainState:

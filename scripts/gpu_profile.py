@@ -1,9 +1,11 @@
-"""Where a training step's GPU time goes, and what TF32 matmuls and bf16 autocast change.
+"""Where a training step's GPU time goes, and what TF32 matmuls, bf16 autocast and the attention
+path change.
 
-    python scripts/gpu_profile.py --d-model 64 --pack 9 --pes none,dape-kerple-log
+    python scripts/gpu_profile.py --d-model 64 --pack 9 --pes none,dape-kerple-log [--attention fused,explicit]
 
-For each PE: the step time of a pack (eager and CUDA-graph-captured) with float32 matmuls, TF32
-matmuls and bf16 autocast, and the 15 CUDA kernels that take the most time in an eager step.
+For each PE and attention path: the step time of a pack (eager and CUDA-graph-captured) with
+float32 matmuls, TF32 matmuls and bf16 autocast, and (with --kernels N) the N CUDA kernels that take
+the most time in an eager float32 step.
 """
 
 from __future__ import annotations
@@ -25,20 +27,22 @@ def main() -> None:
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--pack", type=int, default=9)
     parser.add_argument("--length", type=int, default=40)
-    parser.add_argument("--kernels", type=int, default=15)
+    parser.add_argument("--kernels", type=int, default=0)
+    parser.add_argument("--attention", default="auto")
+    parser.add_argument("--precisions", default="fp32,tf32,bf16")
     args = parser.parse_args()
     task = TASKS.get("reverse_string")
     device = torch.device("cuda")
     one = task.sample(128, args.length, torch.Generator().manual_seed(0))
-    for pe in args.pes.split(","):
+    for pe, attention in [(p, a) for p in args.pes.split(",") for a in args.attention.split(",")]:
         for pack in sorted({1, args.pack}):
             batch = tuple(torch.stack([getattr(one, n)] * pack) for n in ("inputs", "targets", "mask"))
-            for label, tf32, bf16 in (("fp32", False, False), ("tf32", True, False), ("bf16", True, True)):
-                torch.backends.cuda.matmul.allow_tf32 = tf32
-                torch.backends.cudnn.allow_tf32 = tf32
+            precisions = {"fp32": (False, False), "tf32": (True, False), "bf16": (True, True)}
+            for label in args.precisions.split(","):
+                tf32, bf16 = precisions[label]
                 for graphs in (False, True):
                     configs = [make_config("reverse_string", pe, "paper", seed=s, d_model=args.d_model, bf16=bf16,
-                                           cuda_graphs=graphs) for s in range(pack)]
+                                           tf32=tf32, cuda_graphs=graphs, attention=attention) for s in range(pack)]
                     trainer = Trainer(configs, task, device)
                     try:
                         for _ in range(3):
@@ -48,9 +52,9 @@ def main() -> None:
                         continue
                     timer = torch_benchmark.Timer("trainer.step(batch)", globals={"trainer": trainer, "batch": batch})
                     ms = timer.blocked_autorange(min_run_time=1.0).median * 1000
-                    print(f"{pe:16s} d{args.d_model} pack {pack} {label} {'graphs' if graphs else 'eager ':6s}: "
+                    print(f"{pe:16s} {attention:8s} d{args.d_model} pack {pack} {label} {'graphs' if graphs else 'eager ':6s}: "
                           f"{ms:7.2f} ms/step, {pack * 1000 / ms:7.1f} run-steps/s", flush=True)
-                    if label == "fp32" and not graphs:
+                    if args.kernels and label == "fp32" and not graphs:
                         with profile(activities=[ProfilerActivity.CUDA]) as prof:
                             for _ in range(3):
                                 trainer.step(batch)
@@ -59,7 +63,6 @@ def main() -> None:
                                                         max_name_column_width=70), flush=True)
                     del trainer
                     torch.cuda.empty_cache()
-    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 if __name__ == "__main__":

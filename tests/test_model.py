@@ -175,6 +175,7 @@ def test_dape_equals_the_literal_formula(pe, variant, impl):
     module = parse_pe(pe, config).make().double()
     for p in module.parameters():  # non-trivial biases, so that every term shows
         torch.nn.init.normal_(p, std=0.5)
+    module.project_()  # back into the PE's domain (KERPLE: r >= 0.01), as after an optimizer step
     batch, length = 2, 5
     q = torch.randn(batch, 4, length, 4, dtype=torch.double)
     k = torch.randn(batch, 4, length, 4, dtype=torch.double)

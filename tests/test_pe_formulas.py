@@ -449,6 +449,7 @@ def _perturb_pe_parameters(model):
         for pe in pe_modules(model):
             for p in pe.parameters():
                 p.add_(0.3 * torch.randn_like(p))
+    model.project_()
 
 
 @pytest.mark.parametrize("name", [n for n in pe_names() if "rand-" in n])

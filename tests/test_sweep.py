@@ -414,10 +414,12 @@ def test_make_packs_groups_runs_differing_in_seed_and_lr_only():
     configs = [make_config(task, "alibi", "smoke", seed=seed, lr=lr)
                for task in ("parity_check", "reverse_string") for lr in (1e-3, 3e-4) for seed in range(3)]
     packs = make_packs(configs, 4)
-    assert [len(p) for p in packs] == [4, 2, 4, 2]
+    assert [len(p) for p in packs] == [3, 3, 3, 3]   # 6 runs per task in packs of up to 4: 3 + 3
     assert all(len({c.task for c in p}) == 1 for p in packs)
     assert [c.run_id for p in packs for c in p] == [c.run_id for c in configs]   # grid order kept
     assert [len(p) for p in make_packs(configs, 1)] == [1] * 12
+    assert [len(p) for p in make_packs(configs[:6], 5)] == [3, 3]
+    assert [len(p) for p in make_packs(configs, 6)] == [6, 6]
 
 
 def test_packed_sweep_writes_each_run_as_a_solo_run_would(tmp_path):
