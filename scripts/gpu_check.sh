@@ -17,28 +17,28 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
 hasattr(torch.cuda.CUDAGraph, 'register_generator_state'))" | tee -a "$OUT/gpu.txt"
 
 log "CUDA tests: captured steps == eager steps, packs == solo runs (on the GPU)"
-timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py 2>&1 | tail -25 | tee -a "$OUT/tests.txt"
+timeout 45 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py 2>&1 | tail -25 | tee -a "$OUT/tests.txt"
 
 log "attention paths at d_head 8 (d_model 64): fused SDPA vs explicit, TF32, solo and pack 9"
-timeout 70 python3 scripts/gpu_profile.py --d-model 64 --pack 9 --pes none,dape-kerple-log --attention fused,explicit \
+timeout 60 python3 scripts/gpu_profile.py --d-model 64 --pack 9 --pes none,dape-kerple-log --attention fused,explicit \
   --precisions tf32 2>&1 | grep "ms/step" | tee -a "$OUT/log.txt"
 
 log "bench, CHE model (d_model 64), reverse_string N=40, batch 128: solo/pack 9, eager/graphs"
-timeout 70 che bench --device cuda --pes alibi,dape-kerple-log --pack 9 --cuda-graphs --repeats 10 \
+timeout 60 che bench --device cuda --pes alibi,dape-kerple-log --pack 9 --cuda-graphs --repeats 10 \
   --eval-batch 64 --no-literal --out "$OUT/bench_d64.json" 2>&1 | grep -v "^repeat" | tee -a "$OUT/log.txt"
 
 log "bench, DAPE paper model (d_model 256, DAPE width 64)"
-timeout 70 che bench --device cuda --d-model 256 --pes alibi,dape-kerple-log --pack 9 --cuda-graphs \
+timeout 60 che bench --device cuda --d-model 256 --pes alibi,dape-kerple-log --pack 9 --cuda-graphs \
   --repeats 10 --eval-batch 64 --no-literal --out "$OUT/bench_d256.json" 2>&1 | grep -v "^repeat" \
   | tee -a "$OUT/log.txt"
 
 log "paper preset, 9 runs packed (seeds 0-2 x lr 1e-4, 3e-4, 5e-4), 400 steps over lengths U(1..40)"
-timeout 90 che run --task reverse_string --pe dape-kerple-log --preset paper --seeds 3 --lrs 1e-4,3e-4,5e-4 \
+timeout 75 che run --task reverse_string --pe dape-kerple-log --preset paper --seeds 3 --lrs 1e-4,3e-4,5e-4 \
   --steps 400 --max-test-length 60 --eval-samples 64 --results "$OUT/runs" --quiet 2>&1 \
   | grep -E "estimated|runs packed|result:" | tee -a "$OUT/log.txt"
 
 log "DAPE Table 2 grid: estimated cost on this GPU, packed"
-timeout 80 che sweep dape_table2 --dry-run --device cuda --quiet > "$OUT/dape_table2_dry_run_full.txt" 2>&1
+timeout 75 che sweep dape_table2 --dry-run --device cuda --quiet > "$OUT/dape_table2_dry_run_full.txt" 2>&1
 tail -6 "$OUT/dape_table2_dry_run_full.txt" | tee "$OUT/dape_table2_dry_run.txt"
 
 python3 - "$OUT" <<'EOF' | tee -a "$OUT/log.txt"
