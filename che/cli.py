@@ -367,7 +367,7 @@ def bench_command(
     dape_width: Annotated[Optional[int], typer.Option(help="DAPE MLP width D.")] = None,
     eval_memory_gb: Annotated[float, typer.Option(help="Memory budget of evaluation chunks.")] = 4.0,
     pack: Annotated[Optional[int], typer.Option(help="Also time packs of K runs trained as one model.")] = None,
-    attention: Annotated[str, typer.Option(help="auto, fused (SDPA) or explicit attention.")] = "auto",
+    attention: Annotated[str, typer.Option(help="fused (SDPA) or explicit (materialised scores) attention.")] = "fused",
     tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="TF32 matmuls on CUDA [default: on].")] = True,
     cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Also time CUDA-graph-captured steps.")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="Also time torch.compile'd steps.")] = False,

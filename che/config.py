@@ -59,7 +59,7 @@ class RunConfig:
     dape_impl: str = "fast"
     compile: bool = False
     cuda_graphs: bool = True     # capture each training step as a CUDA graph (on CUDA only)
-    attention: str = "auto"      # fused (SDPA) or explicit attention; auto: explicit on CUDA for d_head < 32
+    attention: str = "fused"     # fused (SDPA) or explicit (materialised scores) attention
     checkpoint_every: int = 500
     eval_memory_gb: float = 4.0
     extra: dict = field(default_factory=dict)  # free-form notes, part of the identity

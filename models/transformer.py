@@ -40,7 +40,7 @@ from che.models.positional import parse_pe
 from che.models.positional.base import uniform, use_generator
 
 
-ATTENTION = ("auto", "fused", "explicit")
+ATTENTION = ("fused", "explicit")
 
 
 @dataclass
@@ -64,7 +64,7 @@ class ModelConfig:
     dape_impl: str = "fast"          # "fast" or "literal" (the concatenate-then-MLP formulation)
     dape_init: str = "haiku"         # "haiku" or "torch" initialisation of DAPE's MLP
     fire_threshold: float = 64.0     # FIRE's initial threshold L (1/8 of the training length, see FIRE)
-    attention: str = "auto"          # "fused" (SDPA), "explicit" (softmax(QK^T/sqrt(d) + B) V) or "auto"
+    attention: str = "fused"         # "fused" (SDPA) or "explicit" (softmax(QK^T / sqrt(d) + B) V)
 
     @property
     def d_head(self) -> int:
@@ -160,14 +160,6 @@ class SelfAttention(nn.Module):
         self.pes: nn.ModuleList | None = nn.ModuleList() if pes else None  # AttentionPEs, one per run
         self.attention = config.attention
 
-    def explicit(self, x: torch.Tensor) -> bool:
-        """Materialise the scores instead of calling SDPA: asked for, or on a GPU with heads narrower
-        than 32, where SDPA's fused kernels pad each head to 32 or more lanes (at the CHE model's
-        d_head 8, most of their time; see results/bench/README.md). Both paths compute the same
-        function (tests/test_model.py); on a CPU the fused kernel is the faster one."""
-        mode = self.attention
-        return mode == "explicit" or (mode == "auto" and x.is_cuda and self.d_head < 32)
-
     def forward(self, x: torch.Tensor, generators) -> torch.Tensor:
         pack, batch, length, d_model = x.shape
         qkv = self.qkv(x).view(pack, batch, length, 3, self.n_heads, self.d_head)
@@ -177,7 +169,10 @@ class SelfAttention(nn.Module):
             rotated = per_run(pes, generators, lambda pe, q, k: pe.rotate(q, k), q, k)
             q, k = stack([r[0] for r in rotated]), stack([r[1] for r in rotated])
         merged = (pack * batch, self.n_heads, length, self.d_head)
-        if self.explicit(x) or (pes is not None and pes[0].transforms_scores):
+        # Scores materialised when asked for (the same function: tests/test_model.py) or when a PE
+        # transforms them; else SDPA. (On an H200 at d_head 8 neither is faster everywhere:
+        # results/bench/README.md.)
+        if self.attention == "explicit" or (pes is not None and pes[0].transforms_scores):
             scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.d_head))
             logits = scores if pes is None else stack(
                 per_run(pes, generators, lambda pe, s, q, k: pe.logits(s, q, k), scores, q, k))

@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--pack", type=int, default=9)
     parser.add_argument("--length", type=int, default=40)
     parser.add_argument("--kernels", type=int, default=0)
-    parser.add_argument("--attention", default="auto")
+    parser.add_argument("--attention", default="fused")
     parser.add_argument("--precisions", default="fp32,tf32,bf16")
     args = parser.parse_args()
     task = TASKS.get("reverse_string")

@@ -233,3 +233,14 @@ def test_blockwise_and_dense_positionwise_mlp_agree(monkeypatch, saved_bytes):
         w = torch.randn_like(dense)
         for a, b in zip(torch.autograd.grad((blocked * w).sum(), args), torch.autograd.grad((dense * w).sum(), args)):
             assert torch.allclose(a, b, atol=1e-9)
+
+
+@pytest.mark.parametrize("pe", ["none", "alibi", "rand-kerple-log", "relative"])
+def test_the_explicit_attention_option_computes_the_fused_function(pe):
+    fused = model(pe, dropout=0.0).double()
+    explicit = model(pe, dropout=0.0, attention="explicit").double()
+    explicit.load_state_dict(fused.state_dict())
+    inputs = torch.randint(0, 2, (3, 7))
+    generators = lambda: [torch.Generator().manual_seed(4)]  # noqa: E731  (the same draws)
+    a, b = fused(inputs, 7, generators()), explicit(inputs, 7, generators())
+    assert torch.allclose(a, b, atol=1e-10)
