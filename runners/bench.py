@@ -137,7 +137,7 @@ def benchmark(pes: list[str], task_name: str = "reverse_string", length: int = 4
     one = task.sample(batch_size, length, generator)
     tokens = one.inputs.shape[1] + one.targets.shape[1]
     sampling = torch_benchmark.Timer("task.sample(b, n, g)", globals={
-        "task": task, "b": batch_size, "n": length, "g": generator}).timeit(10)
+        "task": task, "b": batch_size, "n": length, "g": generator}, num_threads=torch.get_num_threads()).timeit(10)
     sampling_ms = sampling.median * 1000
 
     def batch_of(pack):
@@ -151,7 +151,8 @@ def benchmark(pes: list[str], task_name: str = "reverse_string", length: int = 4
     for r in range(repeats):
         for key in keys:
             trainer, batch = built[key], batch_of(key[3])
-            timer = torch_benchmark.Timer("trainer.step(batch)", globals={"trainer": trainer, "batch": batch})
+            timer = torch_benchmark.Timer("trainer.step(batch)", globals={"trainer": trainer, "batch": batch},
+                                                  num_threads=torch.get_num_threads())
             times[key].append(timer.timeit(1).median * 1000)
         log(f"repeat {r + 1}/{repeats} done")
 

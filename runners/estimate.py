@@ -23,7 +23,7 @@ REPEATS = 3
 
 
 def _median_and_spread(stmt: str, namespace: dict) -> tuple[float, float, float]:
-    times = [torch_benchmark.Timer(stmt, globals=namespace).timeit(1).median for _ in range(REPEATS)]
+    times = [torch_benchmark.Timer(stmt, globals=namespace, num_threads=torch.get_num_threads()).timeit(1).median for _ in range(REPEATS)]
     return statistics.median(times), min(times), max(times)
 
 
@@ -78,7 +78,8 @@ def estimate_seconds(configs, task, device: torch.device) -> dict:
                          "g": eval_generators(trainer.pack, 0, device)}
             with torch.no_grad():
                 model(examples, task.output_length(length), namespace["g"])  # warm-up
-                return torch_benchmark.Timer("model(x, t, g)", globals=namespace).timeit(1).median / probe
+                return torch_benchmark.Timer("model(x, t, g)", globals=namespace,
+                                             num_threads=torch.get_num_threads()).timeit(1).median / probe
 
         with torch.no_grad():
             t_long, t_half = forward_time(longest), forward_time(half)

@@ -50,7 +50,8 @@ def main() -> None:
                     except Exception as exc:  # report and go on with the next configuration
                         print(f"{pe} pack {pack} {label} graphs={graphs}: {type(exc).__name__}: {exc}", flush=True)
                         continue
-                    timer = torch_benchmark.Timer("trainer.step(batch)", globals={"trainer": trainer, "batch": batch})
+                    timer = torch_benchmark.Timer("trainer.step(batch)", globals={"trainer": trainer, "batch": batch},
+                                                  num_threads=torch.get_num_threads())
                     ms = timer.blocked_autorange(min_run_time=1.0).median * 1000
                     print(f"{pe:16s} {attention:8s} d{args.d_model} pack {pack} {label} {'graphs' if graphs else 'eager ':6s}: "
                           f"{ms:7.2f} ms/step, {pack * 1000 / ms:7.1f} run-steps/s", flush=True)

@@ -319,6 +319,7 @@ def test_shipped_sweeps_by_name():
     assert grid.preset == "paper" and len(grid.tasks) == 14 and "binary_multiplication" not in grid.tasks
     assert grid.lrs == [1e-4, 3e-4, 5e-4] and grid.seeds == [0, 1, 2] and len(grid.pes) == 10
     assert len(grid.configs()) == 14 * 10 * 3 * 3
+    assert all(c.rand_mode == "reference" for c in grid.configs())   # the RPE code's randomization
 
 
 def test_ctrl_c_stops_cleanly_and_the_next_sweep_completes(tmp_path):

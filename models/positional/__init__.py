@@ -128,9 +128,12 @@ def describe_pes(config) -> list[dict]:
     dape2 = _parameters_text(parse_pe("dape2-alibi", config))
     rows += [
         {"name": "rand-<pe>", "family": "modifier", "parameters": "as <pe>",
-         "bidirectional": "as <pe>; positions are T sorted distinct draws from [0, L), L = "
-                          f"{config.rand_max_length}, shared by the batch, redrawn every forward pass "
-                          "(per layer for attention PEs)",
+         "bidirectional": "as <pe>; redrawn every forward pass (per layer for attention PEs), shared by "
+                          f"the batch, L = {config.rand_max_length}. Absolute and rotary PEs: T sorted "
+                          "positions from [0, L). Relative and bias PEs by --rand-mode: offsets (default, "
+                          "RPE's method: sorted r_1 < ... < r_{T-1} from [1, L), distance |i-j| -> r_|i-j|), "
+                          "reference (RPE's released code bit for bit; its NOISY_RELATIVE encodes every key "
+                          "right of the query alike) or positions (T sorted positions, offsets p_i - p_j)",
          "citation": "Ruoss et al. 2023, Randomized Positional Encodings Boost Length Generalization",
          "source": BUILTIN},
         {"name": "dape-<bias pe>", "family": "modifier", "parameters": f"<bias pe> + {dape}",
