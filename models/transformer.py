@@ -260,22 +260,28 @@ class Transformer(nn.Module):
         single = inputs.dim() == 2
         if single:
             inputs = inputs.unsqueeze(0)
-        if inputs.shape[0] != self.pack:
-            raise ValueError(f"inputs hold {inputs.shape[0]} runs, the model {self.pack}")
-        generators = list(generators) if generators is not None else [None] * self.pack
-        pack, batch, length = inputs.shape
+        pack, batch, _ = inputs.shape
         empty = inputs.new_full((pack, batch, output_length), self.config.input_size)
-        tokens = torch.cat([inputs, empty], dim=2)
+        h = self.encode(torch.cat([inputs, empty], dim=2), generators)
+        logits = self.head(h[:, :, h.shape[2] - output_length:])
+        return logits[0] if single else logits
+
+    def encode(self, tokens: torch.Tensor, generators: Sequence[torch.Generator | None] | None = None) -> torch.Tensor:
+        """The encoder alone: token ids [K, B, T] (the empty token included) -> hidden states
+        [K, B, T, d_model] after the last block."""
+        if tokens.shape[0] != self.pack:
+            raise ValueError(f"inputs hold {tokens.shape[0]} runs, the model {self.pack}")
+        generators = list(generators) if generators is not None else [None] * self.pack
+        pack, batch, length = tokens.shape
         one_hot = F.one_hot(tokens, self.config.input_size + 1).to(self.embedding.dtype)
         h = torch.bmm(one_hot.view(pack, -1, one_hot.shape[-1]), self.embedding)
-        h = h.view(pack, batch, -1, self.config.d_model) * math.sqrt(self.config.d_model)
+        h = h.view(pack, batch, length, self.config.d_model) * math.sqrt(self.config.d_model)
         if self.absolute_pes is not None:
             h = stack(per_run(self.absolute_pes, generators, lambda pe, x: pe(x), h))
             h = self.embedding_dropout(h, generators)
         for block in self.blocks:
             h = block(h, generators)
-        logits = self.head(h[:, :, -output_length:])
-        return logits[0] if single else logits
+        return h
 
     @torch.no_grad()
     def project_(self) -> None:

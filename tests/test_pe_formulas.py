@@ -172,7 +172,9 @@ def test_t5_bias_reads_the_table():
     assert bias[0, 20, 0].item() == 2 * 10 + 0       # j - i = -20: bucket 10
     assert bias[1, 0, 20].item() == 2 * 26 + 1       # j - i = +20: bucket 26
     assert bias[1, 5, 5].item() == 1                 # bucket 0
-    assert torch.all(T5(CONFIG).table == 0)          # init: zeros
+    torch.manual_seed(0)
+    table = T5(config(n_heads=8, d_model=64)).table   # init: N(0, d_model^-0.5), as the T5 code
+    assert table.std().item() == pytest.approx(64 ** -0.5, rel=0.2) and table.abs().max() > 0
 
 
 # -- FIRE -----------------------------------------------------------------------------------------
@@ -444,7 +446,7 @@ def test_positions_redrawn_each_pass_and_at_eval_only_if_asked():
 
 
 def _perturb_pe_parameters(model):
-    """So that a PE initialised to something position-blind (t5's zero table) shows its positions."""
+    """So that every PE parameter shows in the output."""
     with torch.no_grad():
         for pe in pe_modules(model):
             for p in pe.parameters():
@@ -456,9 +458,10 @@ def _perturb_pe_parameters(model):
 def test_randomized_model_m3(name):
     """Spec §7 M3: the same weights give different logits on two passes; one draw per pass is
     shared by the batch (identical inputs, eval mode, so no dropout: identical outputs); with
-    rand_at_eval False, evaluation is deterministic."""
+    rand_at_eval False, evaluation is deterministic. (L = 256 rather than 2048: t5's buckets end at
+    distance 128, so with L = 2048 nearly every random distance falls in the last one.)"""
     torch.manual_seed(0)
-    model = Transformer(config(pe=name, n_layers=2)).eval()
+    model = Transformer(config(pe=name, n_layers=2, rand_max_length=256)).eval()
     _perturb_pe_parameters(model)
     x = torch.randint(0, 2, (1, 12)).expand(3, 12)
     with torch.no_grad():
@@ -524,3 +527,42 @@ def test_every_pe_runs_at_1500_tokens(name):
     with torch.no_grad():
         logits = model(torch.randint(0, 2, (1, 500)), 1000)
     assert logits.shape == (1, 1000, 2) and torch.isfinite(logits).all()
+
+
+# -- left and right -------------------------------------------------------------------------------
+def default_bias_pes() -> list[str]:
+    """Every built-in additive-bias PE in its default form (not the published symmetric -sym ones)."""
+    from che.models.positional import BiasPE as Bias, base_classes
+
+    return sorted({cls.name for cls in base_classes().values()
+                   if issubclass(cls, Bias) and not cls.name.endswith("-sym") and cls.__module__.startswith("che.")})
+
+
+def test_the_default_bias_pes_are_the_ones_expected():
+    assert default_bias_pes() == ["alibi", "fire", "kerple-log", "kerple-power", "sandwich", "t5"]
+
+
+@pytest.mark.parametrize("name", default_bias_pes())
+def test_every_default_bias_pe_tells_left_from_right_at_initialisation(name):
+    """B != B^T at initialisation, and the encoder's output on a reversed sequence is not the mirror
+    of its output on the sequence (with a symmetric bias and no other PE it would be)."""
+    torch.manual_seed(0)
+    model = Transformer(config(pe=name, dropout=0.0)).eval()
+    pe = model.blocks[0].attention.pes[0]
+    bias = pe.bias(torch.zeros(1, 8, 12, 8), torch.zeros(1, 8, 12, 8))
+    assert not torch.allclose(bias, bias.transpose(-2, -1), atol=1e-4)
+    tokens = torch.randint(0, 3, (1, 2, 12))
+    with torch.no_grad():
+        forward, backward = model.encode(tokens), model.encode(tokens.flip(-1))
+    assert not torch.allclose(backward, forward.flip(2), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["kerple-log-sym", "kerple-power-sym", "sandwich-sym"])
+def test_the_symmetric_forms_are_mirror_symmetric(name):
+    """The control: with a symmetric bias the encoder commutes with reversing the sequence."""
+    torch.manual_seed(0)
+    model = Transformer(config(pe=name, dropout=0.0)).eval()
+    tokens = torch.randint(0, 3, (1, 2, 12))
+    with torch.no_grad():
+        forward, backward = model.encode(tokens), model.encode(tokens.flip(-1))
+    assert torch.allclose(backward, forward.flip(2), atol=1e-4)

@@ -116,8 +116,8 @@ class T5(BiasPE):
     defaults). Bidirectional as T5's encoder: half the buckets for keys left of (or at) the query,
     half for keys to its right. The original T5 computes the table once (first layer) and shares it
     across layers; here every layer has its own table (as every attention PE in this zoo).
-    Init: zeros, so the model starts position-blind and buckets never reached in training (long
-    distances) stay neutral."""
+    Init: N(0, d_model^-0.5), as the T5 code (HF's `_init_weights`, factor 1), so the bias tells
+    left from right from the start."""
 
     name = "t5"
     family = "additive bias"
@@ -128,7 +128,7 @@ class T5(BiasPE):
 
     def __init__(self, config, randomized=False):
         super().__init__(config, randomized)
-        self.table = nn.Parameter(torch.zeros(self.num_buckets, config.n_heads))
+        self.table = nn.Parameter(torch.randn(self.num_buckets, config.n_heads) * config.d_model ** -0.5)
 
     def bias_from_offsets(self, offsets, positions):
         buckets = t5_buckets(offsets, self.num_buckets, self.max_distance)
