@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -16,11 +18,11 @@ from rich.table import Table
 
 from che.errors import CheError
 from che.results import DEFAULT_RESULTS
+from che.threads import configure as configure_threads
 
 app = typer.Typer(
     name="che",
-    help="Chomsky Hierarchy Evaluation: how well does a positional encoding let a transformer "
-         "generalize to longer inputs?",
+    rich_markup_mode=None,  # help texts are plain text: "[default: ...]" must not be read as markup
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -69,28 +71,35 @@ def _check_range(what: str, value: int, low: int, high: int | None = None) -> No
 
 
 # -- che tasks --------------------------------------------------------------------------------------
+def _plugins_in_play(plugin: list[str] | None, group: str) -> bool:
+    """Whether a command must import plugins (and so torch) to list everything."""
+    from che.registry import _entry_points, env_plugins
+
+    return bool(plugin) or bool(env_plugins()) or bool(_entry_points(group))
+
+
 @app.command("tasks")
 @user_errors
 def tasks_command(plugin: PluginOption = None,
                   as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False):
     """List the tasks (built-in and plugin)."""
-    from che.registry import TASKS
-    from che.tasks import LEVELS
+    from che import listings
 
-    _load_plugins(plugin)
-    entries = sorted(TASKS.entries(),
-                     key=lambda e: (LEVELS.index(e.obj.level) if e.obj.level in LEVELS else len(LEVELS), e.name))
+    if _plugins_in_play(plugin, "che.tasks"):
+        _load_plugins(plugin)
+        rows = listings.describe_tasks()
+    else:
+        rows = listings.builtin_tasks()
     if as_json:
-        print(json.dumps([e.obj.describe() | {"source": e.source} for e in entries], indent=2))
+        print(json.dumps(rows, indent=2))
         return
     table = Table(title="CHE tasks")
-    for column in ("task", "level", "input vocab", "output vocab", "output length", "kind", "chance", "source"):
+    for column in ("task", "level", "vocab in/out", "output length", "chance", "source"):
         table.add_column(column, no_wrap=column == "task", overflow="fold")
-    for e in entries:
-        d = e.obj.describe()
-        table.add_row(d["name"], d["level"], str(d["input_size"]), str(d["output_size"]),
-                      d["output_length"] + (" (masked)" if d["masked"] else ""), d["kind"],
-                      f"{100 * d['chance_accuracy']:.0f}%", e.source)
+    for d in rows:
+        table.add_row(d["name"], d["level"], f"{d['input_size']}/{d['output_size']}",
+                      d["output_length"] + (" masked" if d["masked"] else ""),
+                      f"{100 * d['chance_accuracy']:.0f}%", d["source"])
     console.print(table)
 
 
@@ -129,52 +138,90 @@ def sample_command(
 @app.command("pes")
 @user_errors
 def pes_command(
+    name: Annotated[Optional[str], typer.Argument(help="A PE to describe in full.", show_default=False)] = None,
     show: Annotated[Optional[str], typer.Option(help="Show the bias this PE adds at initialisation.")] = None,
     length: Annotated[int, typer.Option(help="Sequence length T for --show.")] = 8,
     heads: Annotated[int, typer.Option(help="Attention heads for --show.")] = 8,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     plugin: PluginOption = None,
 ):
-    """List the positional encodings, or show one's attention bias (--show NAME --length T)."""
-    from che.models import ModelConfig
-    from che.models.positional import describe_pes, initial_bias
+    """List the positional encodings, describe one (`che pes NAME`), or show one's attention bias
+    (--show NAME --length T)."""
+    from che import listings
 
-    _load_plugins(plugin)
     if show is not None:
-        _check_range("--length", length, 1, 4096)
-        _check_range("--heads", heads, 1, 64)
-        bias, note = initial_bias(show, length, heads)
-        if as_json:
-            print(json.dumps({"pe": show, "length": length,
-                              "bias": None if bias is None else [[[round(float(v), 6) for v in row] for row in head]
-                                                                 for head in bias.tolist()]}
-                             | ({"note": note} if note else {})))
-            return
-        if note:
-            console.print(f"{show}: {note}", highlight=False)
-        if bias is not None:
-            for h, head in enumerate(bias.tolist()):
-                table = Table(title=f"{show}, head {h} (rows: query i, columns: key j)", show_header=True)
-                table.add_column("i\\j")
-                for j in range(length):
-                    table.add_column(str(j), justify="right")
-                for i, row in enumerate(head):
-                    table.add_row(str(i), *[f"{v:.3g}" for v in row])
-                console.print(table)
+        _show_bias(show, length, heads, as_json, plugin)
         return
-    rows = describe_pes(ModelConfig(input_size=2, output_size=2))
+    if name is not None or _plugins_in_play(plugin, "che.positional_encodings"):
+        _load_plugins(plugin)
+        rows = listings.describe_all_pes()
+    else:
+        rows = listings.builtin_pes()
+    if name is not None:
+        _describe_pe(name, rows, as_json)
+        return
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title="Positional encodings (`--pe NAME`)", show_lines=True)
-    for column in ("name", "family", "learnable parameters", "bidirectional form", "citation", "source"):
+    table = Table(title="Positional encodings (`--pe NAME`; `che pes NAME` for details)")
+    for column in ("name", "family", "parameters", "source of the PE"):
         table.add_column(column, overflow="fold", no_wrap=column == "name")
     for row in rows:
-        table.add_row(row["name"], row["family"], row["parameters"], row["bidirectional"], row["citation"],
-                      row["source"])
+        table.add_row(row["name"], row["family"], row["parameters"], row["cite"]
+                      + ("" if row["source"] == "builtin" else f" [{row['source']}]"))
     console.print(table)
-    console.print("Aliases: " + ", ".join(f"{a} = {n}" for r in rows for a, n in r.get("aliases", {}).items()),
+    console.print(escape("Aliases: " + ", ".join(f"{a} = {n}" for r in rows for a, n in r.get("aliases", {}).items())),
                   highlight=False)
+
+
+def _describe_pe(name: str, rows: list[dict], as_json: bool) -> None:
+    from che.models.positional import parse_pe
+
+    build = parse_pe(name, None)
+    base = build.cls.name
+    row = next(r for r in rows if r["name"] == base)
+    modifiers = [r for r in rows if r["family"] == "modifier" and (
+        (build.randomized and r["name"] == "rand-<pe>") or (build.dape and r["name"].startswith(build.dape + "-")))]
+    if as_json:
+        print(json.dumps({"name": build.name, "pe": row, "modifiers": modifiers}, indent=2))
+        return
+    lines = [f"{build.name}: {row['family']}, {row['parameters']} learnable parameters",
+             f"citation: {row['citation']}", f"both directions: {row['bidirectional']}", "", row["about"]]
+    for modifier in modifiers:
+        lines += ["", f"{modifier['name']}: {modifier['about']}", f"citation: {modifier['citation']}"]
+    console.print(escape("\n".join(lines)), highlight=False, soft_wrap=False)
+
+
+MAX_SHOWN_ENTRIES = 2_000_000  # heads x T x T numbers --show prints or writes
+
+
+def _show_bias(show: str, length: int, heads: int, as_json: bool, plugin) -> None:
+    from che.models.positional import initial_bias
+
+    _load_plugins(plugin)
+    _check_range("--length", length, 1, 4096)
+    _check_range("--heads", heads, 1, 64)
+    if heads * length * length > MAX_SHOWN_ENTRIES:
+        raise CheError(f"--heads x --length^2 = {heads * length * length:,} numbers is more than --show prints "
+                       f"({MAX_SHOWN_ENTRIES:,}); lower --length or --heads")
+    bias, note = initial_bias(show, length, heads)
+    if as_json:
+        print(json.dumps({"pe": show, "length": length,
+                          "bias": None if bias is None else [[[round(float(v), 6) for v in row] for row in head]
+                                                             for head in bias.tolist()]}
+                         | ({"note": note} if note else {})))
+        return
+    if note:
+        console.print(escape(f"{show}: {note}"), highlight=False)
+    if bias is not None:
+        for h, head in enumerate(bias.tolist()):
+            table = Table(title=f"{show}, head {h} (rows: query i, columns: key j)", show_header=True)
+            table.add_column("i\\j")
+            for j in range(length):
+                table.add_column(str(j), justify="right")
+            for i, row in enumerate(head):
+                table.add_row(str(i), *[f"{v:.3g}" for v in row])
+            console.print(table)
 
 
 # -- che run ----------------------------------------------------------------------------------------
@@ -184,22 +231,29 @@ ResultsOption = Annotated[Path, typer.Option("--results", help="Results folder."
 @app.command("run")
 @user_errors
 def run_command(
-    task: Annotated[str, typer.Option(help="Task name (`che tasks`).")],
-    pe: Annotated[str, typer.Option(help="Positional encoding (`che pes`), e.g. dape-kerple.")],
-    preset: Annotated[str, typer.Option(help="smoke (seconds), cpu (minutes), paper (the DAPE setting).")] = "cpu",
+    task: Annotated[Optional[str], typer.Option(help="Task name (`che tasks`).", show_default=False)] = None,
+    pe: Annotated[Optional[str], typer.Option(
+        help="Positional encoding (`che pes`), e.g. dape-kerple.", show_default=False)] = None,
+    config_file: Annotated[Optional[Path], typer.Option(
+        "--config", help="A TOML file with the keys of sweep files (preset, tasks, pes, seeds, lrs, results, "
+                         "plugins, [overrides]); options given here win.", show_default=False)] = None,
+    preset: Annotated[Optional[str], typer.Option(
+        help="smoke (seconds), cpu (minutes), paper (the DAPE setting) [default: cpu].", show_default=False)] = None,
     steps: Annotated[Optional[int], typer.Option(help="Training steps.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Training batch size.")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Adam learning rate (constant).")] = None,
     train_length: Annotated[Optional[int], typer.Option(help="Train on lengths 1..N.")] = None,
     max_test_length: Annotated[Optional[int], typer.Option(help="Evaluate on lengths 1..M.")] = None,
     eval_samples: Annotated[Optional[int], typer.Option(help="Test examples per length.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the model, data, dropout and positions.")] = 0,
+    seed: Annotated[Optional[int], typer.Option(
+        help="Seed of the model, data, dropout and positions [default: 0].", show_default=False)] = None,
     seeds: Annotated[Optional[str], typer.Option(
         help="Several seeds (a count N or a list 0,4,7): train them together as one pack.")] = None,
     lrs: Annotated[Optional[str], typer.Option(
         help="Several learning rates (1e-4,3e-4): with --seeds, every pair, as one pack.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    results: ResultsOption = DEFAULT_RESULTS,
+    results: Annotated[Optional[Path], typer.Option(
+        help=f"Results folder [default: the --config file's, else {DEFAULT_RESULTS}].", show_default=False)] = None,
     force: Annotated[bool, typer.Option(help="Run again even if finished; discard a checkpoint.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")] = False,
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of a live display.")] = False,
@@ -235,30 +289,45 @@ def run_command(
     eval_memory_gb: Annotated[Optional[float], typer.Option(help="Memory budget of evaluation chunks.")] = None,
     plugin: PluginOption = None,
 ):
-    """Train one model on a task with a PE, evaluate it on every length, store the result."""
-    from che.config import make_config
-    from che.models.positional import canonical_pe_name
+    """Train one model on a task with a PE, evaluate it on every length, store the result.
+
+    With --seeds and --lrs, the runs train together as one pack and each writes its own result."""
+    from che.models.positional import canonical_pe_name  # noqa: F401  (imports the PE zoo)
     from che.progress import FanOut, LogReporter, RichReporter, TensorBoardReporter, accuracy_chart
     from che.registry import TASKS
-    from che.runners.estimate import estimate_seconds, format_duration
     from che.results import is_finished, result_path
+    from che.runners.estimate import estimate_seconds, format_duration
     from che.runners.run import execute_pack, pick_device
-    from che.runners.sweep import parse_lrs, parse_seeds
+    from che.runners.sweep import build_grid, read_spec
     from che.runners.train import Interrupted
 
-    _load_plugins(plugin)
-    task_obj = TASKS.get(task)
-    run_seeds = parse_seeds(seeds, "--seeds") if seeds is not None else [seed]
-    run_lrs = parse_lrs(lrs, "--lrs") if lrs is not None else [lr]
-    configs = [make_config(
-        task, canonical_pe_name(pe), preset, seed=s, steps=steps, batch_size=batch_size, lr=rate,
+    label, values = read_spec(str(config_file)) if config_file is not None else ("command line", {})
+    if seed is not None and seeds is not None:
+        raise CheError("give --seed or --seeds, not both")
+    if lr is not None and lrs is not None:
+        raise CheError("give --lr or --lrs, not both")
+    if lr is not None and not 0 < lr < 1:
+        raise CheError(f"--lr must be in (0, 1), got {lr:g}")
+    if seed is not None and not 0 <= seed < 2**32:
+        raise CheError(f"--seed must be in [0, 2^32), got {seed}")
+    grid = build_grid(
+        values, label, tasks=task, pes=pe, seeds=seeds if seeds is not None else None if seed is None else [seed],
+        lrs=lrs if lrs is not None else None if lr is None else [lr], preset=preset, results=results,
+        plugins=plugin, steps=steps, batch_size=batch_size,
         train_length=train_length, max_test_length=max_test_length, eval_samples=eval_samples,
         n_layers=n_layers, d_model=d_model, n_heads=n_heads, dropout=dropout, eval_dropout=eval_dropout,
         rand_max_length=rand_max_length, rand_at_eval=rand_at_eval, rand_mode=rand_mode, length_seed=length_seed,
         learned_max_length=learned_max_length, dape_width=dape_width, dape_variant=dape_variant,
         dape_kernel=dape_kernel, dape_impl=dape_impl, dape_init=dape_init, bf16=bf16, compile=compile,
         cuda_graphs=cuda_graphs, checkpoint_every=checkpoint_every, eval_memory_gb=eval_memory_gb,
-    ) for rate in run_lrs for s in run_seeds]
+        require_tasks="--task", require_pes="--pe")
+    if len(grid.tasks) != 1 or len(grid.pes) != 1:
+        raise CheError(f"che run trains one task x PE, {label} gives {len(grid.tasks)} task(s) x {len(grid.pes)} "
+                       f"PE(s); use che sweep for a grid")
+    configs = grid.configs()
+    task, preset, results = grid.tasks[0], grid.preset, grid.results
+    task_obj = TASKS.get(task)
+    run_seeds = grid.seeds
     config = configs[0]
     torch_device = pick_device(device)
     out = err_console if quiet else console
@@ -556,8 +625,43 @@ def _sweep_dry_run(grid, configs, executor: str, jobs: int | None, jobs_per_gpu:
                       highlight=False, soft_wrap=True)
 
 
+@app.callback(invoke_without_command=True)
+def main_options(
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    threads: Annotated[Optional[int], typer.Option(
+        "--threads", help="Torch threads [default: OMP_NUM_THREADS, else the usable cores].", min=1, max=1024,
+    )] = None,
+):
+    """Chomsky Hierarchy Evaluation: how well does a positional encoding let a transformer generalize
+    to longer inputs?"""
+    if version:
+        from che import __version__
+
+        print(f"che (distribution che-bench) {__version__}")
+        raise typer.Exit(0)
+    # Before any command imports torch: passive OpenMP waiting and a thread count that fits the machine.
+    configure_threads(threads)
+    if ctx.invoked_subcommand is None:
+        print(ctx.get_help())
+        raise typer.Exit(0)
+
+
 def main() -> None:
-    app()
+    """The `che` command: usage errors are one line, `error: ...`, with exit code 2."""
+    from typer.exceptions import TyperException
+
+    os.environ.setdefault("CHE_COMMAND", shlex.join(["che", *sys.argv[1:]]))  # stored with each result
+    try:
+        code = typer.main.get_command(app).main(standalone_mode=False)
+    except TyperException as exc:  # click's usage errors (exit code 2) and other reported errors
+        ctx = getattr(exc, "ctx", None)
+        where = f"che {ctx.command_path.split(' ', 1)[1]}" if ctx is not None and " " in ctx.command_path else "che"
+        print(f"error: {exc.format_message()} (see {where} --help)", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ checkpoint interval, evaluation memory budget) and the preset's name.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -76,7 +77,14 @@ class RunConfig:
         return cls(**data)
 
     def identity(self) -> dict:
-        return {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY}
+        """What determines the result: the settings, and the versions of the task's and the PE's
+        implementations (`implementations`)."""
+        values = {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY}
+        return values | {"implementations": self.implementations()}
+
+    def implementations(self) -> dict:
+        """{"task": {name: version}, "pe": {class name: version, ...}} of the code this run uses."""
+        return implementation_versions(self.task, self.pe)
 
     def config_hash(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str)
@@ -132,6 +140,24 @@ class RunConfig:
 
 
 NOT_IDENTITY = {"preset", "dape_impl", "compile", "cuda_graphs", "attention", "checkpoint_every", "eval_memory_gb"}
+
+@functools.lru_cache(maxsize=None)
+def _implementation_versions(task: str, pe: str) -> str:
+    from che.models.positional import parse_pe
+    from che.models.positional.dape import DAPE
+    from che.registry import TASKS
+
+    task_cls = TASKS.get(task)
+    build = parse_pe(pe, None)
+    pes = {build.cls.name: getattr(build.cls, "version", 1)}
+    if build.dape:
+        pes["dape"] = DAPE.version
+    return json.dumps({"task": {task_cls.name: getattr(task_cls, "version", 1)}, "pe": pes})
+
+
+def implementation_versions(task: str, pe: str) -> dict:
+    return json.loads(_implementation_versions(task, pe))
+
 
 # Runs that differ only in these train together as one pack (`che.runners.train.Trainer`).
 PACK_FIELDS = ("seed", "lr")

@@ -22,7 +22,9 @@ from typing import Any
 from che.errors import CheError
 from che.registry import CheWarning
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 DEFAULT_RESULTS = Path("results/runs")
 REQUIRED_KEYS = ("task", "pe", "config", "accuracy_by_length", "ood_accuracy", "in_distribution_accuracy")
 
@@ -49,6 +51,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as any file the user creates (mkstemp makes it 0600)
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=1, sort_keys=False)
             f.flush()

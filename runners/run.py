@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import torch
 from che.config import RunConfig
 from che.errors import CheError
 from che.registry import TASKS, loaded_plugins
-from che.results import (SCHEMA_VERSION, checkpoint_path, describe_device, git_revision,
+from che.results import (SCHEMA_VERSION, checkpoint_path, command_line, describe_device, git_revision,
                          is_finished, result_path, run_dir, versions, write_json_atomic)
 from che.runners.evaluate import evaluate, summarize
 from che.runners.train import Trainer, check_pack, model_config
@@ -163,6 +164,9 @@ def _train_and_evaluate(configs, task, results, device, force, resume, reporter)
             "pe": config.pe,
             "seed": config.seed,
             "config": config.to_dict(),
+            "implementations": config.implementations(),
+            "command": os.environ.get("CHE_COMMAND") or command_line(),
+            "threads": torch.get_num_threads(),
             **common,
             **summarize(accuracies[k], config.train_length),
             "accuracy_by_length": accuracies[k],

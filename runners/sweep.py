@@ -117,7 +117,8 @@ def _read_text(path: Path) -> str:
 
 
 def build_grid(values: dict | None = None, label: str = "command line", *, tasks=None, pes=None,
-               seeds=None, lrs=None, preset=None, results=None, plugins=None, **overrides) -> Grid:
+               seeds=None, lrs=None, preset=None, results=None, plugins=None, require_tasks: str = "--tasks all",
+               require_pes: str = "--pes", **overrides) -> Grid:
     """A Grid from a sweep file's values, with the options given on the command line winning.
 
     Command-line values are strings as typed (`"a,b"`, `"3"`); file values are TOML lists, numbers
@@ -142,10 +143,10 @@ def build_grid(values: dict | None = None, label: str = "command line", *, tasks
 
     task_value, what = pick("tasks", tasks)
     if task_value is None:
-        raise CheError("no tasks: pass --tasks all or --tasks a,b (or give `tasks` in the sweep file)")
+        raise CheError(f"no task: pass {require_tasks} (or give `tasks` in a sweep or config file)")
     pe_value, what_pe = pick("pes", pes)
     if pe_value is None:
-        raise CheError("no positional encodings: pass --pes a,b (or give `pes` in the sweep file)")
+        raise CheError(f"no positional encoding: pass {require_pes} (or give `pes` in a sweep or config file)")
     seed_value, what_seed = pick("seeds", seeds)
     lr_value, what_lr = pick("lrs", lrs)
     results_value, what_results = pick("results", results)

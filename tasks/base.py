@@ -8,6 +8,7 @@ reference never pads). The model sees `input_length(N)` input tokens followed by
 from __future__ import annotations
 
 import random
+import sys
 from abc import ABC, abstractmethod
 from typing import ClassVar, NamedTuple
 
@@ -35,6 +36,9 @@ class Task(ABC):
     terminator: ClassVar[int | None] = None  # accuracy counts positions up to and including it
     input_symbols: ClassVar[tuple[str, ...] | None] = None   # how `che sample --format text` shows ids
     output_symbols: ClassVar[tuple[str, ...] | None] = None
+    # Raise when the sampler's output changes: the version is part of every run's identity, so a
+    # finished result of the old sampler is not taken for one of the new.
+    version: ClassVar[int] = 1
 
     # -- lengths ------------------------------------------------------------------------------
     def input_length(self, length: int) -> int:
@@ -61,7 +65,27 @@ class Task(ABC):
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
         inputs, targets = self._sample(batch_size, length, generator)
+        self._check(inputs, "inputs", (batch_size, self.input_length(length)), self.input_size, length)
+        self._check(targets, "targets", (batch_size, self.output_length(length)), self.output_size, length)
         return Batch(inputs, targets, self.accuracy_mask(targets))
+
+    def _check(self, ids, what: str, shape: tuple[int, int], size: int, length: int) -> None:
+        """A sampler's output, checked (a plugin's mistakes would otherwise train quietly into a
+        valid-looking result, or end in a torch traceback): int64, the declared shape, ids in
+        [0, size) (for inputs, `size` itself is the model's reserved empty token)."""
+        problem = None
+        if not isinstance(ids, torch.Tensor) or ids.dtype != torch.int64:
+            problem = f"{what} of type {getattr(ids, 'dtype', type(ids).__name__)}, not int64 ids"
+        elif tuple(ids.shape) != shape:
+            problem = f"{what} of shape {list(ids.shape)}, expected {list(shape)}"
+        elif ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= size):
+            problem = (f"{what} with ids from {int(ids.min())} to {int(ids.max())}, outside 0..{size - 1}"
+                       + (f" ({size} is the model's empty token)" if what == "inputs" else ""))
+        if problem is not None:
+            from che.errors import CheError
+
+            source = getattr(sys.modules.get(type(self).__module__), "__file__", type(self).__module__)
+            raise CheError(f"task '{self.name}' ({source}): its sampler returned {problem} at length {length}")
 
     @abstractmethod
     def _sample(self, batch_size: int, length: int,

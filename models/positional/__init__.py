@@ -122,8 +122,9 @@ def describe_pes(config) -> list[dict]:
         cls = entry.obj
         build = parse_pe(cls.name, config)
         rows.append({"name": cls.name, "family": cls.family, "parameters": _parameters_text(build),
-                     "bidirectional": cls.bidirectional, "citation": cls.citation, "source": entry.source,
-                     "aliases": {alias: cls.name for alias in cls.aliases}})
+                     "bidirectional": cls.bidirectional, "citation": cls.citation, "cite": short_citation(cls.citation),
+                     "source": entry.source, "aliases": {alias: cls.name for alias in cls.aliases},
+                     "about": " ".join((cls.__doc__ or "").split())})
     dape = _parameters_text(parse_pe("dape-alibi", config))
     dape2 = _parameters_text(parse_pe("dape2-alibi", config))
     rows += [
@@ -144,7 +145,17 @@ def describe_pes(config) -> list[dict]:
          "citation": "Zheng et al. 2025, DAPE V2: Process Attention Score as Feature Map (arXiv 2410.04798)",
          "source": BUILTIN},
     ]
+    for row in rows[-3:]:
+        row["cite"] = short_citation(row["citation"])
+        row["about"] = row["bidirectional"]
+        row["aliases"] = {}
     return rows
+
+
+def short_citation(citation: str) -> str:
+    """'Press et al. 2022, Train Short, Test Long (ALiBi)' -> 'Press et al. 2022': the first source's
+    authors and year, for tables that must fit 80 columns (`che pes NAME` gives the whole one)."""
+    return citation.split(";")[0].split(",")[0].strip()
 
 
 def initial_bias(name: str, length: int, heads: int):

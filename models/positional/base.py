@@ -90,6 +90,9 @@ class PositionalEncoding(nn.Module):
     bidirectional: ClassVar[str] = "native"  # how a PE published for causal models sees keys j > i
     aliases: ClassVar[tuple[str, ...]] = ()
     position_based: ClassVar[bool] = True    # False: the `rand-` modifier does not apply
+    # Raise when what the PE computes changes: the version is part of every run's identity, so a
+    # finished result of the old implementation is not taken for one of the new.
+    version: ClassVar[int] = 1
 
     def __init__(self, config, randomized: bool = False):
         super().__init__()

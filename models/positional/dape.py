@@ -56,6 +56,7 @@ class DAPE(AttentionPE):
 
     family = "DAPE"
     citation = CITATION
+    version = 1
 
     def __init__(self, config, base: AttentionPE, kernel: int = 1):
         super().__init__(config)

@@ -48,6 +48,7 @@ class Relative(AttentionPE):
     With the defaults it adds 5 x (64*64 + 2*8*8) = 21,120 parameters (270,082 on a binary task).
     """
 
+    version = 2  # round 2: randomized by RPE's offsets (rand_mode)
     name = "relative"
     family = "relative"
     citation = "Dai et al. 2019, Transformer-XL (relative positional encoding); Delétang et al. 2023 (CHE)"

@@ -1,0 +1,52 @@
+"""What `che tasks` and `che pes` list for the built-in tasks and PEs, kept in files generated from
+the code, so that those commands answer without importing torch (which takes seconds).
+
+`python -m che.listings` rewrites the files; tests/test_listings.py fails when they are stale. With
+plugins (`--plugin`, CHE_PLUGINS, installed entry points), the commands import everything and
+describe it live instead.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+FOLDER = Path(__file__).parent / "data"
+TASKS_FILE, PES_FILE = FOLDER / "tasks.json", FOLDER / "pes.json"
+
+
+def builtin_tasks() -> list[dict]:
+    return json.loads(TASKS_FILE.read_text())
+
+
+def builtin_pes() -> list[dict]:
+    return json.loads(PES_FILE.read_text())
+
+
+def describe_tasks(builtin_only: bool = False) -> list[dict]:
+    """Every registered task as `che tasks` lists it (imports the tasks, and torch)."""
+    from che.registry import BUILTIN, TASKS
+    from che.tasks import LEVELS
+
+    entries = [e for e in TASKS.entries() if not builtin_only or e.source == BUILTIN]
+    entries.sort(key=lambda e: (LEVELS.index(e.obj.level) if e.obj.level in LEVELS else len(LEVELS), e.name))
+    return [e.obj.describe() | {"source": e.source} for e in entries]
+
+
+def describe_all_pes(builtin_only: bool = False) -> list[dict]:
+    """Every registered PE (and the modifiers) as `che pes` lists it (imports torch)."""
+    from che.models import ModelConfig
+    from che.models.positional import describe_pes
+    from che.registry import BUILTIN
+
+    rows = describe_pes(ModelConfig(input_size=2, output_size=2))
+    return [r for r in rows if not builtin_only or r["source"] == BUILTIN]
+
+
+def write() -> None:
+    TASKS_FILE.write_text(json.dumps(describe_tasks(builtin_only=True), indent=1, ensure_ascii=False) + "\n")
+    PES_FILE.write_text(json.dumps(describe_all_pes(builtin_only=True), indent=1, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    write()
