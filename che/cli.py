@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -64,6 +65,30 @@ def _load_plugins(plugins: list[str] | None) -> None:
     load_plugins(plugins)
 
 
+PLOT_FORMATS = ("png", "pdf", "svg")
+
+
+def _check_output(what: str, path: Path | None, suffixes: tuple[str, ...] | None = None) -> None:
+    """Refuse, before any work, an output path that is a folder, has an unknown format or cannot be
+    written (its folder is made if missing)."""
+    if path is None:
+        return
+    if suffixes is not None and path.suffix.lower().lstrip(".") not in suffixes:
+        raise CheError(f"{what} '{path}': unknown format '{path.suffix or '(none)'}' "
+                       f"(choices: {', '.join('.' + s for s in suffixes)})")
+    if path.is_dir():
+        raise CheError(f"{what} '{path}' is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists()
+        with open(path, "a"):
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as exc:
+        raise CheError(f"{what} '{path}' cannot be written: {exc.strerror or exc}") from None
+
+
 def _check_range(what: str, value: int, low: int, high: int | None = None) -> None:
     if value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
@@ -110,7 +135,7 @@ def sample_command(
     task: Annotated[str, typer.Option(help="Task name (`che tasks`).")],
     length: Annotated[int, typer.Option(help="Length N.")],
     count: Annotated[int, typer.Option(help="Number of samples.")] = 5,
-    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Sampler seed.", min=0, max=2**63 - 1)] = 0,
     format: Annotated[str, typer.Option("--format", help="jsonl or text.")] = "text",
     plugin: PluginOption = None,
 ):
@@ -296,7 +321,8 @@ def run_command(
     from che.progress import FanOut, LogReporter, RichReporter, TensorBoardReporter, accuracy_chart
     from che.registry import TASKS
     from che.results import is_finished, result_path
-    from che.runners.estimate import estimate_seconds, format_duration
+    from che.runners.estimate import (available_memory_bytes, estimate_seconds, format_duration,
+                                      training_memory_bytes)
     from che.runners.run import execute_pack, pick_device
     from che.runners.sweep import build_grid, read_spec
     from che.runners.train import Interrupted
@@ -327,36 +353,54 @@ def run_command(
     configs = grid.configs()
     task, preset, results = grid.tasks[0], grid.preset, grid.results
     task_obj = TASKS.get(task)
+    _probe_sampler(task_obj, configs[0])
     run_seeds = grid.seeds
     config = configs[0]
     torch_device = pick_device(device)
+    # The estimate is an upper bound (fused attention never holds the T x T scores): refuse only what
+    # cannot fit even at a quarter of it; a step that still fails to allocate is caught below.
+    need, free = training_memory_bytes(config, task_obj, len(configs)), available_memory_bytes(torch_device)
+    if need / 4 > free:
+        raise CheError(_memory_message(config, len(configs), need, free))
     out = err_console if quiet else console
     runs = (f"seed {config.seed}, lr {config.lr:g}" if len(configs) == 1 else
             f"{len(configs)} runs packed (seeds {', '.join(map(str, run_seeds))} x lr "
             f"{', '.join(f'{c:g}' for c in dict.fromkeys(c.lr for c in configs))})")
     out.print(escape(f"{task} x {config.pe}  preset {preset}: {config.steps} steps, batch {config.batch_size}, "
                      f"train 1..{config.train_length}, test 1..{config.max_test_length} x {config.eval_samples}, "
-                     f"{runs}, {torch_device}"), highlight=False)
+                     f"{runs}, {torch_device}"), highlight=False, soft_wrap=True)
     if force or not all(is_finished(result_path(results, c)) for c in configs):
-        estimate = estimate_seconds(configs, task_obj, torch_device)
+        with _allocation_failures(config, len(configs), need, free):
+            estimate = estimate_seconds(configs, task_obj, torch_device)
         low, high = estimate["train_range_s"]
         out.print(f"estimated cost (measured here): training ~{format_duration(estimate['train_s'])} "
                   f"({format_duration(low)}-{format_duration(high)}; {1 / estimate['step_s']:.1f} steps/s), "
-                  f"evaluation ~{format_duration(estimate['eval_s'])}", highlight=False)
+                  f"evaluation ~{format_duration(estimate['eval_s'])}", highlight=False, soft_wrap=True)
     if tensorboard is not None:
         try:
             tb = TensorBoardReporter(str(tensorboard))
         except ImportError:
-            raise CheError("--tensorboard needs the tensorboard package: pip install 'che[tensorboard]'") from None
+            raise CheError("--tensorboard needs the tensorboard package: pip install 'che-bench[tensorboard]'") from None
     else:
         tb = None
     reporter = FanOut(LogReporter(out) if quiet else RichReporter(console), tb)
     try:
-        outcomes = execute_pack(configs, results, device=device, force=force, resume=resume, reporter=reporter)
+        with _allocation_failures(config, len(configs), need, free):
+            outcomes = execute_pack(configs, results, device=device, force=force, resume=resume, reporter=reporter)
     except Interrupted as stop:
         reporter.close()
-        err_console.print(f"{stop}; continue with the same command and --resume", highlight=False)
+        print(f"{stop}; continue with the same command and --resume", file=sys.stderr)
         raise typer.Exit(130) from None
+    except KeyboardInterrupt:  # during evaluation: training ended with a checkpoint
+        reporter.close()
+        print("interrupted during evaluation; the trained model is in its checkpoint: continue with the same "
+              "command and --resume", file=sys.stderr)
+        raise typer.Exit(130) from None
+    except FloatingPointError as exc:  # every run of the pack diverged
+        reporter.close()
+        print(f"error: {exc} ({config.task} x {config.pe}, lr {config.lr:g}); nothing was stored: try a lower "
+              f"learning rate", file=sys.stderr)
+        raise typer.Exit(1) from None
     finally:
         reporter.close()
     n = config.train_length
@@ -379,6 +423,32 @@ def run_command(
         raise typer.Exit(1)
 
 
+def _memory_message(config, runs: int, need: int, free: int) -> str:
+    return (f"a training step of {config.task} at --train-length {config.train_length} with --batch-size "
+            f"{config.batch_size}{f' x {runs} runs' if runs > 1 else ''} needs up to {need / 2**30:.1f} GiB; "
+            f"{free / 2**30:.1f} GiB are free: lower --batch-size or --train-length")
+
+
+@contextlib.contextmanager
+def _allocation_failures(config, runs: int, need: int, free: int):
+    """An allocation that fails (torch.OutOfMemoryError, "can't allocate memory") as one line."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as exc:
+        if not isinstance(exc, MemoryError) and "memory" not in str(exc).lower():
+            raise
+        raise CheError(_memory_message(config, runs, need, free) + " (an allocation failed)") from None
+
+
+def _probe_sampler(task, config) -> None:
+    """Sample a small batch at the shortest and longest lengths the run uses, so that a sampler
+    that breaks its contract is refused (one line, from Task.sample's checks) before anything runs."""
+    import torch
+
+    for length in sorted({1, config.train_length, config.max_test_length}):
+        task.sample(2, length, torch.Generator().manual_seed(0))
+
+
 # -- che leaderboard --------------------------------------------------------------------------------
 @app.command("leaderboard")
 @user_errors
@@ -389,13 +459,15 @@ def leaderboard_command(
     out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of the terminal.")] = None,
     reference: Annotated[Optional[str], typer.Option(
         help="Show a published table beside ours, e.g. dape2024_che_table2.")] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="Save accuracy-against-length plots (PNG/PDF/SVG).")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Save accuracy-against-length plots (.png, .pdf or .svg).")] = None,
 ):
     """The tasks x PEs table of OOD accuracy, from a folder of results."""
     from che import leaderboard as lb
 
     if format not in lb.FORMATS:
         raise CheError(f"unknown format '{format}' (choices: {', '.join(lb.FORMATS)})")
+    _check_output("--out", out)
+    _check_output("--plot", plot, PLOT_FORMATS)
     board = lb.build(results, agg, reference)
     rendered = lb.render(board, format)
     if out is not None:
@@ -458,6 +530,7 @@ def bench_command(
     _check_range("--batch-size", batch_size, 1, 1_000_000)
     _check_range("--eval-batch", eval_batch, 1, 1_000_000)
     _check_range("--repeats", repeats, 1, 1000)
+    _check_output("--out", out)
     torch_device = pick_device(device)
     if pack is not None:
         _check_range("--pack", pack, 1, 1024)

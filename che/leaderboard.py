@@ -10,6 +10,7 @@ each cell shows ours beside the published number and the difference.
 from __future__ import annotations
 
 import csv
+import html
 import importlib.resources
 import io
 import json
@@ -188,15 +189,13 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def cell_text(board: Leaderboard, task: str, pe: str, mark_best: str = "") -> str:
+def cell_text(board: Leaderboard, task: str, pe: str) -> str:
     cell = board.cells.get((task, pe))
     ours = "–" if cell is None else _fmt(cell.value)
     if cell is not None:
         if cell.std is not None and cell.runs > 1:
             ours += f" ± {cell.std:.1f}"
         ours += f" ({cell.runs})"
-        if mark_best and board.best_pe(task) == pe:
-            ours = mark_best.format(ours)
     ref = board.reference.get((task, pe))
     if board.reference_name and ref is not None:
         diff = "" if cell is None else f", {cell.value - ref:+.1f}"
@@ -204,12 +203,17 @@ def cell_text(board: Leaderboard, task: str, pe: str, mark_best: str = "") -> st
     return ours
 
 
-def rows(board: Leaderboard, mark_best: str = "") -> tuple[list[str], list[list[str]]]:
-    header = ["level", "task", "chance"] + board.pes
+def rows(board: Leaderboard, mark_best: str = "", quote=str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows as text; `quote` escapes what comes from the results (task and PE names, cell
+    texts) for the output's markup (html.escape for HTML, rich's escape for the terminal)."""
+    header = ["level", "task", "chance"] + [quote(pe) for pe in board.pes]
     body = []
     for task in board.tasks:
-        body.append([board.levels[task], task, _fmt(board.chance.get(task), 0)]
-                    + [cell_text(board, task, pe, mark_best) for pe in board.pes])
+        cells = []
+        for pe in board.pes:
+            text = quote(cell_text(board, task, pe))
+            cells.append(mark_best.format(text) if mark_best and board.best_pe(task) == pe else text)
+        body.append([quote(board.levels[task]), quote(task), _fmt(board.chance.get(task), 0)] + cells)
     for label, tasks, stats in board.averages():
         line = ["", f"average: {label}", ""]
         for pe in board.pes:
@@ -217,7 +221,7 @@ def rows(board: Leaderboard, mark_best: str = "") -> tuple[list[str], list[list[
             text = _fmt(mean)
             if mean is not None and counted < len(tasks):
                 text += f" ({counted}/{len(tasks)} tasks)"
-            line.append(text)
+            line.append(quote(text))
         body.append(line)
     return header, body
 
@@ -242,8 +246,8 @@ def render(board: Leaderboard, fmt: str):
         header, body = rows(board, mark_best="**{}**")
         return f"{tabulate(body, header, tablefmt='github')}\n\n{caption(board)}\n"
     if fmt == "html":
-        header, body = rows(board, mark_best="<b>{}</b>")
-        return tabulate(body, header, tablefmt="unsafehtml") + f"\n<p>{caption(board)}</p>\n"
+        header, body = rows(board, mark_best="<b>{}</b>", quote=html.escape)
+        return tabulate(body, header, tablefmt="unsafehtml") + f"\n<p>{html.escape(caption(board))}</p>\n"
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out)
@@ -277,10 +281,11 @@ def render(board: Leaderboard, fmt: str):
 
 
 def rich_table(board: Leaderboard):
+    from rich.markup import escape
     from rich.table import Table
 
-    header, body = rows(board, mark_best="[bold green]{}[/]")
-    table = Table(title="CHE leaderboard", caption=caption(board), show_lines=False)
+    header, body = rows(board, mark_best="[bold green]{}[/]", quote=escape)
+    table = Table(title="CHE leaderboard", caption=escape(caption(board)), show_lines=False)
     for i, column in enumerate(header):
         table.add_column(column, justify="left" if i < 2 else "right", no_wrap=i == 1)
     previous_level = None

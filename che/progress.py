@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import collections
 import time
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from che.runners.run import Reporter
+
+
+class RecentRate:
+    """Steps per second over the last `window` seconds (at least two readings), so that an ETA
+    follows the speed now, not the average since a slow start (estimation, graph capture)."""
+
+    def __init__(self, window: float = 30.0):
+        self.window = window
+        self.readings: collections.deque[tuple[float, int]] = collections.deque()
+
+    def add(self, step: int) -> float:
+        now = time.perf_counter()
+        self.readings.append((now, step))
+        while len(self.readings) > 2 and now - self.readings[0][0] > self.window:
+            self.readings.popleft()
+        (t0, s0), (t1, s1) = self.readings[0], self.readings[-1]
+        return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
 
 
 class FanOut(Reporter):
@@ -53,13 +71,13 @@ class RichReporter(Reporter):
     def start(self, config, resumed_from):
         self.progress.start()
         self.train_task = self.progress.add_task("train", total=config.steps, completed=resumed_from, info="")
-        self._first, self._first_time = resumed_from, time.perf_counter()
+        self.rate = RecentRate()
 
     def step(self, state, loss, accuracy):
         decay = 0.95 if self.loss is not None else 0.0  # smoothed for display only
         self.loss = loss if self.loss is None else decay * self.loss + (1 - decay) * loss
         self.accuracy = accuracy if self.accuracy is None else decay * self.accuracy + (1 - decay) * accuracy
-        rate = (state.step - self._first) / max(time.perf_counter() - self._first_time, 1e-9)
+        rate = self.rate.add(state.step)
         self.progress.update(self.train_task, completed=state.step,
                              info=f"loss {self.loss:.4f}  acc {100 * self.accuracy:5.1f}%  {rate:6.2f} steps/s")
 
@@ -84,15 +102,15 @@ class LogReporter(Reporter):
 
     def start(self, config, resumed_from):
         self.total, self.every = config.steps, max(1, config.steps // 20)
-        self._first, self._first_time = resumed_from, time.perf_counter()
+        self.rate = RecentRate()
+        self.rate.add(resumed_from)
         if resumed_from:
             self._print(f"resuming at step {resumed_from}")
 
     def step(self, state, loss, accuracy):
+        rate = self.rate.add(state.step)
         if state.step % self.every and state.step != self.total:
             return
-        elapsed = time.perf_counter() - self._first_time
-        rate = (state.step - self._first) / max(elapsed, 1e-9)
         eta = (self.total - state.step) / rate if rate else float("nan")
         self._print(f"step {state.step}/{self.total}  loss {loss:.4f}  acc {100 * accuracy:.1f}%  "
                     f"{rate:.2f} steps/s  eta {eta:.0f}s")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import stat
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,6 @@ SCHEMA_VERSION = 2
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 DEFAULT_RESULTS = Path("results/runs")
-REQUIRED_KEYS = ("task", "pe", "config", "accuracy_by_length", "ood_accuracy", "in_distribution_accuracy")
 
 
 def run_dir(results: Path, task: str, pe: str) -> Path:
@@ -70,28 +70,50 @@ def is_finished(path: Path) -> bool:
         return False
 
 
+MAX_RESULT_BYTES = 64 * 2**20  # a result file is ~20 kB; anything far larger is not one
+
+
+def read_json_file(path: Path) -> dict:
+    """A JSON object from a regular file of sane size: FIFOs, devices (also behind a symlink) and
+    huge files are refused with ValueError instead of hanging or filling the memory."""
+    info = os.stat(path)  # follows symlinks
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError("not a regular file")
+    if info.st_size > MAX_RESULT_BYTES:
+        raise ValueError(f"{info.st_size:,} bytes, more than a result file can be")
+    record = json.loads(Path(path).read_text())
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    return record
+
+
 def load_results(results: Path) -> list[dict]:
-    """Every finished result under a folder; corrupt or partial files are skipped with a warning."""
+    """Every finished, valid result under a folder, each run once. Files that are not results, or
+    whose values are not what a result holds (`che.schema.FinishedResult`: types, ranges, finite
+    numbers), are skipped with a warning; a run id seen twice (a copied file) counts once."""
+    from che.schema import invalid_reason
+
     results = Path(results)
     if not results.is_dir():
         raise CheError(f"results folder '{results}' does not exist (run `che run` or `che sweep` first, "
                        f"or pass --results)")
-    records = []
+    records, seen = [], {}
     for path in sorted(results.rglob("*.json")):
         if path.name.endswith(".failed.json") or path.name.startswith("."):
             continue
         try:
-            record = json.loads(path.read_text())
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
-            missing = [k for k in REQUIRED_KEYS if k not in record]
-            if missing:
-                raise ValueError(f"missing {', '.join(missing)}")
-            if record.get("status") != "finished":
-                raise ValueError(f"status is {record.get('status')!r}")
-        except (OSError, ValueError) as exc:
+            record = read_json_file(path)
+            reason = invalid_reason(record)
+            if reason:
+                raise ValueError(reason)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
             warnings.warn(f"skipping result file {path}: {exc}", CheWarning, stacklevel=2)
             continue
+        if record["run_id"] in seen:
+            warnings.warn(f"skipping result file {path}: run {record['run_id']} already read from "
+                          f"{seen[record['run_id']]}", CheWarning, stacklevel=2)
+            continue
+        seen[record["run_id"]] = path
         record["_path"] = str(path)
         records.append(record)
     if not records:

@@ -90,6 +90,29 @@ def estimate_seconds(configs, task, device: torch.device) -> dict:
             "train_range_s": (per_step["low"] * config.steps, per_step["high"] * 1.05 * config.steps)}
 
 
+def training_memory_bytes(config, task, pack: int = 1) -> int:
+    """About what a training step of `pack` runs holds at the longest training length: every layer
+    keeps about twice the forward working set of one example (`bytes_per_example`) per example for
+    the backward pass, plus weights, gradients and Adam's state."""
+    from che.runners.evaluate import bytes_per_example
+    from che.runners.train import model_config, train_tokens
+
+    activations = 2 * config.n_layers * config.batch_size * bytes_per_example(
+        model_config(config, task), train_tokens(config, task))
+    weights = 4 * 4 * 12 * config.n_layers * config.d_model ** 2
+    return pack * (activations + weights)
+
+
+def available_memory_bytes(device) -> int:
+    """Free memory where the run will train: the GPU's, or the machine's (psutil)."""
+    import psutil
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return psutil.virtual_memory().available
+
+
 def format_duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"

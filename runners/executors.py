@@ -79,7 +79,9 @@ def run_pack(configs: list[dict], results: str, device: str = "auto", plugins: l
             for outcome, run in zip(outcomes, runs):
                 outcome["run_id"] = run.run_id
             try:
-                results_ = execute_pack(runs, Path(results), device=device, resume=True, reporter=_stop_relay())
+                # the sweep's dispatcher holds the runs' locks
+                results_ = execute_pack(runs, Path(results), device=device, resume=True, reporter=_stop_relay(),
+                                        lock=False)
             except Interrupted as stop:
                 for outcome in outcomes:
                     outcome.update(status="interrupted", step=stop.step, checkpoint=str(stop.checkpoint))
@@ -393,7 +395,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise CheError("the ray executor needs Ray: pip install 'che[ray]'") from None
+        raise CheError("the ray executor needs Ray: pip install 'che-bench[ray]'") from None
     return ray
 
 

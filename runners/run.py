@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import tempfile
 import random
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import torch
 
 from che.config import RunConfig
 from che.errors import CheError
+from che.locks import claim, release
 from che.registry import TASKS, loaded_plugins
 from che.results import (SCHEMA_VERSION, checkpoint_path, command_line, describe_device, git_revision,
                          is_finished, result_path, run_dir, versions, write_json_atomic)
@@ -79,11 +81,12 @@ def execute(config: RunConfig, results: Path, *, device: str = "auto", force: bo
 
 
 def execute_pack(configs: list[RunConfig], results: Path, *, device: str = "auto", force: bool = False,
-                 resume: bool = False, reporter: Reporter | None = None) -> list[Outcome]:
+                 resume: bool = False, reporter: Reporter | None = None, lock: bool = True) -> list[Outcome]:
     """Train the runs of a pack (configs differing only in seed and lr) together, evaluate them, and
     write one result per run, exactly as each would alone. Finished runs are skipped (unless
     `force`); a run whose loss became non-finite gets a "failed" outcome and the others go on; if
-    every run fails, `Diverged` is raised."""
+    every run fails, `Diverged` is raised. Each run's lock (`che.locks`) is taken for the duration,
+    unless `lock` is False: a sweep's dispatcher holds them for its workers."""
     reporter = reporter or Reporter()
     for config in configs:
         config.validate()
@@ -98,9 +101,51 @@ def execute_pack(configs: list[RunConfig], results: Path, *, device: str = "auto
         else:
             todo.append(config)
     if todo:
-        for config, outcome in zip(todo, _train_and_evaluate(todo, task, results, device, force, resume, reporter)):
-            outcomes[config.run_id] = outcome
+        check_writable(results)
+        locks = []
+        try:
+            for config in todo if lock else ():
+                run_lock, holder = claim(results, config)
+                if run_lock is None:
+                    raise CheError(f"{config.task} x {config.pe} seed {config.seed} lr {config.lr:g} is running "
+                                   f"elsewhere ({holder}); wait for it to finish")
+                locks.append(run_lock)
+            for config, outcome in zip(todo, _train_and_evaluate(todo, task, results, device, force, resume,
+                                                                 reporter)):
+                outcomes[config.run_id] = outcome
+        finally:
+            for run_lock in locks:
+                release(run_lock)
     return [outcomes[c.run_id] for c in configs]
+
+
+def check_writable(results: Path) -> None:
+    """Refuse (one line) a results folder that cannot take files, before hours of training."""
+    results = Path(results)
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        probe = results / f".write-test.{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise CheError(f"cannot write to the results folder '{results}': {exc.strerror or exc}") from None
+
+
+def write_result(path: Path, record: dict) -> Path:
+    """Write a result; if that fails (full disk, folder gone), keep it in the user's cache folder
+    and say where, so that a finished run is never lost. Returns where it is."""
+    try:
+        write_json_atomic(path, record)
+        return path
+    except OSError as exc:
+        rescue = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "che" / "rescued" / path.name
+        try:
+            write_json_atomic(rescue, record)
+        except OSError:
+            rescue = Path(tempfile.gettempdir()) / f"che-rescued-{path.name}"
+            write_json_atomic(rescue, record)
+        raise CheError(f"could not write the result to {path} ({exc.strerror or exc}); it is saved in {rescue}: "
+                       f"move it there when the folder is writable") from None
 
 
 def _train_and_evaluate(configs, task, results, device, force, resume, reporter) -> list[Outcome]:
@@ -181,7 +226,9 @@ def _train_and_evaluate(configs, task, results, device, force, resume, reporter)
             "steps_per_s": round(state.step / state.train_time_s, 3) if state.train_time_s else None,
             "resumed_from_step": resumed_from_step,
         }
-        write_json_atomic(path, record)
         outcomes.append(Outcome("finished", path, record))
+    for outcome in outcomes:  # the checkpoint stays until every result is written
+        if outcome.status == "finished":
+            write_result(outcome.path, outcome.record)
     checkpoint.unlink(missing_ok=True)
     return outcomes

@@ -6,9 +6,9 @@ sweep adds what a grid needs around it:
 
 - a grid from command-line options or a TOML file (`runners/sweeps/*.toml`; see `Grid`);
 - skipping finished runs, so that a sweep run again only does what is left;
-- a lock file per run (`<run-id>.lock`, holding host and pid), so that two sweeps over the same
-  folder share the work instead of repeating it; a lock left by a dead process on the same host is
-  taken over, a live one means the run is "running elsewhere" and is left alone this time;
+- a lock per run (`che.locks`: an OS file lock, released when its process ends), so that two
+  sweeps (or a sweep and a `che run`) over the same folder share the work instead of repeating it;
+  a held lock means the run is "running elsewhere" and is left alone this time;
 - a failure record per failed run (`<run-id>.failed.json`), written by the sweep and removed when a
   later attempt succeeds; the rest of the grid goes on;
 - Ctrl-C: the first stops dispatching and asks running runs to save a checkpoint (they continue
@@ -38,13 +38,14 @@ from pathlib import Path
 
 from che.config import PRESETS, RunConfig, make_config
 from che.errors import CheError, unknown_name_error
-from che.results import (DEFAULT_RESULTS, checkpoint_path, failure_path, is_finished, result_path,
-                         run_dir, write_json_atomic)
+from che.locks import claim, is_locked, lock_path, release
+from che.results import DEFAULT_RESULTS, checkpoint_path, failure_path, is_finished, result_path, write_json_atomic
 
 # -- the grid -------------------------------------------------------------------------------------
 SPEC_KEYS = ("description", "preset", "tasks", "pes", "seeds", "lrs", "results", "plugins", "overrides")
 AXES = {"task": "tasks", "pe": "pes", "seed": "seeds", "lr": "lrs", "preset": "preset"}
 FIELD_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "dict": dict}
+MAX_SEEDS, MAX_RUNS = 10_000, 100_000  # bounds on what a grid may ask for (and a dry run list)
 
 
 @dataclass
@@ -168,6 +169,9 @@ def build_grid(values: dict | None = None, label: str = "command line", *, tasks
         overrides=check_overrides(merged, f"{where}overrides"),
         plugins=plugin_specs,
     )
+    size = len(grid.tasks) * len(grid.pes) * len(grid.seeds) * len(grid.lrs)
+    if size > MAX_RUNS:
+        raise CheError(f"the grid has {size:,} runs, more than a sweep takes ({MAX_RUNS:,}); split it")
     return grid
 
 
@@ -236,12 +240,14 @@ def parse_seeds(value, what: str = "--seeds") -> list[int]:
     if isinstance(value, bool):
         raise bad
     if isinstance(value, int):
-        if value < 1:
-            raise CheError(f"{what} must be at least 1, got {value}")
+        if not 1 <= value <= MAX_SEEDS:
+            raise CheError(f"{what} must be between 1 and {MAX_SEEDS}, got {value}")
         return list(range(value))
     if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
-        if min(value) < 0:
-            raise CheError(f"{what}: seeds must not be negative, got {min(value)}")
+        if min(value) < 0 or max(value) >= 2**32:
+            raise CheError(f"{what}: seeds must be in [0, 2^32), got {min(value) if min(value) < 0 else max(value)}")
+        if len(value) > MAX_SEEDS:
+            raise CheError(f"{what}: at most {MAX_SEEDS} seeds, got {len(value)}")
         return list(dict.fromkeys(value))
     raise bad
 
@@ -287,105 +293,12 @@ def check_overrides(overrides: dict, what: str) -> dict:
 
 
 # -- the state of a run on disk -------------------------------------------------------------------
-def lock_path(results: Path, config: RunConfig) -> Path:
-    return run_dir(results, config.task, config.pe) / f"{config.run_id}.lock"
-
-
-def _pid_alive(pid: int) -> bool:
-    if os.name == "nt":  # os.kill(pid, 0) would end the process there; assume it is alive
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _owner(text: str, path: Path) -> tuple[bool, str]:
-    """(live, who) of a lock's content. A lock of a dead process on this host is not live; one
-    from another host cannot be checked and counts as live; an unreadable one counts as live
-    for a minute (its owner may be writing it) and as stale after."""
-    try:
-        owner = json.loads(text)
-        host, pid = owner["host"], int(owner["pid"])
-    except (ValueError, KeyError, TypeError):
-        try:
-            young = time.time() - path.stat().st_mtime < 60
-        except OSError:
-            young = False
-        return young, "an unknown process"
-    if host == socket.gethostname():
-        return _pid_alive(pid), f"pid {pid}"
-    return True, f"pid {pid} on {host}"
-
-
-def claim(results: Path, config: RunConfig) -> tuple[Path | None, str | None]:
-    """Take the run's lock: (lock, None), or (None, holder) when a live process holds it."""
-    path = lock_path(results, config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    me = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                     "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
-    for _ in range(5):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                text = path.read_text()
-            except FileNotFoundError:
-                continue  # released meanwhile: try again
-            live, holder = _owner(text, path)
-            if live:
-                return None, holder
-            _remove_stale(path, text)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        return path, None
-    return None, "another sweep (the lock kept changing hands)"
-
-
-def _remove_stale(path: Path, text: str) -> None:
-    """Remove a stale lock, but not one that another sweep took over in the meantime: the lock is
-    moved aside first, and put back if it is no longer the stale one."""
-    aside = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.stale")
-    try:
-        os.replace(path, aside)
-    except FileNotFoundError:
-        return
-    try:
-        if aside.read_text() != text:
-            try:
-                os.link(aside, path)
-            except FileExistsError:
-                pass
-    finally:
-        aside.unlink(missing_ok=True)
-
-
-def release(lock: Path | None) -> None:
-    """Remove our lock (and only ours)."""
-    if lock is None:
-        return
-    try:
-        owner = json.loads(lock.read_text())
-        if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
-            lock.unlink()
-    except (OSError, ValueError):
-        pass
-
-
 def run_state(results: Path, config: RunConfig) -> str:
     """finished, running elsewhere, failed before, resumable (a checkpoint) or pending."""
     if is_finished(result_path(results, config)):
         return "finished"
-    lock = lock_path(results, config)
-    try:
-        if _owner(lock.read_text(), lock)[0]:
-            return "running elsewhere"
-    except OSError:
-        pass
+    if is_locked(results, config):
+        return "running elsewhere"
     if failure_path(results, config).exists():
         return "failed before"
     if checkpoint_path(results, config).exists():

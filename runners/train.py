@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import threading
 import time
@@ -337,7 +338,7 @@ class Trainer:
         }
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             torch.save(payload, tmp)
             tmp.replace(path)
@@ -350,8 +351,14 @@ class Trainer:
         if payload.get("identity") != self.identity():
             raise ValueError(f"checkpoint {path} belongs to another configuration")
         step = payload["step"]
-        if not isinstance(step, int) or not 0 <= step < self.config.steps or payload["state"]["step"] != step:
-            raise ValueError(f"checkpoint {path} is at step {step!r}, outside 0..{self.config.steps - 1}")
+        if not isinstance(step, int) or not 0 <= step <= self.config.steps or payload["state"]["step"] != step:
+            raise ValueError(f"checkpoint {path} is at step {step!r}, outside 0..{self.config.steps}")
+        # The optimiser counts its own steps and the curve has a point per interval: a step number
+        # that disagrees with them is not this run's (a checkpoint edited or mixed up).
+        adam_steps = int(payload["optimizer"]["count"])
+        points = step // self.curve_every + (step == self.config.steps and step % self.curve_every != 0)
+        if adam_steps != step or any(len(curve) != points for curve in payload["state"]["curves"]):
+            raise ValueError(f"checkpoint {path} says step {step}, but its optimiser made {adam_steps} steps")
         self.optimizer.load_state_dict(payload["optimizer"])
         self.stats.load_state_dict(payload["statistics"])
         for g, s in zip(self.data_rngs, payload["data_rngs"], strict=True):

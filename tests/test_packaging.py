@@ -16,7 +16,7 @@ def installed_wheel(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(tmp / "dist")], check=True, capture_output=True, timeout=300)
-    wheel = next((tmp / "dist").glob("che-*.whl"))
+    wheel = next((tmp / "dist").glob("che_bench-*.whl"))
     site = tmp / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                    check=True, capture_output=True, timeout=300)
@@ -33,10 +33,12 @@ def test_wheel_installs_subpackages_under_che_only(installed_wheel):
     wheel, _, _ = installed_wheel
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {n.split("/")[0] for n in names}
-    assert top_level == {"che", "che-0.1.0.dist-info"}  # no generic top-level tasks/models/runners
+    from che import __version__
+
+    assert top_level == {"che", f"che_bench-{__version__}.dist-info"}  # no generic top-level tasks/models/runners
     for expected in ("che/tasks/dcf/solve_equation.py", "che/models/positional/dape.py",
                      "che/runners/train.py", "che/reference/dape2024_che_table2.csv",
-                     "che/runners/sweeps/cpu_leaderboard.toml"):
+                     "che/runners/sweeps/cpu_leaderboard.toml", "che/data/tasks.json", "che/data/pes.json"):
         assert expected in names
 
 
