@@ -39,7 +39,7 @@ def slurm_swept(tmp_path_factory):
     return results, sweep(*GRID, "--results", results)
 
 
-def test_slurm_sweep_writes_every_result_exactly_as_che_run(slurm_swept, tmp_path):
+def test_slurm_sweep_writes_each_run_as_che_run_would(slurm_swept, tmp_path):
     import torch
 
     from che.runners.run import execute
