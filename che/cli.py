@@ -584,12 +584,28 @@ def sweep_command(
     steps: Annotated[Optional[int], typer.Option(help="Training steps of every run.")] = None,
     results: Annotated[Optional[Path], typer.Option(
         help="Results folder (default: the sweep file's, else results/runs).")] = None,
-    executor: Annotated[str, typer.Option(help="local (a process pool) or ray.")] = "local",
+    executor: Annotated[str, typer.Option(help="local (a process pool), ray or slurm (a SLURM job per pack).")] = "local",
     jobs: Annotated[Optional[int], typer.Option(
-        help="Runs at a time (default: one per CPU core, or --jobs-per-gpu per GPU).")] = None,
+        help="Runs at a time (default: one per CPU core, or --jobs-per-gpu per GPU); with slurm, SLURM jobs "
+             "(one per pack) submitted at a time (default: up to 1000).")] = None,
     jobs_per_gpu: Annotated[int, typer.Option(help="Runs sharing each GPU.")] = 1,
     ray_address: Annotated[Optional[str], typer.Option(
         help="Join the Ray cluster at this address (default: RAY_ADDRESS if set, else start a local one).")] = None,
+    slurm_partition: Annotated[Optional[str], typer.Option(
+        help="SLURM partition of the jobs (default: the cluster's).")] = None,
+    slurm_gpus_per_job: Annotated[Optional[int], typer.Option(
+        help="GPUs per SLURM job (default: 1 with --device cuda or auto, 0 with cpu).")] = None,
+    slurm_cpus_per_job: Annotated[Optional[int], typer.Option(
+        help="CPUs per SLURM job, also its torch threads (default: 4 with a GPU, else 1).")] = None,
+    slurm_time: Annotated[Optional[int], typer.Option(
+        help="Minutes per SLURM job (default: 1440). A job out of time saves a checkpoint; its runs are "
+             "recorded as failed and resume on the next sweep.")] = None,
+    slurm_mem_gb: Annotated[Optional[int], typer.Option(
+        help="Memory per SLURM job in GB (default: the partition's).")] = None,
+    slurm_array_parallelism: Annotated[Optional[int], typer.Option(
+        help="Jobs of one SLURM job array running at once (default: 256).")] = None,
+    slurm_local: Annotated[bool, typer.Option(
+        help="Run the slurm executor's jobs as local processes (submitit's local executor), to try it out.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     pack: Annotated[str, typer.Option(
         help="Train runs that differ only in seed and lr together as one model: auto (on a GPU as many "
@@ -613,6 +629,8 @@ def sweep_command(
     if jobs is not None:
         _check_range("--jobs", jobs, 1, 4096)
     _check_range("--jobs-per-gpu", jobs_per_gpu, 1, 64)
+    slurm = _slurm_options(executor, device, slurm_partition, slurm_gpus_per_job, slurm_cpus_per_job, slurm_time,
+                           slurm_mem_gb, slurm_array_parallelism, slurm_local)
     label, values = sw.read_spec(spec) if spec else ("command line", {})
     grid = sw.build_grid(values, label, tasks=tasks, pes=pes, seeds=seeds, lrs=lrs, preset=preset,
                          results=results, plugins=plugin, steps=steps)
@@ -620,16 +638,21 @@ def sweep_command(
     out = err_console if quiet else console
     out.print(f"sweep {label}: {len(configs)} runs ({grid.describe()}), results in {grid.results}",
               highlight=False, soft_wrap=True)
-    pack_size = sw.parse_pack(pack, configs, device)
+    measure_on = _measuring_device(device, slurm)
+    pack_size = sw.parse_pack(pack, configs, measure_on)
+    if slurm and slurm.gpus and pack == "auto" and measure_on == "cpu":
+        out.print("--pack auto: no GPU here to measure a pack on, so each SLURM job trains one run "
+                  "(--pack K trains K runs per job)", highlight=False, soft_wrap=True)
     if pack_size > 1:
         out.print(f"runs that differ only in seed and lr train in packs of up to {pack_size}", highlight=False)
     if dry_run:
         try:
-            _sweep_dry_run(grid, configs, executor, jobs, jobs_per_gpu, device, pack_size)
+            _sweep_dry_run(grid, configs, executor, jobs, jobs_per_gpu, device, pack_size, slurm)
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
         return
-    factory = make_executor(executor, grid.results, loaded_plugins(), device, jobs, jobs_per_gpu, ray_address)
+    factory = make_executor(executor, grid.results, loaded_plugins(), device, jobs, jobs_per_gpu, ray_address,
+                            slurm)
     live = not quiet and console.is_terminal
     reporter = sw.RichSweepReporter(console) if live else sw.LogSweepReporter(err_console)
     summary = sw.run_sweep(configs, grid.results, factory, reporter, pack=pack_size)
@@ -649,12 +672,44 @@ def sweep_command(
         raise typer.Exit(summary.exit_code)
 
 
+def _slurm_options(executor: str, device: str, partition, gpus, cpus, time_min, mem_gb, array_parallelism, local):
+    """The checked --slurm-* options as SlurmOptions (None for the other executors, which refuse them)."""
+    from che.runners.executors import slurm_options
+
+    given = {"--slurm-partition": partition, "--slurm-gpus-per-job": gpus, "--slurm-cpus-per-job": cpus,
+             "--slurm-time": time_min, "--slurm-mem-gb": mem_gb, "--slurm-array-parallelism": array_parallelism,
+             "--slurm-local": local or None}
+    if executor != "slurm":
+        option = next((name for name, value in given.items() if value is not None), None)
+        if option:
+            raise CheError(f"{option} is an option of the slurm executor (add --executor slurm)")
+        return None
+    for option, low, high in (("--slurm-gpus-per-job", 0, 64), ("--slurm-cpus-per-job", 1, 1024),
+                              ("--slurm-time", 1, 366 * 24 * 60), ("--slurm-mem-gb", 1, 65536),
+                              ("--slurm-array-parallelism", 1, 100_000)):
+        if given[option] is not None:
+            _check_range(option, given[option], low, high)
+    if partition is not None and not partition.strip():
+        raise CheError("--slurm-partition is empty")
+    return slurm_options(device, gpus, cpus, time_min, partition, mem_gb, array_parallelism, local)
+
+
+def _measuring_device(device: str, slurm) -> str:
+    """Where to measure packs and costs: the sweep's device, or for SLURM jobs (whose GPUs this
+    machine, a login node, may lack) this machine's GPU if the jobs have GPUs and it has one, else its CPU."""
+    if slurm is None:
+        return device
+    import torch
+
+    return "cuda" if slurm.gpus and torch.cuda.is_available() else "cpu"
+
+
 def _sweep_dry_run(grid, configs, executor: str, jobs: int | None, jobs_per_gpu: int, device: str,
-                   pack: int = 1) -> None:
+                   pack: int = 1, slurm=None) -> None:
     """The runs with their state, and the estimated cost of those left (see sweep.estimate_cost)."""
     from che.runners import sweep as sw
     from che.runners.estimate import format_duration
-    from che.runners.executors import local_plan
+    from che.runners.executors import SLURM_MAX_IN_FLIGHT, Plan, local_plan
 
     rows = sw.plan(configs, grid.results)
     table = Table(title=f"che sweep --dry-run: {len(rows)} runs")
@@ -672,7 +727,10 @@ def _sweep_dry_run(grid, configs, executor: str, jobs: int | None, jobs_per_gpu:
     import torch
 
     packs = sw.make_packs(todo, pack)
-    plan = local_plan(device, jobs, jobs_per_gpu, len(packs))
+    if slurm is None:
+        plan = local_plan(device, jobs, jobs_per_gpu, len(packs))
+    else:  # as a job runs, where this machine allows: its device, its threads
+        plan = Plan(_measuring_device(device, slurm), 1, slurm.cpus, [])
     err_console.print(f"measuring the cost of runs on {plan.device} with {plan.threads} torch thread(s)"
                       f"{f', in packs of up to {pack}' if pack > 1 else ''}...", highlight=False, soft_wrap=True)
     cost = sw.estimate_cost(todo, torch.device(plan.device), plan.threads, pack=pack)
@@ -690,6 +748,16 @@ def _sweep_dry_run(grid, configs, executor: str, jobs: int | None, jobs_per_gpu:
     if executor == "local":
         wall = sw.expected_wall(per_pack, plan.jobs)
         console.print(f"about {format_duration(wall)} here with {plan.describe()}", highlight=False, soft_wrap=True)
+    elif executor == "slurm":
+        at_once = min(jobs or SLURM_MAX_IN_FLIGHT, slurm.array_parallelism, len(packs))
+        longest = max(per_pack)
+        console.print(f"on SLURM: {len(packs)} job(s), the longest about {format_duration(longest)} at this speed "
+                      f"(--slurm-time {slurm.time_min} min); about "
+                      f"{format_duration(sw.expected_wall(per_pack, at_once))} if {at_once} run at once",
+                      highlight=False, soft_wrap=True)
+        if longest > 60 * slurm.time_min:
+            console.print("a job out of time saves a checkpoint and the next sweep resumes its runs: raise "
+                          "--slurm-time, or run the sweep again until it is done", highlight=False, soft_wrap=True)
     elif jobs:
         console.print(f"about {format_duration(sw.expected_wall(per_pack, jobs))} with {jobs} "
                       f"parallel packs of this speed on the Ray cluster", highlight=False, soft_wrap=True)

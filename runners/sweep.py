@@ -1,4 +1,4 @@
-"""`che sweep`: a grid of tasks x PEs x learning rates x seeds, run locally or on a Ray cluster.
+"""`che sweep`: a grid of tasks x PEs x learning rates x seeds, run locally, on Ray or as SLURM jobs.
 
 Every run of a sweep is exactly `che run` with that configuration: the workers call
 `che.runners.run.execute` (with resume), which is idempotent and writes its result atomically. The

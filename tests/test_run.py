@@ -158,4 +158,4 @@ def test_tensorboard_without_the_package_is_a_one_line_error(cli, tmp_path, monk
     result = cli("run", "--task", "parity_check", "--pe", "none", "--preset", "smoke", "--results", tmp_path,
                  "--tensorboard", tmp_path / "tb")
     assert result.exit_code == 2
-    assert "pip install 'che[tensorboard]'" in result.stderr and "Traceback" not in result.stderr
+    assert "pip install 'che-bench[tensorboard]'" in result.stderr and "Traceback" not in result.stderr
