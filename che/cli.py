@@ -10,7 +10,7 @@ import shlex
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 from rich.console import Console
@@ -31,6 +31,8 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
+Device = Literal["auto", "cpu", "cuda"]
+Preset = Literal["smoke", "cpu", "paper"]  # che.config.PRESETS (tests/test_cli.py checks they agree)
 MAX_LENGTH = 10_000  # longest length `che sample` accepts; the CHE protocol tests up to 500
 
 PluginOption = Annotated[
@@ -136,7 +138,7 @@ def sample_command(
     length: Annotated[int, typer.Option(help="Length N.")],
     count: Annotated[int, typer.Option(help="Number of samples.")] = 5,
     seed: Annotated[int, typer.Option(help="Sampler seed.", min=0, max=2**63 - 1)] = 0,
-    format: Annotated[str, typer.Option("--format", help="jsonl or text.")] = "text",
+    format: Annotated[Literal["jsonl", "text"], typer.Option("--format", help="jsonl or text.")] = "text",
     plugin: PluginOption = None,
 ):
     """Print samples of a task: `jsonl` (one JSON object per line) or `text` (the task's symbols)."""
@@ -262,7 +264,7 @@ def run_command(
     config_file: Annotated[Optional[Path], typer.Option(
         "--config", help="A TOML file with the keys of sweep files (preset, tasks, pes, seeds, lrs, results, "
                          "plugins, [overrides]); options given here win.", show_default=False)] = None,
-    preset: Annotated[Optional[str], typer.Option(
+    preset: Annotated[Optional[Preset], typer.Option(
         help="smoke (seconds), cpu (minutes), paper (the DAPE setting) [default: cpu].", show_default=False)] = None,
     steps: Annotated[Optional[int], typer.Option(help="Training steps.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Training batch size.")] = None,
@@ -276,7 +278,7 @@ def run_command(
         help="Several seeds (a count N or a list 0,4,7): train them together as one pack.")] = None,
     lrs: Annotated[Optional[str], typer.Option(
         help="Several learning rates (1e-4,3e-4): with --seeds, every pair, as one pack.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[Device, typer.Option(help="Where to compute.")] = "auto",
     results: Annotated[Optional[Path], typer.Option(
         help=f"Results folder [default: the --config file's, else {DEFAULT_RESULTS}].", show_default=False)] = None,
     force: Annotated[bool, typer.Option(help="Run again even if finished; discard a checkpoint.")] = False,
@@ -294,17 +296,19 @@ def run_command(
     rand_at_eval: Annotated[Optional[bool], typer.Option(
         "--rand-at-eval/--no-rand-at-eval", help="Randomized PEs also randomize at evaluation "
         "[default: on, as the reference].")] = None,
-    rand_mode: Annotated[Optional[str], typer.Option(
-        help="How rand- relative and bias PEs draw: offsets (RPE's method, default), reference (RPE's "
-             "released code, bit for bit) or positions.")] = None,
+    rand_mode: Annotated[Optional[Literal["offsets", "reference", "positions"]], typer.Option(
+        help="How rand- relative and bias PEs draw: RPE's offsets [default], RPE's released code bit "
+             "for bit, or random positions.", show_default=False)] = None,
     length_seed: Annotated[Optional[int], typer.Option(help="Seed of the per-step training lengths.")] = None,
     learned_max_length: Annotated[Optional[int], typer.Option(help="Rows of the learned PE table.")] = None,
     dape_width: Annotated[Optional[int], typer.Option(help="DAPE MLP width D.")] = None,
-    dape_variant: Annotated[Optional[str], typer.Option(help="DAPE ablation: S+B+f(S,B), S+B+f(S+B), "
-                                                             "S+f(S,B), S+B+f(B).")] = None,
+    dape_variant: Annotated[Optional[Literal["S+B+f(S,B)", "S+B+f(S+B)", "S+f(S,B)", "S+B+f(B)"]], typer.Option(
+        help="DAPE or one of its ablations [default: S+B+f(S,B)].", show_default=False)] = None,
     dape_kernel: Annotated[Optional[int], typer.Option(help="DAPE V2 convolution width k.")] = None,
-    dape_impl: Annotated[Optional[str], typer.Option(help="DAPE implementation: fast or literal.")] = None,
-    dape_init: Annotated[Optional[str], typer.Option(help="DAPE MLP initialisation: haiku or torch.")] = None,
+    dape_impl: Annotated[Optional[Literal["fast", "literal"]], typer.Option(
+        help="DAPE implementation (the same function).", show_default=False)] = None,
+    dape_init: Annotated[Optional[Literal["haiku", "torch"]], typer.Option(
+        help="DAPE MLP initialisation [default: haiku].", show_default=False)] = None,
     bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16", help="bf16 autocast [default: off].")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile",
                                                     help="torch.compile the model [default: off].")] = None,
@@ -454,8 +458,10 @@ def _probe_sampler(task, config) -> None:
 @user_errors
 def leaderboard_command(
     results: ResultsOption = DEFAULT_RESULTS,
-    agg: Annotated[str, typer.Option(help="Aggregate runs of a cell: max (as the papers) or mean.")] = "max",
-    format: Annotated[str, typer.Option("--format", help="table, md, csv, html or json.")] = "table",
+    agg: Annotated[Literal["max", "mean"], typer.Option(
+        help="Aggregate runs of a cell: max (as the papers) or mean.")] = "max",
+    format: Annotated[Literal["table", "md", "csv", "html", "json"], typer.Option(
+        "--format", help="Output format.")] = "table",
     out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of the terminal.")] = None,
     reference: Annotated[Optional[str], typer.Option(
         help="Show a published table beside ours, e.g. dape2024_che_table2.")] = None,
@@ -501,14 +507,15 @@ def bench_command(
     eval_length: Annotated[int, typer.Option(help="Test length for evaluation throughput.")] = 500,
     eval_batch: Annotated[int, typer.Option(help="Sequences in the timed evaluation batch.")] = 16,
     repeats: Annotated[int, typer.Option(help="Timed steps per configuration (median reported).")] = 5,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[Device, typer.Option(help="Where to compute.")] = "auto",
     literal: Annotated[bool, typer.Option("--literal/--no-literal",
                                           help="Also time DAPE's literal formulation.")] = True,
     d_model: Annotated[Optional[int], typer.Option(help="Model width (64 = the CHE model).")] = None,
     dape_width: Annotated[Optional[int], typer.Option(help="DAPE MLP width D.")] = None,
     eval_memory_gb: Annotated[float, typer.Option(help="Memory budget of evaluation chunks.")] = 4.0,
     pack: Annotated[Optional[int], typer.Option(help="Also time packs of K runs trained as one model.")] = None,
-    attention: Annotated[str, typer.Option(help="fused (SDPA) or explicit (materialised scores) attention.")] = "fused",
+    attention: Annotated[Literal["fused", "explicit"], typer.Option(
+        help="fused (SDPA) or explicit (materialised scores) attention.")] = "fused",
     tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="TF32 matmuls on CUDA [default: on].")] = True,
     cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Also time CUDA-graph-captured steps.")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="Also time torch.compile'd steps.")] = False,
@@ -580,7 +587,7 @@ def sweep_command(
         help="A count N (seeds 0..N-1) or seeds, comma-separated (default: 1).")] = None,
     lrs: Annotated[Optional[str], typer.Option(
         help="Learning rates, comma-separated (default: the preset's).")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="smoke, cpu or paper (default: cpu).")] = None,
+    preset: Annotated[Optional[Preset], typer.Option(help="The preset (default: cpu).", show_default=False)] = None,
     steps: Annotated[Optional[int], typer.Option(help="Training steps of every run.")] = None,
     results: Annotated[Optional[Path], typer.Option(
         help="Results folder (default: the sweep file's, else results/runs).")] = None,
@@ -606,10 +613,11 @@ def sweep_command(
         help="Jobs of one SLURM job array running at once (default: 256).")] = None,
     slurm_local: Annotated[bool, typer.Option(
         help="Run the slurm executor's jobs as local processes (submitit's local executor), to try it out.")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[Device, typer.Option(help="Where to compute.")] = "auto",
     pack: Annotated[str, typer.Option(
         help="Train runs that differ only in seed and lr together as one model: auto (on a GPU as many "
              "as fit, on a CPU none), off, or a number K.")] = "auto",
+    force: Annotated[bool, typer.Option(help="Run finished runs again, from the start.")] = False,
     dry_run: Annotated[bool, typer.Option(help="List the runs and the estimated cost; run nothing.")] = False,
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of a progress bar.")] = False,
     plugin: PluginOption = None,
@@ -652,10 +660,10 @@ def sweep_command(
             raise typer.Exit(130) from None
         return
     factory = make_executor(executor, grid.results, loaded_plugins(), device, jobs, jobs_per_gpu, ray_address,
-                            slurm)
+                            slurm, force=force)
     live = not quiet and console.is_terminal
     reporter = sw.RichSweepReporter(console) if live else sw.LogSweepReporter(err_console)
-    summary = sw.run_sweep(configs, grid.results, factory, reporter, pack=pack_size)
+    summary = sw.run_sweep(configs, grid.results, factory, reporter, pack=pack_size, force=force)
     console.print(summary.line(), highlight=False, soft_wrap=True)
     if summary.failures:
         console.print("failed runs are recorded (config, error, traceback) in:", highlight=False, soft_wrap=True)
@@ -788,13 +796,15 @@ def main_options(
         raise typer.Exit(0)
 
 
-def main() -> None:
-    """The `che` command: usage errors are one line, `error: ...`, with exit code 2."""
+def main(args: list[str] | None = None) -> None:
+    """The `che` command (`args`: the arguments, default sys.argv[1:]): usage errors are one line,
+    `error: ...`, with exit code 2; exits with the command's code."""
     from typer.exceptions import TyperException
 
-    os.environ.setdefault("CHE_COMMAND", shlex.join(["che", *sys.argv[1:]]))  # stored with each result
+    args = sys.argv[1:] if args is None else list(args)
+    os.environ["CHE_COMMAND"] = shlex.join(["che", *args])  # stored with each result
     try:
-        code = typer.main.get_command(app).main(standalone_mode=False)
+        code = typer.main.get_command(app).main(args=args, prog_name="che", standalone_mode=False)
     except TyperException as exc:  # click's usage errors (exit code 2) and other reported errors
         ctx = getattr(exc, "ctx", None)
         where = f"che {ctx.command_path.split(' ', 1)[1]}" if ctx is not None and " " in ctx.command_path else "che"

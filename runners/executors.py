@@ -51,7 +51,7 @@ _stop_pending = False  # a Ctrl-C that arrived while no training loop was listen
 
 
 def run_pack(configs: list[dict], results: str, device: str = "auto", plugins: list[str] | tuple = (),
-             threads: int | None = None) -> dict:
+             threads: int | None = None, force: bool = False) -> dict:
     """Run a pack of configurations exactly as `che run --resume` does, and say how each ended.
 
     Loads the plugins, sets torch's thread count, rebuilds the RunConfigs and calls `execute_pack`.
@@ -85,8 +85,8 @@ def run_pack(configs: list[dict], results: str, device: str = "auto", plugins: l
                 outcome["run_id"] = run.run_id
             try:
                 # the sweep's dispatcher holds the runs' locks
-                results_ = execute_pack(runs, Path(results), device=device, resume=True, reporter=_stop_relay(),
-                                        lock=False)
+                results_ = execute_pack(runs, Path(results), device=device, force=force, resume=not force,
+                                        reporter=_stop_relay(), lock=False)
             except Interrupted as stop:
                 for outcome in outcomes:
                     outcome.update(status="interrupted", step=stop.step, checkpoint=str(stop.checkpoint))
@@ -267,8 +267,8 @@ class LocalExecutor:
     its own run, and a fresh one takes its slot.
     """
 
-    def __init__(self, plan: Plan, results: Path, plugins: list[str]):
-        self.plan, self.results, self.plugins = plan, Path(results), list(plugins)
+    def __init__(self, plan: Plan, results: Path, plugins: list[str], force: bool = False):
+        self.plan, self.results, self.plugins, self.force = plan, Path(results), list(plugins), force
         self.slots = plan.jobs
         self._context = multiprocessing.get_context("spawn")
         self._workers: list[_Worker | None] = [None] * plan.jobs
@@ -293,7 +293,8 @@ class LocalExecutor:
         worker = self._workers[slot]
         worker.key = f"{slot}:{next(self._keys)}"
         worker.conn.send({"configs": [c.to_dict() for c in configs], "results": str(self.results),
-                          "device": self.plan.device, "plugins": self.plugins, "threads": self.plan.threads})
+                          "device": self.plan.device, "plugins": self.plugins, "threads": self.plan.threads,
+                          "force": self.force})
         return worker.key
 
     def _busy(self) -> list[_Worker]:
@@ -409,9 +410,9 @@ class RayExecutor:
     """
 
     def __init__(self, results: Path, plugins: list[str], device: str, jobs: int | None, jobs_per_gpu: int,
-                 address: str | None, pending: int):
+                 address: str | None, pending: int, force: bool = False):
         self.ray = ray = import_ray()
-        self.results, self.plugins = Path(results), list(plugins)
+        self.results, self.plugins, self.force = Path(results), list(plugins), force
         address = address or os.environ.get("RAY_ADDRESS") or None
         self.address = address
         self._owns = not ray.is_initialized()
@@ -419,6 +420,7 @@ class RayExecutor:
             quiet = dict(log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
             try:
                 if address:
+                    _check_reachable(address)
                     ray.init(address=address, **quiet)
                 else:
                     with _sigint_blocked():  # Ray's daemons inherit the mask: Ctrl-C is ours to handle
@@ -462,7 +464,7 @@ class RayExecutor:
     def submit(self, configs) -> str:
         key = str(next(self._keys))
         self._in_flight[key] = self._remote.remote([c.to_dict() for c in configs], str(self.results),
-                                                   self.plan.device, self.plugins, self.plan.threads)
+                                                   self.plan.device, self.plugins, self.plan.threads, self.force)
         return key
 
     def poll(self, timeout: float) -> list[tuple[str, dict]]:
@@ -598,9 +600,10 @@ class SlurmExecutor:
     """
 
     def __init__(self, results: Path, plugins: list[str], device: str, jobs: int | None, options: SlurmOptions,
-                 pending: int):
+                 pending: int, force: bool = False):
         self.submitit = submitit = import_submitit()
         self.results, self.plugins, self.device, self.options = Path(results), list(plugins), device, options
+        self.force = force
         self.folder = self.results / ".slurm"
         self.slots = max(1, min(jobs or SLURM_MAX_IN_FLIGHT, pending))
         try:
@@ -627,7 +630,8 @@ class SlurmExecutor:
         """Queue a pack; `poll` submits the queue as one array."""
         key = str(next(self._keys))
         self._queued[key] = {"configs": [c.to_dict() for c in configs], "results": str(self.results),
-                             "device": self.device, "plugins": self.plugins, "threads": self.options.cpus}
+                             "device": self.device, "plugins": self.plugins, "threads": self.options.cpus,
+                             "force": self.force}
         return key
 
     def _flush(self) -> None:
@@ -768,8 +772,21 @@ def _stopped_by_slurm(outcome: dict, job_id: str, time_min: int) -> dict:
     return outcome
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse in seconds a Ray address nothing answers at (ray.init would wait minutes)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise CheError(f"cannot reach Ray at {address}: {exc.strerror or exc} (is the cluster's head running, "
+                       f"and is this its address?)") from None
+
+
 def make_executor(kind: str, results: Path, plugins: list[str], device: str, jobs: int | None,
-                  jobs_per_gpu: int, ray_address: str | None = None, slurm: SlurmOptions | None = None):
+                  jobs_per_gpu: int, ray_address: str | None = None, slurm: SlurmOptions | None = None,
+                  force: bool = False):
     """A factory `pending -> executor` for `run_sweep` (nothing starts unless runs are left).
 
     Workers get the results folder as an absolute path (a Ray worker runs in a folder of its own)
@@ -781,15 +798,15 @@ def make_executor(kind: str, results: Path, plugins: list[str], device: str, job
         raise CheError(f"unknown executor '{kind}' (choices: {', '.join(EXECUTORS)})")
     if kind == "ray":
         import_ray()  # fail before anything else happens
-        return lambda pending: RayExecutor(results, plugins, device, jobs, jobs_per_gpu, ray_address, pending)
+        return lambda pending: RayExecutor(results, plugins, device, jobs, jobs_per_gpu, ray_address, pending, force)
     if kind == "slurm":
         import_submitit()
         options = slurm or slurm_options(device)
         if not options.local and shutil.which("sbatch") is None:
             raise CheError("the slurm executor submits jobs with sbatch, which this machine does not have (run "
                            "the sweep on the cluster's login node, or add --slurm-local to run the jobs here)")
-        return lambda pending: SlurmExecutor(results, plugins, device, jobs, options, pending)
+        return lambda pending: SlurmExecutor(results, plugins, device, jobs, options, pending, force)
     from che.runners.run import pick_device
 
     pick_device(device)  # an unknown or unavailable device fails before anything runs
-    return lambda pending: LocalExecutor(local_plan(device, jobs, jobs_per_gpu, pending), results, plugins)
+    return lambda pending: LocalExecutor(local_plan(device, jobs, jobs_per_gpu, pending), results, plugins, force)

@@ -417,17 +417,20 @@ def make_packs(configs: list[RunConfig], size: int) -> list[list[RunConfig]]:
 
 
 def run_sweep(configs: list[RunConfig], results: Path, executor_factory: Callable[[int], object],
-              reporter: SweepReporter | None = None, poll_s: float = 0.25, pack: int = 1) -> Summary:
+              reporter: SweepReporter | None = None, poll_s: float = 0.25, pack: int = 1,
+              force: bool = False) -> Summary:
     """Run every config not yet finished, in packs of up to `pack` runs (see `make_packs`), at most
     `executor.slots` packs at a time.
 
     `executor_factory(pending)` makes the executor (see `che.runners.executors`); it is only called
-    when something is left to run. Returns the Summary; a Ctrl-C ends with `summary.stopped`.
+    when something is left to run. With `force`, finished runs run again from the start (the
+    executor must pass force on to its workers). Returns the Summary; a Ctrl-C ends with
+    `summary.stopped`.
     """
     reporter = reporter or SweepReporter()
     results = Path(results)
     summary = Summary()
-    pending = [c for c in configs if not is_finished(result_path(results, c))]
+    pending = [c for c in configs if force or not is_finished(result_path(results, c))]
     summary.skipped = len(configs) - len(pending)
     reporter.start(summary, len(pending))
     if not pending:
@@ -447,7 +450,7 @@ def run_sweep(configs: list[RunConfig], results: Path, executor_factory: Callabl
                     if stopping >= 2:
                         break
                 while queue and not stopping and len(in_flight) < executor.slots:
-                    _dispatch(queue.pop(), results, executor, in_flight, summary, reporter)
+                    _dispatch(queue.pop(), results, executor, in_flight, summary, reporter, force)
                 for key, outcome in executor.poll(poll_s):
                     claimed = in_flight.pop(key)
                     per_run = outcome["runs"] if "runs" in outcome else [outcome] * len(claimed)
@@ -484,12 +487,12 @@ def _stop(executor, count: int, in_flight: dict, reporter: SweepReporter) -> int
     return 2
 
 
-def _dispatch(pack, results, executor, in_flight, summary, reporter) -> None:
-    """Claim each run of the pack and submit those claimed; a run finished or running elsewhere
-    meanwhile is left out of it."""
+def _dispatch(pack, results, executor, in_flight, summary, reporter, force: bool = False) -> None:
+    """Claim each run of the pack and submit those claimed; a run finished (unless `force`) or
+    running elsewhere meanwhile is left out of it."""
     claimed = []
     for config in pack:
-        if is_finished(result_path(results, config)):  # another sweep finished it meanwhile
+        if not force and is_finished(result_path(results, config)):  # another sweep finished it meanwhile
             summary.skipped += 1
             continue
         lock, holder = claim(results, config)
@@ -498,7 +501,7 @@ def _dispatch(pack, results, executor, in_flight, summary, reporter) -> None:
             reporter.note(f"{_label(config)}: running elsewhere ({holder}), left to it "
                           f"(if that sweep is gone, delete {lock_path(results, config)})")
             continue
-        if is_finished(result_path(results, config)):  # finished between the check and the claim
+        if not force and is_finished(result_path(results, config)):  # finished between the check and the claim
             release(lock)
             summary.skipped += 1
             continue

@@ -1,10 +1,16 @@
+import contextlib
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from typer.testing import CliRunner
+
+from che.threads import configure
+
+configure()  # passive OpenMP waiting and a thread count that fits, as every che entry point
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -12,13 +18,20 @@ EXAMPLES = REPO / "examples"
 
 @pytest.fixture
 def cli():
-    """Invoke the `che` app in-process: cli("sample", "--task", ...) -> click Result."""
-    from che.cli import app
-
-    runner = CliRunner()
+    """Run the `che` command in-process, as its entry point does (one-line usage errors included):
+    cli("sample", "--task", ...) -> a result with exit_code, stdout and stderr."""
+    from che.cli import main
 
     def invoke(*args):
-        return runner.invoke(app, [str(a) for a in args])
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main([str(a) for a in args])
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return SimpleNamespace(exit_code=code, stdout=out.getvalue(), stderr=err.getvalue(),
+                               output=out.getvalue() + err.getvalue())
 
     return invoke
 

@@ -66,22 +66,22 @@ def test_sample_text_uses_the_task_symbols(cli):
     (["sample", "--task", "parity_check", "--length", -3], "--length must be between 1 and 10000"),
     (["sample", "--task", "parity_check", "--length", 10**7], "--length must be between 1 and 10000"),
     (["sample", "--task", "parity_check", "--length", 5, "--count", 0], "--count must be between 1"),
-    (["sample", "--task", "parity_check", "--length", 5, "--format", "xml"], "unknown format 'xml'"),
+    (["sample", "--task", "parity_check", "--length", 5, "--format", "xml"], "'xml' is not one of 'jsonl', 'text'"),
     (["pes", "--show", "dape-fier"], "unknown positional encoding 'dape-fier'; did you mean 'dape-fire'"),
     (["pes", "--show", "alibi", "--length", 0], "--length must be between 1 and 4096"),
     (["run", "--task", "parity_check", "--pe", "alibbi", "--preset", "smoke"],
      "unknown positional encoding 'alibbi'; did you mean 'alibi'"),
     (["run", "--task", "paritycheck", "--pe", "alibi"], "unknown task 'paritycheck'"),
-    (["run", "--task", "parity_check", "--pe", "alibi", "--preset", "huge"], "unknown preset 'huge'"),
+    (["run", "--task", "parity_check", "--pe", "alibi", "--preset", "huge"], "'huge' is not one of 'smoke', 'cpu', 'paper'"),
     (["run", "--task", "parity_check", "--pe", "rand-none"], "cannot be randomized"),
     (["run", "--task", "parity_check", "--pe", "dape-rope"], "DAPE needs an additive-bias PE"),
     (["run", "--task", "parity_check", "--pe", "alibi", "--preset", "smoke", "--max-test-length", 3],
      "--max-test-length (3) must be greater than --train-length (5)"),
     (["run", "--task", "parity_check", "--pe", "alibi", "--steps", 0], "--steps must be at least 1"),
     (["run", "--task", "parity_check", "--pe", "alibi", "--lr", 2.0], "--lr must be in (0, 1)"),
-    (["run", "--task", "parity_check", "--pe", "alibi", "--device", "tpu"], "unknown device 'tpu'"),
+    (["run", "--task", "parity_check", "--pe", "alibi", "--device", "tpu"], "'tpu' is not one of 'auto', 'cpu', 'cuda'"),
     (["leaderboard", "--results", "/nonexistent/che-results"], "results folder '/nonexistent/che-results' does not exist"),
-    (["leaderboard", "--results", ".", "--format", "pdf"], "unknown format 'pdf'"),
+    (["leaderboard", "--results", ".", "--format", "pdf"], "'pdf' is not one of 'table', 'md', 'csv', 'html', 'json'"),
 ])
 def test_bad_input_is_one_line_exit_2_no_traceback(cli, args, message):
     result = cli(*args)
@@ -130,3 +130,26 @@ def test_pes_show_heads_option_and_non_bias_pes(cli):
     assert rope["bias"] is None and "no attention bias" in rope["note"]
     table = cli("pes", "--show", "sin-cos", "--length", 4)
     assert table.exit_code == 0 and "embeddings" in table.stdout
+
+
+def test_the_cli_lists_the_choices_the_code_has():
+    """The fixed choices typed into the CLI (so that --help lists them) are the code's own."""
+    from typing import get_args
+
+    from che import cli
+    from che.config import PRESETS
+    from che.models.positional.base import RAND_MODES
+    from che.models.positional.dape import IMPLEMENTATIONS, INITIALISATIONS, VARIANTS
+    from che.runners.run import DEVICES
+
+    assert set(get_args(cli.Preset)) == set(PRESETS) and set(get_args(cli.Device)) == set(DEVICES)
+    hints = cli.run_command.__wrapped__.__annotations__
+    text = " ".join(str(hints[name]) for name in ("rand_mode", "dape_variant", "dape_impl", "dape_init"))
+    for choice in (*RAND_MODES, *VARIANTS, *IMPLEMENTATIONS, *INITIALISATIONS):
+        assert repr(choice) in text, choice
+
+
+def test_help_lists_choices_and_defaults_in_plain_text(cli):
+    result = cli("run", "--help")
+    assert result.exit_code == 0
+    assert "<offsets|reference|positions>" in result.stdout and "[default: off]" in result.stdout

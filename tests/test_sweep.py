@@ -454,3 +454,26 @@ def test_packed_sweep_writes_each_run_as_a_solo_run_would(tmp_path):
 def test_pack_option_is_checked(cli, tmp_path):
     result = cli("sweep", "--tasks", "parity_check", "--pes", "none", "--pack", "many", "--results", tmp_path)
     assert result.exit_code == 2 and "--pack must be auto, off or a number" in result.stderr
+
+
+def test_force_runs_finished_runs_again(tmp_path):
+    results = tmp_path / "runs"
+    args = ("--tasks", "parity_check", "--pes", "none", "--preset", "smoke", "--results", results, "--jobs", 1,
+            "--quiet", "--device", "cpu")
+    assert sweep(*args).exit_code == 0
+    path = result_path(results, make_config("parity_check", "none", "smoke"))
+    first = json.loads(path.read_text())["finished_at"], path.stat().st_mtime_ns
+    again = sweep(*args)
+    assert "skipped 1" in again.stdout and path.stat().st_mtime_ns == first[1]
+    forced = sweep(*args, "--force")
+    assert forced.exit_code == 0 and "done 1, skipped 0" in forced.stdout
+    assert path.stat().st_mtime_ns != first[1]
+
+
+def test_an_unreachable_ray_address_fails_in_seconds(cli, tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed")
+    started = time.monotonic()
+    result = cli("sweep", "--tasks", "parity_check", "--pes", "none", "--preset", "smoke", "--results", tmp_path,
+                 "--executor", "ray", "--ray-address", "127.0.0.1:1")
+    assert result.exit_code == 2 and "cannot reach Ray at 127.0.0.1:1" in result.stderr
+    assert time.monotonic() - started < 30
