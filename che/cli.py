@@ -616,7 +616,7 @@ def sweep_command(
     device: Annotated[Device, typer.Option(help="Where to compute.")] = "auto",
     pack: Annotated[str, typer.Option(
         help="Train runs that differ only in seed and lr together as one model: auto (on a GPU as many "
-             "as fit, on a CPU none), off, or a number K.")] = "auto",
+             "as fit, on a CPU up to 4), off, or a number K.")] = "auto",
     force: Annotated[bool, typer.Option(help="Run finished runs again, from the start.")] = False,
     dry_run: Annotated[bool, typer.Option(help="List the runs and the estimated cost; run nothing.")] = False,
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of a progress bar.")] = False,
