@@ -374,11 +374,14 @@ def run_command(
                      f"train 1..{config.train_length}, test 1..{config.max_test_length} x {config.eval_samples}, "
                      f"{runs}, {torch_device}"), highlight=False, soft_wrap=True)
     if force or not all(is_finished(result_path(results, c)) for c in configs):
+        from che.threads import chosen_by_user
+
         with _allocation_failures(config, len(configs), need, free):
-            estimate = estimate_seconds(configs, task_obj, torch_device)
+            estimate = estimate_seconds(configs, task_obj, torch_device, choose_threads=not chosen_by_user())
         low, high = estimate["train_range_s"]
         out.print(f"estimated cost (measured here): training ~{format_duration(estimate['train_s'])} "
-                  f"({format_duration(low)}-{format_duration(high)}; {1 / estimate['step_s']:.1f} steps/s), "
+                  f"({format_duration(low)}-{format_duration(high)}; {1 / estimate['step_s']:.1f} steps/s with "
+                  f"{estimate['threads']} thread(s)), "
                   f"evaluation ~{format_duration(estimate['eval_s'])}", highlight=False, soft_wrap=True)
     if tensorboard is not None:
         try:

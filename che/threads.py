@@ -22,13 +22,20 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+# What the environment said before `che` set anything (configure writes OMP_NUM_THREADS itself).
+_USER_THREADS = os.environ.get("OMP_NUM_THREADS", "")
+_chosen_by_user = False
+
+
 def configure(threads: int | None = None) -> int:
     """Passive waiting, and `threads` torch threads (default: OMP_NUM_THREADS if set, else the usable
     cores). Effective for OpenMP when called before torch is imported; torch's own thread count is
     set either way. Returns the thread count."""
+    global _chosen_by_user
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    given = _USER_THREADS
+    _chosen_by_user = threads is not None or (given.isdigit() and int(given) > 0)
     if threads is None:
-        given = os.environ.get("OMP_NUM_THREADS", "")
         threads = int(given) if given.isdigit() and int(given) > 0 else usable_cores()
     for name in THREAD_VARIABLES:
         os.environ[name] = str(threads)
@@ -45,3 +52,8 @@ def current() -> int:
     import torch
 
     return torch.get_num_threads()
+
+
+def chosen_by_user() -> bool:
+    """Whether the thread count came from --threads or OMP_NUM_THREADS (else `che` may pick one)."""
+    return _chosen_by_user

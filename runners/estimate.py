@@ -18,6 +18,7 @@ import torch
 from torch.utils import benchmark as torch_benchmark
 
 from che.runners.evaluate import eval_generators, set_eval_mode
+from che.threads import usable_cores
 
 REPEATS = 3
 
@@ -35,9 +36,11 @@ def _power_law(t_low: float, t_high: float, x_low: float, x_high: float):
     return lambda x: t_high * (x / x_high) ** exponent
 
 
-def estimate_seconds(configs, task, device: torch.device) -> dict:
-    """{"train_s", "train_range_s": (low, high), "eval_s", "step_s"} for the pack `configs` (or one
-    RunConfig)."""
+def estimate_seconds(configs, task, device: torch.device, choose_threads: bool = False) -> dict:
+    """{"train_s", "train_range_s": (low, high), "eval_s", "step_s", "threads"} for the pack
+    `configs` (or one RunConfig). With `choose_threads` (on a CPU), the step is first timed with one
+    thread and with all of them, and the faster count is kept (torch's thread count is left at it):
+    small models train faster on one thread, whose ops are too small to share."""
     from che.runners.train import Trainer
 
     configs = [configs] if not isinstance(configs, (list, tuple)) else list(configs)
@@ -51,6 +54,8 @@ def estimate_seconds(configs, task, device: torch.device) -> dict:
         def tokens(length):
             return task.input_length(length) + task.output_length(length)
 
+        if choose_threads and device.type == "cpu" and usable_cores() > 1:
+            _pick_threads(trainer, task, config, generator)
         timings = {}
         for length in probes:
             batches = [task.sample(config.batch_size, length, generator) for _ in configs]
@@ -86,8 +91,21 @@ def estimate_seconds(configs, task, device: torch.device) -> dict:
         curve = _power_law(t_half, t_long, tokens(half), tokens(longest))
         per_example = sum(curve(tokens(m)) for m in range(1, longest + 1))
         eval_s = per_example * config.eval_samples
-    return {"train_s": step_s * config.steps, "eval_s": eval_s, "step_s": step_s,
+    return {"train_s": step_s * config.steps, "eval_s": eval_s, "step_s": step_s, "threads": torch.get_num_threads(),
             "train_range_s": (per_step["low"] * config.steps, per_step["high"] * 1.05 * config.steps)}
+
+
+def _pick_threads(trainer, task, config, generator) -> None:
+    """Keep the faster of one thread and all usable cores for this pack's step at the longest length."""
+    batches = [task.sample(config.batch_size, config.train_length, generator) for _ in range(trainer.pack)]
+    batch = tuple(torch.stack([getattr(b, name) for b in batches]) for name in ("inputs", "targets", "mask"))
+    seconds = {}
+    for threads in (1, usable_cores()):
+        torch.set_num_threads(threads)
+        trainer.step(batch)
+        seconds[threads] = min(torch_benchmark.Timer("trainer.step(batch)", globals={"trainer": trainer, "batch": batch},
+                                                     num_threads=threads).timeit(1).median for _ in range(2))
+    torch.set_num_threads(min(seconds, key=seconds.get))
 
 
 def training_memory_bytes(config, task, pack: int = 1) -> int:
