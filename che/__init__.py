@@ -1,8 +1,62 @@
-"""che: the Chomsky Hierarchy Evaluation of positional encodings for length generalization."""
+"""che: the Chomsky Hierarchy Evaluation of positional encodings for length generalization.
+
+The Python API (the `che` command is a thin layer over it):
+
+    import che
+    result = che.run("reverse_string", "dape-kerple", preset="smoke")   # train, evaluate, store
+    runs = che.load_results("results/runs")                           # one row per run (pandas)
+    board = che.leaderboard(runs, agg="mean")                          # tasks x PEs
+    table = che.compare(runs, "dape-kerple-log", "kerple-log")         # per task, with p-values
+"""
 
 __version__ = "0.2.0"
 
 from che.errors import CheError
 from che.registry import register_pe, register_task
 
-__all__ = ["CheError", "register_pe", "register_task", "__version__"]
+__all__ = ["CheError", "register_pe", "register_task", "__version__", "run", "load_results", "leaderboard",
+           "compare"]
+
+
+def run(task: str, pe: str, preset: str = "cpu", *, seeds=None, lrs=None, results="results/runs",
+        device: str = "auto", force: bool = False, resume: bool = False, **options):
+    """Train and evaluate `task` x `pe` (options: any RunConfig setting, e.g. steps=100), store the
+    result, and return it: the `Outcome` (status, path, record) of the run, or a list of them with
+    several `seeds` / `lrs` (trained together as one pack)."""
+    from pathlib import Path
+
+    from che.config import make_config
+    from che.models.positional import canonical_pe_name
+    from che.runners.run import execute_pack
+
+    seed_list = [options.pop("seed", 0)] if seeds is None else list(seeds)
+    lr_list = [options.pop("lr", None)] if lrs is None else list(lrs)
+    configs = [make_config(task, canonical_pe_name(pe), preset, seed=s, lr=lr, **options)
+               for lr in lr_list for s in seed_list]
+    outcomes = execute_pack(configs, Path(results), device=device, force=force, resume=resume)
+    return outcomes[0] if len(outcomes) == 1 else outcomes
+
+
+def load_results(path="results/runs"):
+    """Every finished, valid result under a folder as a pandas DataFrame: one row per run, its
+    configuration's settings as columns, its scores (ood_accuracy, in_distribution_accuracy, in
+    [0, 1]) and its accuracy by length (a list)."""
+    from che.results import load_results as load, results_frame
+
+    return results_frame(load(path))
+
+
+def leaderboard(runs, agg: str = "max", reference: str | None = None, strict: bool = False):
+    """The tasks x PEs leaderboard of a table of runs (`load_results`): `.cells` holds, per (task,
+    PE), the aggregate in %, the mean with its 95% bootstrap interval, and the number of runs."""
+    from che.leaderboards import build
+
+    return build(runs, agg, reference, strict)
+
+
+def compare(runs, a: str, b: str, tasks=None):
+    """Per task, PE `a` against PE `b` over their runs (see che.comparisons): difference, interval,
+    p_value, p_adjusted (Holm), runs_a, runs_b."""
+    from che.comparisons import compare as compare_pes
+
+    return compare_pes(runs, a, b, tasks)

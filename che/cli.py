@@ -167,6 +167,8 @@ def sample_command(
 def pes_command(
     name: Annotated[Optional[str], typer.Argument(help="A PE to describe in full.", show_default=False)] = None,
     show: Annotated[Optional[str], typer.Option(help="Show the bias this PE adds at initialisation.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="With --show: draw the bias (.png, .pdf or .svg).",
+                                                 show_default=False)] = None,
     length: Annotated[int, typer.Option(help="Sequence length T for --show.")] = 8,
     heads: Annotated[int, typer.Option(help="Attention heads for --show.")] = 8,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -176,8 +178,10 @@ def pes_command(
     (--show NAME --length T)."""
     from che import listings
 
+    if plot is not None and show is None:
+        raise CheError("--plot draws the bias of --show NAME; give --show")
     if show is not None:
-        _show_bias(show, length, heads, as_json, plugin)
+        _show_bias(show, length, heads, as_json, plugin, plot)
         return
     if name is not None or _plugins_in_play(plugin, "che.positional_encodings"):
         _load_plugins(plugin)
@@ -222,16 +226,26 @@ def _describe_pe(name: str, rows: list[dict], as_json: bool) -> None:
 MAX_SHOWN_ENTRIES = 2_000_000  # heads x T x T numbers --show prints or writes
 
 
-def _show_bias(show: str, length: int, heads: int, as_json: bool, plugin) -> None:
+def _show_bias(show: str, length: int, heads: int, as_json: bool, plugin, plot: Path | None = None) -> None:
     from che.models.positional import initial_bias
 
     _load_plugins(plugin)
+    _check_output("--plot", plot, PLOT_FORMATS)
     _check_range("--length", length, 1, 4096)
     _check_range("--heads", heads, 1, 64)
     if heads * length * length > MAX_SHOWN_ENTRIES:
         raise CheError(f"--heads x --length^2 = {heads * length * length:,} numbers is more than --show prints "
                        f"({MAX_SHOWN_ENTRIES:,}); lower --length or --heads")
     bias, note = initial_bias(show, length, heads)
+    if plot is not None:
+        if bias is None:
+            raise CheError(f"{show}: {note}; there is no bias to draw")
+        from che.plots import heatmaps
+
+        heatmaps([(f"head {h}", [("bias B at initialisation", bias[h].numpy())]) for h in range(min(heads, 8))],
+                 plot, f"{show}, T = {length}" + (f" ({note})" if note else ""))
+        err_console.print(escape(f"wrote {plot}"), highlight=False)
+        return
     if as_json:
         print(json.dumps({"pe": show, "length": length,
                           "bias": None if bias is None else [[[round(float(v), 6) for v in row] for row in head]
@@ -315,6 +329,9 @@ def run_command(
     cuda_graphs: Annotated[Optional[bool], typer.Option(
         "--cuda-graphs/--no-cuda-graphs", help="Capture training steps as CUDA graphs [default: on, on CUDA].")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Steps between checkpoints.")] = None,
+    save_model: Annotated[Optional[bool], typer.Option(
+        "--save-model/--no-save-model", help="Keep the trained weights beside the result (about 1 MB for "
+        "the CHE model) [default: on].", show_default=False)] = None,
     eval_memory_gb: Annotated[Optional[float], typer.Option(help="Memory budget of evaluation chunks.")] = None,
     plugin: PluginOption = None,
 ):
@@ -350,7 +367,7 @@ def run_command(
         learned_max_length=learned_max_length, dape_width=dape_width, dape_variant=dape_variant,
         dape_kernel=dape_kernel, dape_impl=dape_impl, dape_init=dape_init, bf16=bf16, compile=compile,
         cuda_graphs=cuda_graphs, checkpoint_every=checkpoint_every, eval_memory_gb=eval_memory_gb,
-        require_tasks="--task", require_pes="--pe")
+        save_model=save_model, require_tasks="--task", require_pes="--pe")
     if len(grid.tasks) != 1 or len(grid.pes) != 1:
         raise CheError(f"che run trains one task x PE, {label} gives {len(grid.tasks)} task(s) x {len(grid.pes)} "
                        f"PE(s); use che sweep for a grid")
@@ -462,22 +479,35 @@ def _probe_sampler(task, config) -> None:
 def leaderboard_command(
     results: ResultsOption = DEFAULT_RESULTS,
     agg: Annotated[Literal["max", "mean"], typer.Option(
-        help="Aggregate runs of a cell: max (as the papers) or mean.")] = "max",
+        help="Aggregate runs of a cell: max (as the papers) or mean with a 95% bootstrap interval.")] = "max",
     format: Annotated[Literal["table", "md", "csv", "html", "json"], typer.Option(
         "--format", help="Output format.")] = "table",
     out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of the terminal.")] = None,
     reference: Annotated[Optional[str], typer.Option(
         help="Show a published table beside ours, e.g. dape2024_che_table2.")] = None,
+    strict: Annotated[bool, typer.Option(help="With --reference: refuse results of another protocol.")] = False,
     plot: Annotated[Optional[Path], typer.Option(help="Save accuracy-against-length plots (.png, .pdf or .svg).")] = None,
 ):
     """The tasks x PEs table of OOD accuracy, from a folder of results."""
-    from che import leaderboard as lb
+    import che
 
-    if format not in lb.FORMATS:
-        raise CheError(f"unknown format '{format}' (choices: {', '.join(lb.FORMATS)})")
     _check_output("--out", out)
     _check_output("--plot", plot, PLOT_FORMATS)
-    board = lb.build(results, agg, reference)
+    board = che.leaderboard(che.load_results(results), agg=agg, reference=reference, strict=strict)
+    _write_board(board, format, out)
+    if plot is not None:
+        from che.plots import accuracy_vs_length
+
+        accuracy_vs_length(board, plot)
+        err_console.print(escape(f"wrote {plot}"), highlight=False)
+
+
+def _write_board(board, format: str, out: Path | None) -> None:
+    from che import leaderboards as lb
+
+    line = lb.protocol_line(board)
+    if line and format == "table":
+        err_console.print(escape(line), highlight=False, soft_wrap=True)
     rendered = lb.render(board, format)
     if out is not None:
         if format == "table":
@@ -487,16 +517,149 @@ def leaderboard_command(
             text = capture.export_text()
         else:
             text = rendered
-        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
-        err_console.print(f"wrote {out}", highlight=False)
+        err_console.print(escape(f"wrote {out}"), highlight=False)
     elif format == "table":
         Console(width=max(console.width, 200) if not console.is_terminal else None).print(rendered)
     else:
         print(rendered, end="" if rendered.endswith("\n") else "\n")
-    if plot is not None:
-        lb.plot(board, plot)
-        err_console.print(f"wrote {plot}", highlight=False)
+
+
+# -- che compare ------------------------------------------------------------------------------------
+@app.command("compare")
+@user_errors
+def compare_command(
+    pes: Annotated[str, typer.Option(help="Two PEs, A,B: is A better than B?", show_default=False)],
+    tasks: Annotated[Optional[str], typer.Option(help="Tasks, comma-separated [default: every task with both].",
+                                                 show_default=False)] = None,
+    results: ResultsOption = DEFAULT_RESULTS,
+    format: Annotated[Literal["table", "md", "csv", "json"], typer.Option("--format", help="Output format.")] = "table",
+):
+    """Per task: the difference of mean OOD accuracy of two PEs over their runs, its 95% bootstrap
+    interval, an exact permutation test, p-values adjusted for the number of tasks (Holm), and how
+    many tasks A wins significantly."""
+    import che
+    from che.comparisons import summary
+    from che.models.positional import canonical_pe_name
+
+    names = [canonical_pe_name(p.strip()) for p in pes.split(",") if p.strip()]
+    if len(names) != 2 or names[0] == names[1]:
+        raise CheError(f"--pes takes two different PEs, A,B; got {pes!r}")
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    table = che.compare(che.load_results(results), names[0], names[1], tasks=task_list)
+    if format == "json":
+        print(table.to_json(orient="records", indent=2))
+        return
+    if format == "csv":
+        print(table.to_csv(index=False, float_format="%.4g"), end="")
+        return
+    shown = table.assign(**{
+        "A - B (pp)": table.difference.map("{:+.1f}".format),
+        "95% CI": [f"[{lo:+.1f}, {hi:+.1f}]" for lo, hi in zip(table.ci_low, table.ci_high)],
+        "p": table.p_value.map("{:.3g}".format), "p (Holm)": table.p_adjusted.map("{:.3g}".format),
+        "runs": [f"{a}/{b}" for a, b in zip(table.runs_a, table.runs_b)],
+        "significant": table.significant.map({True: "yes", False: ""})})
+    shown = shown[["task", "A - B (pp)", "95% CI", "p", "p (Holm)", "runs", "significant"]]
+    text = summary(table, *names)
+    if format == "md":
+        print(shown.to_markdown(index=False) + f"\n\nA = {names[0]}, B = {names[1]}. {text}")
+        return
+    rich = Table(title=f"{names[0]} (A) vs {names[1]} (B): OOD accuracy over runs")
+    for column in shown.columns:
+        rich.add_column(column, justify="left" if column == "task" else "right")
+    for row in shown.itertuples(index=False):
+        rich.add_row(*[escape(str(v)) for v in row])
+    console.print(rich)
+    console.print(escape(text), highlight=False, soft_wrap=True)
+
+
+# -- che eval / che show ---------------------------------------------------------------------------
+RunArgument = Annotated[str, typer.Argument(help="A run: its result file, or its run id (found under --results).",
+                                            show_default=False)]
+
+
+@app.command("eval")
+@user_errors
+def eval_command(
+    run: RunArgument,
+    results: ResultsOption = DEFAULT_RESULTS,
+    out_results: Annotated[Path, typer.Option("--out-results", help="Where to write the evaluation result.")] = Path(
+        "results/evals"),
+    max_test_length: Annotated[Optional[int], typer.Option(help="Evaluate on lengths 1..M.", show_default=False)] = None,
+    eval_samples: Annotated[Optional[int], typer.Option(help="Test examples per length.", show_default=False)] = None,
+    eval_dropout: Annotated[Optional[bool], typer.Option(
+        "--eval-dropout/--no-eval-dropout", help="Keep dropout on at evaluation [default: as the run].",
+        show_default=False)] = None,
+    rand_at_eval: Annotated[Optional[bool], typer.Option(
+        "--rand-at-eval/--no-rand-at-eval", help="Randomized PEs randomize at evaluation [default: as the run].",
+        show_default=False)] = None,
+    eval_memory_gb: Annotated[Optional[float], typer.Option(help="Memory budget of evaluation chunks.",
+                                                            show_default=False)] = None,
+    device: Annotated[Device, typer.Option(help="Where to compute.")] = "auto",
+    quiet: Annotated[bool, typer.Option(help="Plain log lines instead of a live display.")] = False,
+    plugin: PluginOption = None,
+):
+    """Evaluate a stored run again (its kept model), e.g. on longer lengths; writes an evaluation
+    result, linked to the run, that `che leaderboard --results` reads like any result."""
+    from che.progress import LogReporter, RichReporter, accuracy_chart
+    from che.runners.inspect import reevaluate
+    from che.runners.run import pick_device
+    from che.runners.stored import find_run
+
+    _load_plugins(plugin)
+    record, path = find_run(run, results)
+    out = err_console if quiet else console
+    reporter = LogReporter(out) if quiet else RichReporter(console)
+    length = max_test_length or record["config"]["max_test_length"]
+    reporter.evaluation_started(length)
+    try:
+        written = reevaluate(record, path, pick_device(device), out_results, on_length=reporter.length_done,
+                             max_test_length=max_test_length, eval_samples=eval_samples, eval_dropout=eval_dropout,
+                             rand_at_eval=rand_at_eval, eval_memory_gb=eval_memory_gb)
+    finally:
+        if hasattr(reporter, "close"):
+            reporter.close()
+    evaluation = json.loads(written.read_text())
+    n = evaluation["config"]["train_length"]
+    out.print(escape(f"{evaluation['task']} x {evaluation['pe']} (run {record['run_id']}): unseen lengths "
+                     f"{n + 1}..{length}: {100 * evaluation['ood_accuracy']:.1f}%"), highlight=False, soft_wrap=True)
+    for line in accuracy_chart(evaluation["accuracy_by_length"], n):
+        out.print("  " + line, highlight=False)
+    out.print(escape(f"result: {written}"), highlight=False, soft_wrap=True)
+
+
+@app.command("show")
+@user_errors
+def show_command(
+    run: RunArgument,
+    out: Annotated[Path, typer.Option(help="The picture to write (.png, .pdf or .svg).", show_default=False)],
+    results: ResultsOption = DEFAULT_RESULTS,
+    layer: Annotated[int, typer.Option(help="Attention layer (0 = the first).")] = 0,
+    heads: Annotated[Optional[str], typer.Option(help="Heads to draw, e.g. 0,1,2 [default: the first 8].",
+                                                 show_default=False)] = None,
+    length: Annotated[Optional[int], typer.Option(help="Input length N [default: the training length].",
+                                                  show_default=False)] = None,
+    sample: Annotated[int, typer.Option(help="Which test example of that length.", min=0, max=10_000)] = 0,
+    device: Annotated[Device, typer.Option(help="Where to compute.")] = "cpu",
+    plugin: PluginOption = None,
+):
+    """Pictures of what a run's PE learned, for one test input: per head, the PE's bias B, DAPE's
+    correction f(S, B) and the attention (as the DAPE paper's figures)."""
+    from che.runners.inspect import show
+    from che.runners.run import pick_device
+    from che.runners.stored import find_run
+
+    _load_plugins(plugin)
+    _check_output("--out", out, PLOT_FORMATS)
+    record, path = find_run(run, results)
+    head_list = None
+    if heads is not None:
+        try:
+            head_list = [int(h) for h in heads.split(",") if h.strip()]
+        except ValueError:
+            raise CheError(f"--heads must be head numbers such as 0,1,2, got {heads!r}") from None
+    show(record, path, out, pick_device(device), layer, head_list, length, sample)
+    err_console.print(escape(f"wrote {out}"), highlight=False)
 
 
 # -- che bench --------------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ class RunConfig:
     cuda_graphs: bool = True     # capture each training step as a CUDA graph (on CUDA only)
     attention: str = "fused"     # fused (SDPA) or explicit (materialised scores) attention
     checkpoint_every: int = 500
+    save_model: bool = True      # keep the trained weights beside the result (che eval, che show)
     eval_memory_gb: float = 4.0
     extra: dict = field(default_factory=dict)  # free-form notes, part of the identity
 
@@ -139,7 +140,8 @@ class RunConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-NOT_IDENTITY = {"preset", "dape_impl", "compile", "cuda_graphs", "attention", "checkpoint_every", "eval_memory_gb"}
+NOT_IDENTITY = {"preset", "dape_impl", "compile", "cuda_graphs", "attention", "checkpoint_every", "eval_memory_gb",
+                "save_model"}
 
 @functools.lru_cache(maxsize=None)
 def _implementation_versions(task: str, pe: str) -> str:

@@ -121,6 +121,23 @@ def load_results(results: Path) -> list[dict]:
     return records
 
 
+def results_frame(records: list[dict]):
+    """A pandas DataFrame with one row per run: its scores, task, level, PE, run id, path, accuracy
+    by length (a list), and every setting of its configuration as a column."""
+    import pandas as pd
+
+    rows = []
+    for record in records:
+        row = dict(record["config"])
+        row.update({key: record.get(key) for key in (
+            "run_id", "task", "pe", "level", "seed", "ood_accuracy", "ood_accuracy_reference_script",
+            "in_distribution_accuracy", "chance_accuracy", "accuracy_by_length", "final_loss")})
+        row["level"] = row["level"] or "other"
+        row["path"] = record.get("_path")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 # -- provenance -----------------------------------------------------------------------------------
 def git_revision() -> dict:
     """The git revision of the che source tree, if it is a checkout (an editable install)."""

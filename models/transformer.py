@@ -27,6 +27,7 @@ computes the same alone, in a pack, eagerly or inside a captured CUDA graph.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Sequence
@@ -162,6 +163,7 @@ class SelfAttention(nn.Module):
         self.out = PackedLinear(pack, config.d_model, config.d_model, bias=False)
         self.pes: nn.ModuleList | None = nn.ModuleList() if pes else None  # AttentionPEs, one per run
         self.attention = config.attention
+        self.record: dict | None = None  # set by `record_attention`
 
     def forward(self, x: torch.Tensor, generators) -> torch.Tensor:
         pack, batch, length, d_model = x.shape
@@ -175,11 +177,14 @@ class SelfAttention(nn.Module):
         # Scores materialised when asked for (the same function: tests/test_model.py) or when a PE
         # transforms them; else SDPA. (On an H200 at d_head 8 neither is faster everywhere:
         # results/bench/README.md.)
-        if self.attention == "explicit" or (pes is not None and pes[0].transforms_scores):
+        if self.record is not None or self.attention == "explicit" or (pes is not None and pes[0].transforms_scores):
             scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.d_head))
             logits = scores if pes is None else stack(
                 per_run(pes, generators, lambda pe, s, q, k: pe.logits(s, q, k), scores, q, k))
-            y = (torch.softmax(logits, dim=-1) @ v).reshape(merged)
+            probs = torch.softmax(logits, dim=-1)
+            if self.record is not None:  # `record_attention`: what a picture of the layer needs
+                self.record.update(scores=scores[0].detach(), logits=logits[0].detach(), probs=probs[0].detach())
+            y = (probs @ v).reshape(merged)
         else:
             # Fused attention; SDPA scales QK^T by 1/sqrt(d_head) and then adds the bias.
             biases = [None] if pes is None else per_run(pes, generators, lambda pe, q, k: pe.bias(q, k), q, k)
@@ -309,3 +314,22 @@ class Transformer(nn.Module):
 
 # PE weights belong to one run's module: "blocks.3.attention.pes.<run>.r1", "absolute_pes.<run>.table".
 PER_RUN_NAME = re.compile(r"^(?P<modules>(?:.*\.)?(?:pes|absolute_pes))\.(?P<run>\d+)\.(?P<rest>.+)$")
+
+
+@contextlib.contextmanager
+def record_attention(model: Transformer):
+    """Within the block, every attention layer of run 0 materialises its scores and keeps, per layer,
+    a dict: scores S, logits A (what the softmax sees), probs (the attention) and, from the PE, its
+    bias B and (DAPE) f(S, B), each [B, H, T, T] (B may be [H, T, T]). Yields the list of dicts."""
+    records = [{} for _ in model.blocks]
+    for block, record in zip(model.blocks, records):
+        block.attention.record = record
+        for pe in block.attention.pes or ():
+            pe.record = record
+    try:
+        yield records
+    finally:
+        for block in model.blocks:
+            block.attention.record = None
+            for pe in block.attention.pes or ():
+                pe.record = None

@@ -29,6 +29,7 @@ from che.registry import TASKS, loaded_plugins
 from che.results import (SCHEMA_VERSION, checkpoint_path, command_line, describe_device, git_revision,
                          is_finished, result_path, run_dir, versions, write_json_atomic)
 from che.runners.evaluate import evaluate, summarize
+from che.runners.stored import model_path, save_model
 from che.runners.train import Trainer, check_pack, model_config
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -225,10 +226,13 @@ def _train_and_evaluate(configs, task, results, device, force, resume, reporter)
             "eval_time_s": round(eval_time, 3),
             "steps_per_s": round(state.step / state.train_time_s, 3) if state.train_time_s else None,
             "resumed_from_step": resumed_from_step,
+            "model": model_path(path).name if config.save_model else None,
         }
         outcomes.append(Outcome("finished", path, record))
-    for outcome in outcomes:  # the checkpoint stays until every result is written
+    for k, outcome in enumerate(outcomes):  # the checkpoint stays until every result is written
         if outcome.status == "finished":
+            if configs[k].save_model:
+                save_model(model_path(outcome.path), trainer.run_state_dict(k), outcome.record)
             write_result(outcome.path, outcome.record)
     checkpoint.unlink(missing_ok=True)
     return outcomes

@@ -133,8 +133,12 @@ class AttentionPE(PositionalEncoding):
     def bias(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor | None:
         return None
 
+    record: dict | None = None  # set by che.models.transformer.record_attention
+
     def logits(self, scores: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         b = self.bias(q, k)
+        if self.record is not None and b is not None:
+            self.record["bias"] = b.detach()
         return scores if b is None else scores + b
 
     @property

@@ -98,6 +98,8 @@ class DAPE(AttentionPE):
     def logits(self, scores, q, k):
         bias = self.base.bias(q, k) if self.has_bias else None
         f = self._f_literal(scores, bias) if self.impl == "literal" else self._f_fast(scores, bias)
+        if self.record is not None:
+            self.record.update(f=f.detach(), **({} if bias is None else {"bias": bias.detach()}))
         if self.variant == "S+f(S,B)" or bias is None:
             return scores + f
         return scores + bias + f

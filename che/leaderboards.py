@@ -1,0 +1,322 @@
+"""The tasks x PEs table that papers print, built from a table of runs (`che.results.results_frame`).
+
+Cells are the OOD score (mean accuracy over the unseen lengths N+1..M, in %) aggregated over the
+runs of a (task, PE) pair: `max` over seeds and learning rates, as the CHE papers report, or `mean`
+with a 95% confidence interval (bootstrap over runs). Both show the number of runs. Rows are grouped
+by Chomsky level, with per-level and overall averages; the best PE of each row is marked. With a
+reference table (`results/reference`) each cell shows ours beside the published number and the
+difference, and a protocol that differs from the reference's is said above the table and in its
+caption (`strict` refuses it).
+"""
+
+from __future__ import annotations
+
+import html
+import importlib.resources
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from che.errors import CheError, unknown_name_error
+from che.registry import CheWarning
+from che.stats import bootstrap_mean_ci
+from che.tasks.base import LEVEL_NAMES, LEVELS
+
+# The row order of the CHE papers' tables.
+TASK_ORDER = [
+    "even_pairs", "modular_arithmetic", "parity_check", "cycle_navigation",
+    "stack_manipulation", "reverse_string", "modular_arithmetic_brackets", "solve_equation",
+    "duplicate_string", "missing_duplicate_string", "odds_first", "binary_addition",
+    "binary_multiplication", "compute_sqrt", "bucket_sort",
+]
+PE_ORDER = ["none", "sin-cos", "learned", "rope", "relative", "t5", "alibi", "kerple-log", "kerple-log-sym",
+            "kerple-power", "kerple-power-sym", "sandwich", "sandwich-sym", "fire", "cope"]
+AGGREGATIONS = ("max", "mean")
+FORMATS = ("table", "md", "csv", "html", "json")
+# Settings that must agree within a cell: seeds and learning rates are what a cell aggregates over.
+CELL_SETTINGS = ("steps", "batch_size", "train_length", "max_test_length", "eval_samples", "n_layers",
+                 "d_model", "n_heads", "dape_width", "dape_variant", "eval_dropout", "bf16", "rand_mode")
+# What a protocol is, for comparing ours with a published table's (its .protocol.json).
+PROTOCOL_SETTINGS = ("train_length", "max_test_length", "steps", "batch_size", "n_layers", "d_model", "n_heads",
+                     "rand_max_length", "rand_mode")
+
+
+def pe_sort_key(pe: str):
+    dape = 2 if pe.startswith("dape2-") else 1 if pe.startswith("dape-") else 0
+    base = pe.split("-", 1)[1] if dape else pe
+    rand = base.startswith("rand-")
+    base = base[5:] if rand else base
+    return (dape, rand, PE_ORDER.index(base) if base in PE_ORDER else len(PE_ORDER), base)
+
+
+def task_sort_key(task: str, level: str):
+    level_rank = LEVELS.index(level) if level in LEVELS else len(LEVELS)
+    return (level_rank, TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER), task)
+
+
+@dataclass
+class Leaderboard:
+    """`cells`: one row per (task, PE) with runs: value (the aggregate, %), mean, ci_low, ci_high,
+    std, runs, best_run (its run id); `runs` is the table of runs it was built from."""
+
+    cells: pd.DataFrame
+    runs: pd.DataFrame
+    aggregation: str
+    tasks: list[str]
+    pes: list[str]
+    levels: dict[str, str]
+    chance: dict[str, float]
+    reference_name: str | None = None
+    reference: dict[tuple[str, str], float] = field(default_factory=dict)
+    protocol_differences: list[str] = field(default_factory=list)
+
+    def cell(self, task: str, pe: str):
+        key = (task, pe)
+        return self.cells.loc[key] if key in self.cells.index else None
+
+    def best_pe(self, task: str) -> str | None:
+        if task not in self.cells.index.get_level_values(0):
+            return None
+        values = self.cells.xs(task, level="task")["value"]
+        return str(values.idxmax())
+
+    def averages(self) -> dict[str, tuple[pd.Series, pd.Series, int]]:
+        """{label: (mean per PE, tasks counted per PE, tasks in the group)} per level, then over all
+        tasks."""
+        table = self.cells["value"].unstack("pe").reindex(index=self.tasks, columns=self.pes)
+        groups = [(LEVEL_NAMES.get(lv, lv), [t for t in self.tasks if self.levels[t] == lv])
+                  for lv in _level_order(self.levels.values())] + [("All tasks", list(self.tasks))]
+        rows = {label: (table.loc[tasks].mean(), table.loc[tasks].count(), len(tasks)) for label, tasks in groups if tasks}
+        return rows
+
+    def curve(self, task: str, pe: str) -> list[float]:
+        """Accuracy by length: the best run's (max), or the mean over runs (mean)."""
+        runs = self.runs[(self.runs.task == task) & (self.runs.pe == pe)]
+        if self.aggregation == "max":
+            return list(runs.set_index("run_id").loc[self.cell(task, pe)["best_run"], "accuracy_by_length"])
+        return [sum(v) / len(v) for v in zip(*runs["accuracy_by_length"])]
+
+
+def _level_order(levels) -> list[str]:
+    present = set(levels)
+    return [lv for lv in LEVELS if lv in present] + sorted(present - set(LEVELS))
+
+
+# -- building -------------------------------------------------------------------------------------
+def build(runs: pd.DataFrame, aggregation: str = "max", reference: str | None = None,
+          strict: bool = False) -> Leaderboard:
+    """The leaderboard of a table of runs (`che.results.results_frame`)."""
+    if aggregation not in AGGREGATIONS:
+        raise unknown_name_error("aggregation", aggregation, AGGREGATIONS)
+    if runs.empty:
+        raise CheError("no runs to build a leaderboard from")
+    _warn_if_mixed(runs)
+    scores = runs.assign(score=100 * runs["ood_accuracy"])
+
+    def summarise(group: pd.DataFrame) -> pd.Series:
+        low, high = bootstrap_mean_ci(group["score"].to_numpy())
+        best = group.loc[group["score"].idxmax()]
+        mean = group["score"].mean()
+        return pd.Series({"value": best["score"] if aggregation == "max" else mean, "mean": mean,
+                          "ci_low": low, "ci_high": high, "std": group["score"].std(ddof=1) if len(group) > 1 else 0.0,
+                          "runs": len(group), "best_run": best["run_id"]})
+
+    cells = scores.groupby(["task", "pe"]).apply(summarise, include_groups=False)
+    levels = dict(zip(runs.task, runs.level))
+    board = Leaderboard(
+        cells=cells, runs=runs, aggregation=aggregation,
+        tasks=sorted(levels, key=lambda t: task_sort_key(t, levels[t])),
+        pes=sorted(set(runs.pe), key=pe_sort_key), levels=levels,
+        chance=dict(zip(runs.task, 100 * runs.chance_accuracy)),
+    )
+    if reference:
+        _attach_reference(board, reference, strict)
+    return board
+
+
+def _warn_if_mixed(runs: pd.DataFrame) -> None:
+    for (task, pe), group in runs.groupby(["task", "pe"]):
+        for setting in CELL_SETTINGS:
+            values = sorted({json.dumps(v) for v in group[setting]}) if setting in group else []
+            if len(values) > 1:
+                warnings.warn(f"{task} x {pe} mixes runs with different {setting} ({', '.join(values)}); "
+                              f"aggregating them anyway — use separate --results folders", CheWarning, stacklevel=3)
+
+
+def reference_tables() -> dict[str, Path]:
+    """Published tables shipped in results/reference (the package data che.reference), by name."""
+    folder = importlib.resources.files("che.reference")
+    return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".csv")}
+
+
+def load_reference(name: str) -> tuple[str, dict[tuple[str, str], float], dict]:
+    """(full table name, {(task, canonical PE): published %}, its protocol); `name` may be a unique
+    prefix."""
+    from che.models.positional import canonical_pe_name
+
+    tables = reference_tables()
+    matches = [stem for stem in tables if stem == name or stem.startswith(name)]
+    if len(matches) != 1:
+        raise unknown_name_error("reference table", name, tables)
+    table = pd.read_csv(tables[matches[0]])
+    values = {}
+    for _, row in table.iterrows():
+        for column in table.columns:
+            if column in ("level", "task") or pd.isna(row[column]):
+                continue
+            values[(row["task"], canonical_pe_name(column))] = float(row[column])
+    protocol_file = tables[matches[0]].with_suffix(".protocol.json")
+    protocol = json.loads(protocol_file.read_text()) if protocol_file.exists() else {}
+    return matches[0], values, protocol
+
+
+def protocol_differences(runs: pd.DataFrame, protocol: dict) -> list[str]:
+    """'setting ours vs theirs' for every protocol setting where our runs differ from the table's."""
+    differences = []
+    for setting in PROTOCOL_SETTINGS:
+        if setting not in protocol or setting not in runs:
+            continue
+        column = runs[setting]
+        if setting == "rand_mode":  # it only means something for the randomized PEs
+            column = column[runs.pe.str.contains("rand-")]
+        ours = sorted({str(v) for v in column})
+        if ours and ours != [str(protocol[setting])]:
+            differences.append(f"{setting} {'/'.join(ours)} vs {protocol[setting]}")
+    return differences
+
+
+def _attach_reference(board: Leaderboard, name: str, strict: bool) -> None:
+    board.reference_name, board.reference, protocol = load_reference(name)
+    board.protocol_differences = protocol_differences(board.runs, protocol)
+    if strict and board.protocol_differences:
+        raise CheError(f"the results' protocol differs from {board.reference_name}'s: "
+                       f"{', '.join(board.protocol_differences)} (leave out --strict to compare anyway)")
+    for (task, pe) in board.reference:
+        if task in board.levels and pe not in board.pes:
+            board.pes.append(pe)
+    board.pes.sort(key=pe_sort_key)
+
+
+# -- text -----------------------------------------------------------------------------------------
+def _fmt(value, digits: int = 1) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def cell_text(board: Leaderboard, task: str, pe: str) -> str:
+    cell = board.cell(task, pe)
+    ours = "–"
+    if cell is not None:
+        ours = _fmt(cell["value"])
+        if board.aggregation == "mean" and cell["runs"] > 1:
+            ours += f" [{cell['ci_low']:.1f}, {cell['ci_high']:.1f}]"
+        ours += f" ({int(cell['runs'])})"
+    ref = board.reference.get((task, pe))
+    if board.reference_name and ref is not None:
+        diff = "" if cell is None else f", {cell['value'] - ref:+.1f}"
+        ours += f" [ref {ref:.1f}{diff}]"
+    return ours
+
+
+def rows(board: Leaderboard, mark_best: str = "", quote=str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows as text; `quote` escapes what comes from the results (task and PE names, cell
+    texts) for the output's markup (html.escape for HTML, rich's escape for the terminal)."""
+    header = ["level", "task", "chance"] + [quote(pe) for pe in board.pes]
+    body = []
+    for task in board.tasks:
+        best = board.best_pe(task)
+        cells = []
+        for pe in board.pes:
+            text = quote(cell_text(board, task, pe))
+            cells.append(mark_best.format(text) if mark_best and best == pe else text)
+        body.append([quote(board.levels[task]), quote(task), _fmt(board.chance.get(task), 0)] + cells)
+    for label, (means, counts, total) in board.averages().items():
+        line = ["", f"average: {label}", ""]
+        for pe in board.pes:
+            text = _fmt(means.get(pe))
+            if not math.isnan(means.get(pe, math.nan)) and counts[pe] < total:
+                text += f" ({counts[pe]}/{total} tasks)"
+            line.append(quote(text))
+        body.append(line)
+    return header, body
+
+
+def protocol_line(board: Leaderboard) -> str | None:
+    if not board.protocol_differences:
+        return None
+    return (f"Not the protocol of {board.reference_name}: {', '.join(board.protocol_differences)} "
+            f"(ours vs theirs); compare the numbers with that in mind.")
+
+
+def caption(board: Leaderboard) -> str:
+    agg = ("max over runs (seeds x learning rates), as the CHE papers report" if board.aggregation == "max"
+           else "mean over runs with its 95% bootstrap confidence interval")
+    text = (f"OOD accuracy (%): mean per-token accuracy over the unseen test lengths; cell = {agg}; "
+            f"(n) = runs. Best per task marked.")
+    if board.reference_name:
+        text += f" [ref x, ±d] = published number in '{board.reference_name}' and our difference."
+    line = protocol_line(board)
+    return text + (f" {line}" if line else "")
+
+
+def records(board: Leaderboard) -> pd.DataFrame:
+    """One row per (task, PE) that has runs or a published number: what csv and json write."""
+    out = []
+    for task in board.tasks:
+        best = board.best_pe(task)
+        for pe in board.pes:
+            cell, ref = board.cell(task, pe), board.reference.get((task, pe))
+            if cell is None and ref is None:
+                continue
+            have = cell is not None
+            out.append({
+                "task": task, "level": board.levels[task], "pe": pe, "chance": board.chance.get(task),
+                "ood_accuracy": float(cell["value"]) if have else None,
+                "mean": float(cell["mean"]) if have else None,
+                "ci_low": float(cell["ci_low"]) if have else None, "ci_high": float(cell["ci_high"]) if have else None,
+                "std": float(cell["std"]) if have else None, "runs": int(cell["runs"]) if have else 0,
+                "best": best == pe, "reference": ref,
+            })
+    return pd.DataFrame(out)
+
+
+def render(board: Leaderboard, fmt: str):
+    """The leaderboard as text (md, html, csv, json) or as a rich Table (table)."""
+    if fmt not in FORMATS:
+        raise unknown_name_error("format", fmt, FORMATS)
+    if fmt == "md":
+        header, body = rows(board, mark_best="**{}**")
+        return pd.DataFrame(body, columns=header).to_markdown(index=False) + f"\n\n{caption(board)}\n"
+    if fmt == "html":
+        header, body = rows(board, mark_best="<b>{}</b>", quote=html.escape)
+        table = pd.DataFrame(body, columns=header).to_html(index=False, escape=False)  # cells escaped above
+        return table + f"\n<p>{html.escape(caption(board))}</p>\n"
+    if fmt == "csv":
+        return records(board).to_csv(index=False, float_format="%.3f")
+    if fmt == "json":
+        data = {"aggregation": board.aggregation, "reference": board.reference_name,
+                "protocol_differences": board.protocol_differences,
+                "cells": json.loads(records(board).to_json(orient="records"))}
+        return json.dumps(data, indent=2)
+    return rich_table(board)
+
+
+def rich_table(board: Leaderboard):
+    from rich.markup import escape
+    from rich.table import Table
+
+    header, body = rows(board, mark_best="[bold green]{}[/]", quote=escape)
+    table = Table(title="CHE leaderboard", caption=escape(caption(board)), show_lines=False)
+    for i, column in enumerate(header):
+        table.add_column(column, justify="left" if i < 2 else "right", no_wrap=i == 1)
+    previous_level = None
+    for line in body:
+        level = line[0]
+        if previous_level is not None and level != previous_level:
+            table.add_section()
+        previous_level = level
+        table.add_row(*line)
+    return table

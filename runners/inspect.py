@@ -1,0 +1,106 @@
+"""What `che eval` and `che show` do with a stored run: evaluate it again under other settings, and
+draw what its PE learned."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import torch
+
+from che.config import RunConfig
+from che.errors import CheError
+from che.results import SCHEMA_VERSION, describe_device, git_revision, result_path, versions, write_json_atomic
+from che.runners.evaluate import evaluate, length_seed, summarize
+from che.runners.stored import load_model
+
+# What `che eval` may change: how the run is evaluated, not how it was trained.
+EVALUATION_SETTINGS = ("max_test_length", "eval_samples", "eval_batch_size", "eval_seed", "eval_dropout",
+                       "rand_at_eval", "eval_memory_gb")
+
+
+def reevaluate(record: dict, path: Path, device: torch.device, results: Path, on_length=None, **changes) -> Path:
+    """Evaluate a stored run again with `changes` to its evaluation settings; write the result (a
+    finished result like a run's, with the new settings in its config and `evaluation_of` linking
+    the run) under `results`, and return its path."""
+    unknown = set(changes) - set(EVALUATION_SETTINGS)
+    if unknown:
+        raise CheError(f"che eval changes only the evaluation ({', '.join(EVALUATION_SETTINGS)}), not "
+                       f"{', '.join(sorted(unknown))}")
+    model, config, task = load_model(record, path, device)
+    new = RunConfig.from_dict(config.to_dict() | {k: v for k, v in changes.items() if v is not None})
+    new.validate()
+    started = time.perf_counter()
+    accuracies = evaluate(model, task, new, device, on_length=on_length)[0]
+    out = result_path(results, new)
+    out = out.with_name(out.name.removesuffix(".json") + "-eval.json")
+    evaluation = {
+        **{k: v for k, v in record.items() if not k.startswith("_")},
+        "schema": SCHEMA_VERSION,
+        "status": "finished",
+        "run_id": f"{new.run_id}-eval",
+        "config": new.to_dict(),
+        **summarize(accuracies, new.train_length),
+        "accuracy_by_length": accuracies,
+        "eval_dropout": new.eval_dropout,
+        "evaluation_of": {"run_id": record["run_id"], "result": str(path), "model": record.get("model")},
+        "device": describe_device(device),
+        "versions": versions(),
+        "git": git_revision(),
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "eval_time_s": round(time.perf_counter() - started, 3),
+    }
+    write_json_atomic(out, evaluation)
+    return out
+
+
+def attention_maps(record: dict, path: Path, device: torch.device, layer: int, length: int | None,
+                   sample: int) -> tuple[dict, dict]:
+    """(what the layer recorded for one input, a description): the PE's bias B [H, T, T], DAPE's
+    f(S, B), and the attention [H, T, T], for sample `sample` of the run's test data at `length`."""
+    from che.models.transformer import record_attention
+
+    model, config, task = load_model(record, path, device)
+    if not 0 <= layer < config.n_layers:
+        raise CheError(f"--layer must be between 0 and {config.n_layers - 1}, got {layer}")
+    length = config.train_length if length is None else length
+    if not 1 <= length <= 2_000:
+        raise CheError(f"--length must be between 1 and 2000, got {length}")
+    generator = torch.Generator().manual_seed(length_seed(config.eval_seed, length))
+    batch = task.sample(sample + 1, length, generator)
+    model.eval()
+    with torch.no_grad(), record_attention(model) as records:
+        model(batch.inputs[sample:sample + 1].to(device), task.output_length(length),
+              [torch.Generator(device=device).manual_seed(length_seed(config.eval_seed, length))])
+    recorded = {k: v.squeeze(0).cpu() if v.dim() == 4 else v.cpu() for k, v in records[layer].items()}
+    about = {"task": config.task, "pe": config.pe, "layer": layer, "length": length, "sample": sample,
+             "tokens": int(recorded["probs"].shape[-1]), "input": task.render(batch.inputs[sample].tolist(),
+                                                                                 task.input_symbols)}
+    return recorded, about
+
+
+def show(record: dict, path: Path, out: Path, device: torch.device, layer: int = 0, heads: list[int] | None = None,
+         length: int | None = None, sample: int = 0) -> None:
+    """Heatmaps per head: the PE's bias B, DAPE's correction f(S, B) and the attention, as the DAPE
+    paper's figures (the attention alone for a PE without a bias)."""
+    from che.plots import heatmaps
+
+    recorded, about = attention_maps(record, path, device, layer, length, sample)
+    n_heads = recorded["probs"].shape[0]
+    heads = list(range(min(n_heads, 8))) if heads is None else heads
+    bad = [h for h in heads if not 0 <= h < n_heads]
+    if bad:
+        raise CheError(f"--heads: the model has heads 0..{n_heads - 1}, not {', '.join(map(str, bad))}")
+    panels = []
+    for h in heads:
+        columns = []
+        if "bias" in recorded:
+            columns.append(("bias B", recorded["bias"][h].numpy()))
+        if "f" in recorded:
+            columns.append(("DAPE f(S, B)", recorded["f"][h].numpy()))
+        columns.append(("attention", recorded["probs"][h].numpy()))
+        panels.append((f"head {h}", columns))
+    title = (f"{about['task']} x {about['pe']}: layer {layer}, length {about['length']} ({about['tokens']} tokens), "
+             f"test sample {sample}")
+    heatmaps(panels, out, title)

@@ -1,0 +1,90 @@
+"""Finished runs as stored: the result file and the trained weights beside it.
+
+A run's weights are `<run-id>.model.safetensors` next to `<run-id>.json`: safetensors holds tensors
+only (loading it runs no code), about 1 MB for the CHE model (250k float32 parameters), with the
+run id and configuration in its metadata. `che eval` and `che show` find a run by its result file
+or its run id, and rebuild the model from the weights and the stored configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from che.config import RunConfig
+from che.errors import CheError
+from che.results import read_json_file
+
+MODEL_SUFFIX = ".model.safetensors"
+
+
+def model_path(result: Path) -> Path:
+    result = Path(result)
+    return result.with_name(result.name.removesuffix(".json") + MODEL_SUFFIX)
+
+
+def save_model(path: Path, state: dict[str, torch.Tensor], record: dict) -> None:
+    """The weights (a single run's state_dict), atomically, with the run id and config as metadata."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    metadata = {"run_id": record["run_id"], "config": json.dumps(record["config"]), "format": "che single-run state_dict"}
+    try:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def find_run(spec: str, results: Path | None = None) -> tuple[dict, Path]:
+    """(result record, its path) of a run given as a result file or a run id (searched under
+    `results`)."""
+    path = Path(spec)
+    if not path.is_file():
+        folder = Path(results) if results is not None else None
+        matches = sorted(folder.rglob(f"{spec}.json")) if folder is not None and folder.is_dir() else []
+        if len(matches) != 1:
+            where = f"under {folder}" if folder is not None else "(give a result file or --results)"
+            raise CheError(f"no run '{spec}' {where}: give a result file (.json) or the run id of one"
+                           if not matches else f"run id '{spec}' is ambiguous under {folder}: give the result file")
+        path = matches[0]
+    try:
+        record = read_json_file(path)
+    except (OSError, ValueError) as exc:
+        raise CheError(f"cannot read the result file {path}: {exc}") from None
+    if record.get("status") != "finished" or "config" not in record:
+        raise CheError(f"{path} is not a finished run's result")
+    return record, path
+
+
+def load_model(record: dict, path: Path, device: torch.device):
+    """(the run's model, its RunConfig, its task), the weights loaded from beside the result."""
+    from safetensors.torch import load_file
+
+    from che.models import Transformer
+    from che.registry import TASKS
+    from che.runners.train import model_config
+
+    weights = model_path(path)
+    if not weights.is_file():
+        raise CheError(f"{path} has no stored model ({weights.name}): the run was made with --no-save-model "
+                       f"or before models were kept; run it again to keep one")
+    config = RunConfig.from_dict(record["config"])
+    task = TASKS.get(config.task)
+    model = Transformer(model_config(config, task))
+    try:
+        model.load_state_dict(load_file(str(weights)))
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise CheError(f"the stored model {weights} does not fit the run's configuration: {exc}") from None
+    return model.to(device), config, task
