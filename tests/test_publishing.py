@@ -207,3 +207,18 @@ def test_the_bootstrap_interval_covers_the_mean_about_95_percent_of_the_time():
     assert 0.88 <= covered / 200 <= 0.99
     assert bootstrap_mean_ci([0.7]) == (0.7, 0.7)
     assert not math.isnan(bootstrap_mean_ci([0.1, 0.9])[0])
+
+
+def test_the_example_notebook_runs(tmp_path, monkeypatch):
+    """examples/quickstart.ipynb, its code cells run in order (as a kernel would), in a temporary folder."""
+    from conftest import EXAMPLES
+
+    notebook = json.loads((EXAMPLES / "quickstart.ipynb").read_text())
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), "quickstart.ipynb", "exec"), namespace)
+    assert (tmp_path / "notebook-accuracy.png").stat().st_size > 10_000
+    assert (tmp_path / "notebook-show.png").stat().st_size > 10_000
+    assert len(namespace["runs"]) == 9
