@@ -323,7 +323,8 @@ def test_shipped_sweeps_by_name():
     label, values = read_spec("cpu_leaderboard")
     grid = build_grid(values, label)
     assert grid.preset == "cpu" and len(grid.tasks) == 15 and str(grid.results) == "results/cpu/runs"
-    assert grid.pes == ["none", "alibi", "kerple-log", "dape-kerple-log"] and len(grid.configs()) == 60
+    assert grid.pes == ["none", "alibi", "kerple-log", "dape-kerple-log"] and grid.seeds == [0, 1, 2]
+    assert len(grid.configs()) == 180
     label, values = read_spec("dape_table2")
     grid = build_grid(values, label)
     assert grid.preset == "paper" and len(grid.tasks) == 14 and "binary_multiplication" not in grid.tasks
