@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from che.models.positional import parse_pe
-from che.models.positional.base import uniform, use_generator
+from che.models.positional.base import use_generator
 
 
 ATTENTION = ("fused", "explicit")

@@ -26,7 +26,6 @@ for bit.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 import threading

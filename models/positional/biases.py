@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from che.models.positional.base import BiasPE, signed_offsets
+from che.models.positional.base import BiasPE
 from che.registry import register_pe
 
 
