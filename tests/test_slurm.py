@@ -32,7 +32,7 @@ def outside_slurm_folder(folder):
     empty lock files (`.locks/`, kept by design: see che.locks)."""
     files = [p for p in folder.rglob("*") if p.is_file() and ".slurm" not in p.parts]
     return [p for p in files if p.suffix == ".owner" or (".locks" not in p.parts and (
-        not p.name.endswith(".json") or p.name.startswith(".")))]
+        not p.name.endswith((".json", ".model.safetensors")) or p.name.startswith(".")))]
 
 
 @pytest.fixture(scope="module")
