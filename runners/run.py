@@ -16,6 +16,7 @@ import os
 import tempfile
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import torch
 from che.config import RunConfig
 from che.errors import CheError
 from che.locks import claim, release
-from che.registry import TASKS, loaded_plugins
+from che.registry import TASKS, CheWarning, loaded_plugins
 from che.results import (SCHEMA_VERSION, checkpoint_path, command_line, describe_device, git_revision,
                          is_finished, result_path, run_dir, versions, write_json_atomic)
 from che.runners.evaluate import evaluate, summarize
@@ -230,9 +231,14 @@ def _train_and_evaluate(configs, task, results, device, force, resume, reporter)
         }
         outcomes.append(Outcome("finished", path, record))
     for k, outcome in enumerate(outcomes):  # the checkpoint stays until every result is written
-        if outcome.status == "finished":
-            if configs[k].save_model:
+        if outcome.status != "finished":
+            continue
+        if configs[k].save_model:
+            try:
                 save_model(model_path(outcome.path), trainer.run_state_dict(k), outcome.record)
-            write_result(outcome.path, outcome.record)
+            except (OSError, ImportError) as exc:  # the result matters more than the weights
+                warnings.warn(f"could not keep the model of {outcome.record['run_id']}: {exc}", CheWarning, stacklevel=2)
+                outcome.record["model"] = None
+        write_result(outcome.path, outcome.record)
     checkpoint.unlink(missing_ok=True)
     return outcomes
