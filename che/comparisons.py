@@ -1,14 +1,16 @@
 """Is PE A better than PE B? Per task, over runs: the difference of mean OOD accuracy with a 95%
 bootstrap confidence interval, an exact permutation test (two-sided) of equal means, and the
-p-values adjusted for testing every task at once (Holm). See che.stats for the tests and their
-limits (3 runs against 3 cannot reach p < 0.1)."""
+p-values adjusted for testing every task at once (Holm). Across tasks: the mean of the per-task
+differences and a sign-flip test over tasks. See che.stats for the tests and their limits (3 runs
+against 3 cannot reach p < 0.1 on one task)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from che.errors import CheError
-from che.stats import CONFIDENCE, bootstrap_difference_ci, holm, permutation_p_value, smallest_p_value
+from che.stats import (CONFIDENCE, bootstrap_difference_ci, holm, permutation_p_value, sign_flip_p_value,
+                       smallest_p_value)
 
 ALPHA = 1 - CONFIDENCE
 COLUMNS = ["task", "difference", "ci_low", "ci_high", "p_value", "p_adjusted", "runs_a", "runs_b",
@@ -53,4 +55,15 @@ def summary(table: pd.DataFrame, a: str, b: str) -> str:
     if floor >= ALPHA:
         text += (f" With these runs per PE the permutation test cannot give p below {floor:.2g}: no task can be "
                  f"significant; use more seeds (5 against 5 reach p = 0.008).")
+    if len(table) > 1:
+        overall = across_tasks(table)
+        text += (f" Across the {overall['tasks']} tasks (each task one unit): mean difference "
+                 f"{overall['difference']:+.1f} points, sign-flip test p = {overall['p_value']:.2g}.")
     return text
+
+
+def across_tasks(table: pd.DataFrame) -> dict:
+    """Does A beat B on average over the benchmark? The tasks are the units (Demšar, JMLR 2006): the
+    mean of the per-task differences of means, and an exact two-sided sign-flip test of it."""
+    return {"tasks": len(table), "difference": float(table.difference.mean()),
+            "p_value": sign_flip_p_value(table.difference.to_numpy())}

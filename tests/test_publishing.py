@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 import che
-from che.stats import bootstrap_mean_ci, holm, permutation_p_value, smallest_p_value
+from che.comparisons import across_tasks, summary
+from che.stats import (bootstrap_difference_ci, bootstrap_mean_ci, holm, permutation_p_value, sign_flip_p_value,
+                       smallest_p_value)
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +192,31 @@ def test_the_permutation_test_is_exact():
     rng = np.random.default_rng(0)
     a, b = rng.normal(0, 1, 30), rng.normal(0, 1, 30)       # Monte Carlo branch: p in (0, 1]
     assert 0 < permutation_p_value(a, b) <= 1
+
+
+def test_the_sign_flip_test_over_tasks_is_exact():
+    # all 5 differences positive: 2 of the 2^5 sign patterns (all +, all -) are as extreme
+    assert sign_flip_p_value([1, 2, 3, 4, 5]) == pytest.approx(2 / 32)
+    assert sign_flip_p_value([1, -1, 2, -2]) == 1.0
+    # 15 tasks, all one way: p = 2 / 2^15, what 3 seeds per cell can reach across the benchmark
+    assert sign_flip_p_value(np.arange(1, 16)) == pytest.approx(2 / 2**15)
+
+
+def test_compare_reports_the_across_task_test():
+    rows = [{"task": task, "level": "regular", "pe": pe, "ood_accuracy": 0.5 + (0.1 if pe == "alibi" else 0) + 0.01 * seed}
+            for task in ("even_pairs", "parity_check", "cycle_navigation", "modular_arithmetic", "reverse_string")
+            for pe in ("alibi", "none") for seed in range(3)]
+    table = che.compare(pd.DataFrame(rows), "alibi", "none")
+    assert table.difference.to_numpy() == pytest.approx([10.0] * 5)
+    assert across_tasks(table) == {"tasks": 5, "difference": pytest.approx(10.0), "p_value": pytest.approx(2 / 32)}
+    assert "Across the 5 tasks (each task one unit): mean difference +10.0 points, sign-flip test p = 0.062" \
+        in summary(table, "alibi", "none")
+
+
+def test_the_bootstrap_difference_interval_brackets_the_difference():
+    low, high = bootstrap_difference_ci([60, 62, 64], [50, 51, 52])
+    assert 8 < low < 11 < high < 14
+    assert bootstrap_difference_ci([0.7], [0.5]) == pytest.approx((0.2, 0.2))
 
 
 def test_holm_adjusts_step_down_and_stays_monotone():
