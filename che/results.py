@@ -140,7 +140,11 @@ def results_frame(records: list[dict]):
 
 # -- provenance -----------------------------------------------------------------------------------
 def git_revision() -> dict:
-    """The git revision of the che source tree, if it is a checkout (an editable install)."""
+    """The git revision of the che source tree, if it is a checkout (an editable install).
+
+    A tree copied without its .git (a cluster node, a container) can name its revision in
+    CHE_GIT_REVISION; the result then says so (`"from": "CHE_GIT_REVISION"`, dirty unknown).
+    """
     source = Path(__file__).resolve().parent.parent
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
@@ -149,6 +153,9 @@ def git_revision() -> dict:
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
         return {"revision": rev, "dirty": bool(dirty)}
     except (OSError, subprocess.SubprocessError):
+        named = os.environ.get("CHE_GIT_REVISION", "").strip()
+        if named:
+            return {"revision": named, "dirty": None, "from": "CHE_GIT_REVISION"}
         return {"revision": None, "dirty": None}
 
 

@@ -159,3 +159,20 @@ def test_tensorboard_without_the_package_is_a_one_line_error(cli, tmp_path, monk
                  "--tensorboard", tmp_path / "tb")
     assert result.exit_code == 2
     assert "pip install 'che-bench[tensorboard]'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_tree_without_git_records_the_revision_it_is_told(monkeypatch):
+    """A copied tree (a cluster node, a GPU box) has no .git: the revision comes from CHE_GIT_REVISION
+    and the result says where it came from; without it, the revision is unknown, not invented."""
+    import subprocess
+
+    from che import results
+
+    def no_git(*args, **kwargs):
+        raise subprocess.CalledProcessError(128, args[0])
+
+    monkeypatch.setattr(results.subprocess, "run", no_git)
+    monkeypatch.delenv("CHE_GIT_REVISION", raising=False)
+    assert results.git_revision() == {"revision": None, "dirty": None}
+    monkeypatch.setenv("CHE_GIT_REVISION", "05a6653")
+    assert results.git_revision() == {"revision": "05a6653", "dirty": None, "from": "CHE_GIT_REVISION"}
