@@ -16,6 +16,7 @@ stream, as CUDA graph capture wants, which also creates whatever the step alloca
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Sequence
 
 import torch
@@ -60,7 +61,16 @@ class GraphedStep:
         for generator in self.generators:
             graph.register_generator_state(generator)
         torch.cuda.synchronize()
-        with torch.cuda.graph(graph, pool=self.pool):
-            self.step(*static)
+        # No garbage collection while capturing: it can free a graph of an earlier pack in this
+        # process (kept by a reference cycle until then), and destroying a graph during a capture is
+        # forbidden; CUDA then invalidates this capture (seen in a sweep with many packs per worker).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            with torch.cuda.graph(graph, pool=self.pool):
+                self.step(*static)
+        finally:
+            if collecting:
+                gc.enable()
         self.captures += 1
         return graph, static

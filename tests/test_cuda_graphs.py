@@ -89,3 +89,21 @@ def test_evaluating_a_pack_equals_evaluating_each_run_alone():
         alone.load_state_dict(trainer.run_state_dict(k))
         single = evaluate(alone.cuda(), task, configs[0], torch.device("cuda"))[0]
         assert packed[k] == pytest.approx(single, abs=1e-6)
+
+
+def test_a_garbage_collection_during_capture_cannot_break_it():
+    """A worker trains pack after pack: the graphs of a finished pack live in a reference cycle until
+    the garbage collector frees them, which CUDA forbids during a capture. With the collector made
+    to run at almost every allocation, a new pack still captures and trains."""
+    import gc
+
+    finished, _ = train(pack("dape-kerple-log"), steps=3)
+    assert finished.graphs.captures >= 1
+    del finished  # now garbage, in a cycle: trainer -> graphs -> bound step -> trainer
+    thresholds = gc.get_threshold()
+    gc.set_threshold(1, 1, 1)
+    try:
+        trainer, losses = train(pack("dape-kerple-log"))
+    finally:
+        gc.set_threshold(*thresholds)
+    assert trainer.graphs.captures == 2 and all(torch.isfinite(torch.tensor(loss)).all() for loss in losses)
