@@ -142,8 +142,9 @@ def results_frame(records: list[dict]):
 def git_revision() -> dict:
     """The git revision of the che source tree, if it is a checkout (an editable install).
 
-    A tree copied without its .git (a cluster node, a container) can name its revision in
-    CHE_GIT_REVISION; the result then says so (`"from": "CHE_GIT_REVISION"`, dirty unknown).
+    A tree copied without its .git, or with a stale one (a cluster node, a GPU box, a container),
+    names its revision in CHE_GIT_REVISION: that is recorded, marked `"from": "CHE_GIT_REVISION"`,
+    beside what git says there (`detected`, or None).
     """
     source = Path(__file__).resolve().parent.parent
     try:
@@ -151,12 +152,13 @@ def git_revision() -> dict:
                              timeout=10, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        return {"revision": rev, "dirty": bool(dirty)}
+        detected = {"revision": rev, "dirty": bool(dirty)}
     except (OSError, subprocess.SubprocessError):
-        named = os.environ.get("CHE_GIT_REVISION", "").strip()
-        if named:
-            return {"revision": named, "dirty": None, "from": "CHE_GIT_REVISION"}
-        return {"revision": None, "dirty": None}
+        detected = {"revision": None, "dirty": None}
+    named = os.environ.get("CHE_GIT_REVISION", "").strip()
+    if named:
+        return {"revision": named, "dirty": None, "from": "CHE_GIT_REVISION", "detected": detected}
+    return detected
 
 
 def versions() -> dict:

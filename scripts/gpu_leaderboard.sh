@@ -7,6 +7,7 @@
 # locks keep them from training a run twice, and the seeds of a cell always train together, so a
 # cell is never split across devices. Stops after BUDGET_S seconds; finished results are kept
 # (rerunning resumes). Results (JSON only, not the models) land in $OUT/leaderboard_runs.tgz.
+# (The machine's copy of the tree may carry a stale .git: CHE_GIT_REVISION names the true one.)
 # Usage: CHE_GIT_REVISION=$(git rev-parse HEAD) bash scripts/gpu_leaderboard.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1

@@ -175,4 +175,16 @@ def test_a_tree_without_git_records_the_revision_it_is_told(monkeypatch):
     monkeypatch.delenv("CHE_GIT_REVISION", raising=False)
     assert results.git_revision() == {"revision": None, "dirty": None}
     monkeypatch.setenv("CHE_GIT_REVISION", "05a6653")
-    assert results.git_revision() == {"revision": "05a6653", "dirty": None, "from": "CHE_GIT_REVISION"}
+    assert results.git_revision() == {"revision": "05a6653", "dirty": None, "from": "CHE_GIT_REVISION",
+                                      "detected": {"revision": None, "dirty": None}}
+
+
+def test_a_named_revision_wins_over_a_stale_git_and_keeps_what_git_said(monkeypatch):
+    from che import results
+
+    monkeypatch.delenv("CHE_GIT_REVISION", raising=False)
+    detected = results.git_revision()
+    monkeypatch.setenv("CHE_GIT_REVISION", "19ae522")
+    named = results.git_revision()
+    assert named["revision"] == "19ae522" and named["from"] == "CHE_GIT_REVISION"
+    assert named["detected"] == detected
