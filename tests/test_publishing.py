@@ -249,3 +249,20 @@ def test_the_example_notebook_runs(tmp_path, monkeypatch):
     assert (tmp_path / "notebook-accuracy.png").stat().st_size > 10_000
     assert (tmp_path / "notebook-show.png").stat().st_size > 10_000
     assert len(namespace["runs"]) == 9
+
+
+def test_the_committed_cpu_leaderboard_is_what_its_results_give(cli, tmp_path):
+    """results/cpu/leaderboard.md and the README's table are `che leaderboard --agg mean` of the
+    committed runs (3 seeds in every cell), not numbers edited by hand."""
+    from conftest import REPO
+
+    results = REPO / "results" / "cpu" / "runs"
+    frame = che.load_results(results)
+    assert len(frame) == 180 and frame.groupby(["task", "pe"]).size().eq(3).all()
+    out = tmp_path / "leaderboard.md"
+    board = cli("leaderboard", "--results", results, "--agg", "mean", "--format", "md", "--out", out)
+    assert board.exit_code == 0, board.stderr
+    committed = (REPO / "results" / "cpu" / "leaderboard.md").read_text()
+    assert out.read_text() == committed
+    table = committed.split("\n\n")[0].strip()
+    assert table in (REPO / "README.md").read_text()
