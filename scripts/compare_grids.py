@@ -1,7 +1,7 @@
 """Two grids of the same tasks x PEs x seeds, e.g. before and after a change to the PEs: per (task, PE),
-the mean OOD accuracy of each with its 95% bootstrap interval, the difference, and an exact
-permutation test over the seeds (Holm-adjusted over all cells), as a markdown table; then per PE, the
-mean difference over tasks with a sign-flip test (tasks as units).
+`che.comparisons.compare` of the two grids' runs (difference of mean OOD accuracy, its 95% bootstrap
+interval, an exact permutation test over the seeds), Holm-adjusted over all cells, as a markdown
+table; then per PE, `che.comparisons.across_tasks` (mean difference, sign-flip test over tasks).
 
     python scripts/compare_grids.py BEFORE_RESULTS AFTER_RESULTS [--labels before,after]
 """
@@ -13,8 +13,9 @@ import argparse
 import pandas as pd
 
 import che
+from che.comparisons import across_tasks, compare
 from che.leaderboards import pe_sort_key, task_sort_key
-from che.stats import bootstrap_mean_ci, holm, permutation_p_value, sign_flip_p_value
+from che.stats import holm
 
 
 def main() -> None:
@@ -25,27 +26,31 @@ def main() -> None:
     args = parser.parse_args()
     first, second = args.labels.split(",")
     old, new = che.load_results(args.before), che.load_results(args.after)
-    rows = []
-    cells = sorted(set(zip(old.task, old.pe)) & set(zip(new.task, new.pe)),
-                   key=lambda c: (task_sort_key(c[0], dict(zip(old.task, old.level))[c[0]]), pe_sort_key(c[1])))
-    for task, pe in cells:
-        a = 100 * old[(old.task == task) & (old.pe == pe)].ood_accuracy.to_numpy()
-        b = 100 * new[(new.task == task) & (new.pe == pe)].ood_accuracy.to_numpy()
-        (la, ha), (lb, hb) = bootstrap_mean_ci(a), bootstrap_mean_ci(b)
-        rows.append({"task": task, "pe": pe, first: f"{a.mean():.1f} [{la:.1f}, {ha:.1f}] ({len(a)})",
-                     second: f"{b.mean():.1f} [{lb:.1f}, {hb:.1f}] ({len(b)})",
-                     "difference": b.mean() - a.mean(), "p": permutation_p_value(b, a)})
-    table = pd.DataFrame(rows)
-    table["p (Holm)"] = holm(table["p"])
-    per_pe = [{"pe": pe, "cells": len(group), "mean difference": f"{group.difference.mean():+.1f}",
-               "p (sign flip over tasks)": f"{sign_flip_p_value(group.difference.to_numpy()):.2f}"}
-              for pe, group in table.groupby("pe", sort=False)]
-    table["difference"] = table["difference"].map("{:+.1f}".format)
-    table["p"] = table["p"].map("{:.2f}".format)
-    table["p (Holm)"] = table["p (Holm)"].map("{:.2f}".format)
-    print(table.to_markdown(index=False))
-    print(f"\nOOD accuracy (%), mean over seeds [95% bootstrap interval] (runs); difference = {second} - {first}; "
-          f"p: exact two-sided permutation test over the seeds.\n")
+    tables = []
+    for pe in sorted(set(old.pe) & set(new.pe), key=pe_sort_key):
+        # the two grids' runs of this PE, labelled by grid: compare(after, before) per task
+        runs = pd.concat([old[old.pe == pe].assign(pe=first), new[new.pe == pe].assign(pe=second)])
+        tables.append(compare(runs, second, first).assign(pe=pe))
+    table = pd.concat(tables, ignore_index=True)
+    table["p (Holm)"] = holm(table["p_value"])  # over every cell, not per PE
+    levels = dict(zip(old.task, old.level))
+    table = table.sort_values(["task", "pe"], key=lambda column: column.map(
+        (lambda t: task_sort_key(t, levels[t])) if column.name == "task" else pe_sort_key), kind="stable")
+    per_pe = []
+    for pe, group in table.groupby("pe", sort=False):
+        overall = across_tasks(group)
+        per_pe.append({"pe": pe, "cells": overall["tasks"], "mean difference": f"{overall['difference']:+.1f}",
+                       "p (sign flip over tasks)": f"{overall['p_value']:.2f}"})
+    shown = pd.DataFrame({
+        "task": table.task, "pe": table.pe,
+        first: [f"{m:.1f} ({n})" for m, n in zip(table.mean_b, table.runs_b)],
+        second: [f"{m:.1f} ({n})" for m, n in zip(table.mean_a, table.runs_a)],
+        "difference": table.difference.map("{:+.1f}".format),
+        "95% CI": [f"[{lo:+.1f}, {hi:+.1f}]" for lo, hi in zip(table.ci_low, table.ci_high)],
+        "p": table.p_value.map("{:.2f}".format), "p (Holm)": table["p (Holm)"].map("{:.2f}".format)})
+    print(shown.to_markdown(index=False))
+    print(f"\nOOD accuracy (%), mean over seeds (runs); difference = {second} - {first}, with its 95% bootstrap "
+          f"interval; p: exact two-sided permutation test over the seeds.\n")
     print(pd.DataFrame(per_pe).to_markdown(index=False))
     print(f"\nPer PE: the mean over tasks of the difference ({second} - {first}), and an exact sign-flip test "
           f"with the tasks as units.")
