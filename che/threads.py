@@ -12,6 +12,9 @@ import os
 import sys
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# Idle OpenMP threads sleep instead of spinning (set unless the user set it): also for the workers
+# a sweep starts, which may share cores with other workers, another sweep, anything else.
+WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def usable_cores() -> int:
@@ -32,7 +35,8 @@ def configure(threads: int | None = None) -> int:
     cores). Effective for OpenMP when called before torch is imported; torch's own thread count is
     set either way. Returns the thread count."""
     global _chosen_by_user
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    for name, value in WAIT_POLICY.items():
+        os.environ.setdefault(name, value)
     given = _USER_THREADS
     _chosen_by_user = threads is not None or (given.isdigit() and int(given) > 0)
     if threads is None:

@@ -37,13 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from che.errors import CheError
-from che.threads import THREAD_VARIABLES, usable_cores
+from che.threads import THREAD_VARIABLES, WAIT_POLICY, usable_cores
 from che.threads import configure as configure_threads
 
 EXECUTORS = ("local", "ray", "slurm")
-# Idle OpenMP threads sleep instead of spinning: with spinning, runs that share cores (other
-# workers, another sweep, anything else on the machine) train tens of times slower.
-WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 # -- the worker entry -----------------------------------------------------------------------------
