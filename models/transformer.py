@@ -174,29 +174,35 @@ class SelfAttention(nn.Module):
             rotated = per_run(pes, generators, lambda pe, q, k: pe.rotate(q, k), q, k)
             q, k = stack([r[0] for r in rotated]), stack([r[1] for r in rotated])
         merged = (pack * batch, self.n_heads, length, self.d_head)
+        # One memory layout whatever the pack size (a stacked pack is contiguous, a run alone a
+        # view): matmuls over other layouts may take other kernels and round differently, and a run
+        # must compute the same bits alone and packed. (The CPU's fused kernel is also ~20% faster.)
+        q, k, v = (t.reshape(merged).contiguous() for t in (q, k, v))
         # Scores materialised when asked for (the same function: tests/test_model.py) or when a PE
         # transforms them; else SDPA. (On an H200 at d_head 8 neither is faster everywhere:
         # results/bench/README.md.)
         if self.record is not None or self.attention == "explicit" or (pes is not None and pes[0].transforms_scores):
-            scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.d_head))
+            scores = ((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.d_head))).view(
+                pack, batch, self.n_heads, length, length)
             logits = scores if pes is None else stack(
-                per_run(pes, generators, lambda pe, s, q, k: pe.logits(s, q, k), scores, q, k))
+                per_run(pes, generators, lambda pe, s, q, k: pe.logits(s, q, k), scores,
+                        q.view(pack, batch, *merged[1:]), k.view(pack, batch, *merged[1:])))
             probs = torch.softmax(logits, dim=-1)
             if self.record is not None:  # `record_attention`: what a picture of the layer needs
                 self.record.update(scores=scores[0].detach(), logits=logits[0].detach(), probs=probs[0].detach())
-            y = (probs @ v).reshape(merged)
+            y = probs.reshape(pack * batch, self.n_heads, length, length) @ v
         else:
             # Fused attention; SDPA scales QK^T by 1/sqrt(d_head) and then adds the bias.
-            biases = [None] if pes is None else per_run(pes, generators, lambda pe, q, k: pe.bias(q, k), q, k)
+            biases = [None] if pes is None else per_run(
+                pes, generators, lambda pe, q, k: pe.bias(q, k), q.view(pack, batch, *merged[1:]),
+                k.view(pack, batch, *merged[1:]))
             mask = None
             if biases[0] is not None:
                 # [H, T, T] (positions only) or [B, H, T, T] (content too) per run
                 mask = stack([b if b.dim() == 4 else b.unsqueeze(0) for b in biases])
                 mask = mask[0] if pack == 1 else mask.expand(pack, batch, -1, -1, -1).reshape(
                     pack * batch, self.n_heads, length, length)
-            # contiguous inputs: the CPU's fused kernel runs ~20% faster on them than on the views
-            y = F.scaled_dot_product_attention(q.reshape(merged).contiguous(), k.reshape(merged).contiguous(),
-                                               v.reshape(merged).contiguous(), attn_mask=mask)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.view(pack, batch, self.n_heads, length, self.d_head).transpose(2, 3)
         return self.out(y.reshape(pack, batch, length, d_model))
 
