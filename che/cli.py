@@ -539,7 +539,7 @@ def compare_command(
     interval, an exact permutation test, p-values adjusted for the number of tasks (Holm), and how
     many tasks A wins significantly."""
     import che
-    from che.comparisons import summary
+    from che.comparisons import single_run_note, summary
     from che.models.positional import canonical_pe_name
 
     names = [canonical_pe_name(p.strip()) for p in pes.split(",") if p.strip()]
@@ -547,16 +547,23 @@ def compare_command(
         raise CheError(f"--pes takes two different PEs, A,B; got {pes!r}")
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     table = che.compare(che.load_results(results), names[0], names[1], tasks=task_list)
+    note = single_run_note(table)
+    if note:
+        err_console.print(note, highlight=False, soft_wrap=True)
     if format == "json":
         print(table.to_json(orient="records", indent=2))
         return
     if format == "csv":
         print(table.to_csv(index=False, float_format="%.4g"), end="")
         return
+
+    def number(value, spec):
+        return "n/a" if value != value else format(value, spec)  # nan: no statistic
+
     shown = table.assign(**{
         "A - B (pp)": table.difference.map("{:+.1f}".format),
-        "95% CI": [f"[{lo:+.1f}, {hi:+.1f}]" for lo, hi in zip(table.ci_low, table.ci_high)],
-        "p": table.p_value.map("{:.3g}".format), "p (Holm)": table.p_adjusted.map("{:.3g}".format),
+        "95% CI": ["n/a" if lo != lo else f"[{lo:+.1f}, {hi:+.1f}]" for lo, hi in zip(table.ci_low, table.ci_high)],
+        "p": [number(v, ".3g") for v in table.p_value], "p (Holm)": [number(v, ".3g") for v in table.p_adjusted],
         "runs": [f"{a}/{b}" for a, b in zip(table.runs_a, table.runs_b)],
         "significant": table.significant.map({True: "yes", False: ""})})
     shown = shown[["task", "A - B (pp)", "95% CI", "p", "p (Holm)", "runs", "significant"]]

@@ -42,17 +42,31 @@ def compare(runs: pd.DataFrame, a: str, b: str, tasks: list[str] | None = None) 
         raise CheError(f"no task has runs of both '{a}' and '{b}'")
     table = pd.DataFrame(rows)
     table["p_adjusted"] = holm(table["p_value"])
-    table["significant"] = table["p_adjusted"] < ALPHA
+    table["significant"] = table["p_adjusted"] < ALPHA  # False where there is no test (nan)
     return table[COLUMNS]
+
+
+def single_run_note(table: pd.DataFrame) -> str | None:
+    """A line about the tasks where a PE has a single run, whose interval and test are n/a; None
+    when every task has at least two runs of each PE."""
+    single = table[(table.runs_a < 2) | (table.runs_b < 2)]
+    if single.empty:
+        return None
+    names = ", ".join(single.task[:5]) + (f" and {len(single) - 5} more" if len(single) > 5 else "")
+    return (f"note: {len(single)} task(s) have a single run of a PE ({names}): no interval and no test there "
+            f"(n/a), which need two runs a side; train more seeds (--seeds 3) for them")
 
 
 def summary(table: pd.DataFrame, a: str, b: str) -> str:
     wins = int((table.significant & (table.difference > 0)).sum())
     losses = int((table.significant & (table.difference < 0)).sum())
-    floor = min(smallest_p_value(int(r.runs_a), int(r.runs_b)) for r in table.itertuples())
+    tested = table[table.p_value.notna()]
+    floor = min((smallest_p_value(int(r.runs_a), int(r.runs_b)) for r in tested.itertuples()), default=1.0)
     text = (f"{a} vs {b}: {a} better on {int((table.difference > 0).sum())} of {len(table)} tasks, significantly "
             f"(Holm-adjusted p < {ALPHA:.2f}) on {wins}; {b} significantly better on {losses}.")
-    if floor >= ALPHA:
+    if tested.empty:
+        text += " No task has two runs of each PE, so none was tested."
+    elif floor >= ALPHA:
         text += (f" With these runs per PE the permutation test cannot give p below {floor:.2g}: no task can be "
                  f"significant; use more seeds (5 against 5 reach p = 0.008).")
     if len(table) > 1:

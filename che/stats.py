@@ -54,8 +54,11 @@ def bootstrap_mean_ci(values, confidence: float = CONFIDENCE, samples: int = BOO
 
 def bootstrap_difference_ci(a, b, confidence: float = CONFIDENCE, samples: int = BOOTSTRAP_SAMPLES,
                             seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of mean(a) - mean(b), resampling the runs of each side."""
+    """Percentile bootstrap interval of mean(a) - mean(b), resampling the runs of each side; (nan,
+    nan) when a side has one run (its spread is unknown, an interval would ignore it)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if min(len(a), len(b)) < 2:
+        return math.nan, math.nan
     if (len(a) < 2 or np.all(a == a[0])) and (len(b) < 2 or np.all(b == b[0])):
         return (float(a.mean() - b.mean()),) * 2
     return _percentile_interval((a, b), _mean_difference, confidence, samples, seed)
@@ -64,8 +67,11 @@ def bootstrap_difference_ci(a, b, confidence: float = CONFIDENCE, samples: int =
 def permutation_p_value(a, b, seed: int = 0) -> float:
     """Two-sided permutation test of equal means: the share of the ways to split the pooled runs
     into groups of len(a) and len(b) whose |difference of means| is at least the observed one.
-    Exact (every split) when there are at most EXACT_UP_TO splits, else Monte Carlo."""
+    Exact (every split) when there are at most EXACT_UP_TO splits, else Monte Carlo. nan when a
+    side has a single run (scipy's test needs two; one against one could only give p = 1)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if min(len(a), len(b)) < 2:
+        return math.nan
     result = stats.permutation_test((a, b), _absolute_mean_difference, permutation_type="independent",
                                     alternative="greater", n_resamples=EXACT_UP_TO, vectorized=True,
                                     rng=np.random.default_rng(seed))
@@ -89,12 +95,14 @@ def smallest_p_value(runs_a: int, runs_b: int) -> float:
 
 
 def holm(p_values) -> list[float]:
-    """Holm's step-down adjustment (controls the family-wise error rate over all the tests)."""
+    """Holm's step-down adjustment (controls the family-wise error rate over all the tests); a nan
+    p-value (no test) stays nan and does not count as a test."""
     p = np.asarray(p_values, dtype=float)
-    order = np.argsort(p)
-    adjusted = np.empty_like(p)
+    tested = np.flatnonzero(~np.isnan(p))
+    order = tested[np.argsort(p[tested])]
+    adjusted = np.full_like(p, math.nan)
     running = 0.0
     for rank, index in enumerate(order):
-        running = max(running, min(1.0, (len(p) - rank) * p[index]))
+        running = max(running, min(1.0, (len(order) - rank) * p[index]))
         adjusted[index] = running
     return adjusted.tolist()

@@ -43,3 +43,32 @@ def run_che(*args, env=None, cwd=None, timeout=300):
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "che", *map(str, args)], capture_output=True, text=True,
                           env=full_env, cwd=cwd or REPO, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def smoke_result(tmp_path_factory):
+    """A real finished result file of a smoke run (parity_check x alibi, seed 0), made once."""
+    from che.config import make_config
+    from che.runners.run import execute
+
+    folder = tmp_path_factory.mktemp("smoke-result")
+    return execute(make_config("parity_check", "alibi", "smoke"), folder / "runs", device="cpu").path
+
+
+def write_results(folder, template, runs):
+    """Result files made from a real one (`template`, a path): one per dict of `runs`, each giving
+    task, pe, seed and ood (and any other top-level or config field); returns the folder."""
+    import json
+
+    valid = json.loads(Path(template).read_text())
+    for i, run in enumerate(runs):
+        run = dict(run)
+        task, pe, seed = run.pop("task", valid["task"]), run.pop("pe", valid["pe"]), run.pop("seed", i)
+        ood = run.pop("ood", valid["ood_accuracy"])
+        config = dict(valid["config"], task=task, pe=pe, seed=seed, **run.pop("config", {}))
+        record = dict(valid, task=task, pe=pe, seed=seed, ood_accuracy=ood, config=config,
+                      run_id=f"seed{seed}-lr0.001-{i:010d}", **run)
+        path = Path(folder) / task / pe / f"{record['run_id']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record))
+    return Path(folder)
