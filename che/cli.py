@@ -14,8 +14,8 @@ from typing import Annotated, Literal, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from che.errors import CheError
 from che.results import DEFAULT_RESULTS
@@ -28,8 +28,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# No markup: task, PE, plugin and file names are the user's and print as they are ("[red]", "[/]").
+console = Console(markup=False, highlight=False)
+err_console = Console(stderr=True, markup=False, highlight=False)
 
 Device = Literal["auto", "cpu", "cuda"]
 Preset = Literal["smoke", "cpu", "paper"]  # che.config.PRESETS (tests/test_cli.py checks they agree)
@@ -201,7 +202,7 @@ def pes_command(
         table.add_row(row["name"], row["family"], row["parameters"], row["cite"]
                       + ("" if row["source"] == "builtin" else f" [{row['source']}]"))
     console.print(table)
-    console.print(escape("Aliases: " + ", ".join(f"{a} = {n}" for r in rows for a, n in r.get("aliases", {}).items())),
+    console.print("Aliases: " + ", ".join(f"{a} = {n}" for r in rows for a, n in r.get("aliases", {}).items()),
                   highlight=False)
 
 
@@ -220,7 +221,7 @@ def _describe_pe(name: str, rows: list[dict], as_json: bool) -> None:
              f"citation: {row['citation']}", f"both directions: {row['bidirectional']}", "", row["about"]]
     for modifier in modifiers:
         lines += ["", f"{modifier['name']}: {modifier['about']}", f"citation: {modifier['citation']}"]
-    console.print(escape("\n".join(lines)), highlight=False, soft_wrap=False)
+    console.print("\n".join(lines), highlight=False, soft_wrap=False)
 
 
 MAX_SHOWN_ENTRIES = 2_000_000  # heads x T x T numbers --show prints or writes
@@ -244,7 +245,7 @@ def _show_bias(show: str, length: int, heads: int, as_json: bool, plugin, plot: 
 
         heatmaps([(f"head {h}", [("bias B at initialisation", bias[h].numpy())]) for h in range(min(heads, 8))],
                  plot, f"{show}, T = {length}" + (f" ({note})" if note else ""))
-        err_console.print(escape(f"wrote {plot}"), highlight=False)
+        err_console.print(f"wrote {plot}", highlight=False)
         return
     if as_json:
         print(json.dumps({"pe": show, "length": length,
@@ -253,7 +254,7 @@ def _show_bias(show: str, length: int, heads: int, as_json: bool, plugin, plot: 
                          | ({"note": note} if note else {})))
         return
     if note:
-        console.print(escape(f"{show}: {note}"), highlight=False)
+        console.print(f"{show}: {note}", highlight=False)
     if bias is not None:
         for h, head in enumerate(bias.tolist()):
             table = Table(title=f"{show}, head {h} (rows: query i, columns: key j)", show_header=True)
@@ -387,9 +388,9 @@ def run_command(
     runs = (f"seed {config.seed}, lr {config.lr:g}" if len(configs) == 1 else
             f"{len(configs)} runs packed (seeds {', '.join(map(str, run_seeds))} x lr "
             f"{', '.join(f'{c:g}' for c in dict.fromkeys(c.lr for c in configs))})")
-    out.print(escape(f"{task} x {config.pe}  preset {preset}: {config.steps} steps, batch {config.batch_size}, "
+    out.print(f"{task} x {config.pe}  preset {preset}: {config.steps} steps, batch {config.batch_size}, "
                      f"train 1..{config.train_length}, test 1..{config.max_test_length} x {config.eval_samples}, "
-                     f"{runs}, {torch_device}"), highlight=False, soft_wrap=True)
+                     f"{runs}, {torch_device}", highlight=False, soft_wrap=True)
     if force or not all(is_finished(result_path(results, c)) for c in configs):
         from che.threads import chosen_by_user
 
@@ -431,18 +432,18 @@ def run_command(
     for run_config, outcome in zip(configs, outcomes):
         label = f"{task} x {config.pe}" + ("" if len(configs) == 1 else f", seed {run_config.seed} lr {run_config.lr:g}")
         if outcome.status == "failed":
-            out.print(escape(f"\n{label}: failed: {outcome.record['error']}"), highlight=False)
+            out.print(f"\n{label}: failed: {outcome.record['error']}", highlight=False)
             continue
         record = outcome.record
         if outcome.status == "skipped":
             out.print(f"already finished (use --force to run again): {outcome.path}", highlight=False)
-        out.print(f"\n[bold]{escape(label)}[/]: unseen lengths {n + 1}..{config.max_test_length}: "
-                  f"[bold]{100 * record['ood_accuracy']:.1f}%[/]   seen 1..{n}: "
-                  f"{100 * record['in_distribution_accuracy']:.1f}%   chance {100 * record['chance_accuracy']:.0f}%",
-                  highlight=False)
+        out.print(Text.assemble("\n", (label, "bold"), f": unseen lengths {n + 1}..{config.max_test_length}: ",
+                                (f"{100 * record['ood_accuracy']:.1f}%", "bold"),
+                                f"   seen 1..{n}: {100 * record['in_distribution_accuracy']:.1f}%   "
+                                f"chance {100 * record['chance_accuracy']:.0f}%"))
         for line in accuracy_chart(record["accuracy_by_length"], n):
             out.print("  " + line, highlight=False)
-        out.print(escape(f"result: {outcome.path}"), highlight=False)
+        out.print(f"result: {outcome.path}", highlight=False)
     if any(o.status == "failed" for o in outcomes):
         raise typer.Exit(1)
 
@@ -499,7 +500,7 @@ def leaderboard_command(
         from che.plots import accuracy_vs_length
 
         accuracy_vs_length(board, plot)
-        err_console.print(escape(f"wrote {plot}"), highlight=False)
+        err_console.print(f"wrote {plot}", highlight=False)
 
 
 def _write_board(board, format: str, out: Path | None) -> None:
@@ -507,20 +508,20 @@ def _write_board(board, format: str, out: Path | None) -> None:
 
     line = lb.protocol_line(board)
     if line and format == "table":
-        err_console.print(escape(line), highlight=False, soft_wrap=True)
+        err_console.print(line, highlight=False, soft_wrap=True)
     rendered = lb.render(board, format)
     if out is not None:
         if format == "table":
-            capture = Console(record=True, width=220)
+            capture = Console(record=True, width=220, markup=False)
             with capture.capture():
                 capture.print(rendered)
             text = capture.export_text()
         else:
             text = rendered
         out.write_text(text)
-        err_console.print(escape(f"wrote {out}"), highlight=False)
+        err_console.print(f"wrote {out}", highlight=False)
     elif format == "table":
-        Console(width=max(console.width, 200) if not console.is_terminal else None).print(rendered)
+        Console(width=max(console.width, 200) if not console.is_terminal else None, markup=False).print(rendered)
     else:
         print(rendered, end="" if rendered.endswith("\n") else "\n")
 
@@ -554,11 +555,13 @@ def compare_command(
         print(table.to_json(orient="records", indent=2))
         return
     if format == "csv":
-        print(table.to_csv(index=False, float_format="%.4g"), end="")
+        from che.leaderboards import csv_safe
+
+        print(csv_safe(table).to_csv(index=False, float_format="%.4g"), end="")
         return
 
     def number(value, spec):
-        return "n/a" if value != value else format(value, spec)  # nan: no statistic
+        return "n/a" if value != value else f"{value:{spec}}"  # nan: no statistic
 
     shown = table.assign(**{
         "A - B (pp)": table.difference.map("{:+.1f}".format),
@@ -569,15 +572,18 @@ def compare_command(
     shown = shown[["task", "A - B (pp)", "95% CI", "p", "p (Holm)", "runs", "significant"]]
     text = summary(table, *names)
     if format == "md":
-        print(shown.to_markdown(index=False) + f"\n\nA = {names[0]}, B = {names[1]}. {text}")
+        from che.leaderboards import md_escape
+
+        print(shown.assign(task=shown.task.map(md_escape)).to_markdown(index=False)
+              + md_escape(f"\n\nA = {names[0]}, B = {names[1]}. {text}"))
         return
     rich = Table(title=f"{names[0]} (A) vs {names[1]} (B): OOD accuracy over runs")
     for column in shown.columns:
         rich.add_column(column, justify="left" if column == "task" else "right")
     for row in shown.itertuples(index=False):
-        rich.add_row(*[escape(str(v)) for v in row])
+        rich.add_row(*[str(v) for v in row])
     console.print(rich)
-    console.print(escape(text), highlight=False, soft_wrap=True)
+    console.print(text, highlight=False, soft_wrap=True)
 
 
 # -- che eval / che show ---------------------------------------------------------------------------
@@ -628,11 +634,11 @@ def eval_command(
             reporter.close()
     evaluation = json.loads(written.read_text())
     n = evaluation["config"]["train_length"]
-    out.print(escape(f"{evaluation['task']} x {evaluation['pe']} (run {record['run_id']}): unseen lengths "
-                     f"{n + 1}..{length}: {100 * evaluation['ood_accuracy']:.1f}%"), highlight=False, soft_wrap=True)
+    out.print(f"{evaluation['task']} x {evaluation['pe']} (run {record['run_id']}): unseen lengths "
+                     f"{n + 1}..{length}: {100 * evaluation['ood_accuracy']:.1f}%", highlight=False, soft_wrap=True)
     for line in accuracy_chart(evaluation["accuracy_by_length"], n):
         out.print("  " + line, highlight=False)
-    out.print(escape(f"result: {written}"), highlight=False, soft_wrap=True)
+    out.print(f"result: {written}", highlight=False, soft_wrap=True)
 
 
 @app.command("show")
@@ -666,7 +672,7 @@ def show_command(
         except ValueError:
             raise CheError(f"--heads must be head numbers such as 0,1,2, got {heads!r}") from None
     show(record, path, out, pick_device(device), layer, head_list, length, sample)
-    err_console.print(escape(f"wrote {out}"), highlight=False)
+    err_console.print(f"wrote {out}", highlight=False)
 
 
 # -- che bench --------------------------------------------------------------------------------------
@@ -730,8 +736,8 @@ def bench_command(
     if as_json:
         print(json.dumps(report["records"], indent=1))
         return
-    console.print(f"[bold]{report['machine']['device']}[/], torch {report['machine']['torch']}; "
-                  f"{task}, N = {length}, batch {batch_size}, float32", highlight=False)
+    console.print(Text.assemble((report["machine"]["device"], "bold"), f", torch {report['machine']['torch']}; "
+                                f"{task}, N = {length}, batch {batch_size}, float32"))
     table = Table(show_lines=False)
     for column in ("pe", "impl", "mode", "pack", "step ms", "x none", "x base", "run-steps/s", "tokens/s",
                    f"eval seq/s @{eval_length}", "eval peak MB"):
@@ -898,7 +904,7 @@ def _sweep_dry_run(grid, configs, executor: str, jobs: int | None, jobs_per_gpu:
         table.add_column(column, no_wrap=True)
     for r in rows:
         table.add_row(r["task"], r["pe"], str(r["seed"]), f"{r['lr']:g}", r["run_id"], r["state"])
-    Console(width=max(console.width, 120) if not console.is_terminal else None).print(table)
+    Console(width=max(console.width, 120) if not console.is_terminal else None, markup=False).print(table)
     todo = [c for c, r in zip(configs, rows) if r["state"] not in ("finished", "running elsewhere")]
     counts = {s: sum(r["state"] == s for r in rows) for s in dict.fromkeys(r["state"] for r in rows)}
     console.print(", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False, soft_wrap=True)

@@ -15,6 +15,7 @@ import html
 import importlib.resources
 import json
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,25 +222,26 @@ def cell_text(board: Leaderboard, task: str, pe: str) -> str:
     return ours
 
 
-def rows(board: Leaderboard, mark_best: str = "", quote=str) -> tuple[list[str], list[list[str]]]:
-    """Header and rows as text; `quote` escapes what comes from the results (task and PE names, cell
-    texts) for the output's markup (html.escape for HTML, rich's escape for the terminal)."""
+def rows(board: Leaderboard, mark_best=None, quote=str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows as text; `quote` escapes the names that come from the results (task, level
+    and PE) for the output's markup (html.escape for HTML, `md_escape` for markdown); the cells are
+    numbers; `mark_best(text)` marks the best cell of a row."""
     header = ["level", "task", "chance"] + [quote(pe) for pe in board.pes]
     body = []
     for task in board.tasks:
         best = board.best_pe(task)
         cells = []
         for pe in board.pes:
-            text = quote(cell_text(board, task, pe))
-            cells.append(mark_best.format(text) if mark_best and best == pe else text)
+            text = cell_text(board, task, pe)
+            cells.append(mark_best(text) if mark_best and best == pe else text)
         body.append([quote(board.levels[task]), quote(task), _fmt(board.chance.get(task), 0)] + cells)
     for label, (means, counts, total) in board.averages().items():
-        line = ["", f"average: {label}", ""]
+        line = ["", quote(f"average: {label}"), ""]
         for pe in board.pes:
             text = _fmt(means.get(pe))
             if not math.isnan(means.get(pe, math.nan)) and counts[pe] < total:
                 text += f" ({counts[pe]}/{total} tasks)"
-            line.append(quote(text))
+            line.append(text)
         body.append(line)
     return header, body
 
@@ -288,14 +290,14 @@ def render(board: Leaderboard, fmt: str):
     if fmt not in FORMATS:
         raise unknown_name_error("format", fmt, FORMATS)
     if fmt == "md":
-        header, body = rows(board, mark_best="**{}**")
+        header, body = rows(board, mark_best="**{}**".format, quote=md_escape)
         return pd.DataFrame(body, columns=header).to_markdown(index=False) + f"\n\n{caption(board)}\n"
     if fmt == "html":
-        header, body = rows(board, mark_best="<b>{}</b>", quote=html.escape)
+        header, body = rows(board, mark_best="<b>{}</b>".format, quote=html.escape)
         table = pd.DataFrame(body, columns=header).to_html(index=False, escape=False)  # cells escaped above
         return table + f"\n<p>{html.escape(caption(board))}</p>\n"
     if fmt == "csv":
-        return records(board).to_csv(index=False, float_format="%.3f")
+        return csv_safe(records(board)).to_csv(index=False, float_format="%.3f")
     if fmt == "json":
         data = {"aggregation": board.aggregation, "reference": board.reference_name,
                 "protocol_differences": board.protocol_differences,
@@ -304,17 +306,38 @@ def render(board: Leaderboard, fmt: str):
     return rich_table(board)
 
 
-def rich_table(board: Leaderboard):
-    from rich.markup import escape
-    from rich.table import Table
+def md_escape(text: str) -> str:
+    """Text for a markdown table: '|' would end a cell, and '*', '`', '[', '<' ... would format it or
+    add links and HTML."""
+    return MD_SPECIAL.sub(r"\\\1", text)
 
-    header, body = rows(board, mark_best="[bold green]{}[/]", quote=escape)
-    table = Table(title="CHE leaderboard", caption=escape(caption(board)), show_lines=False)
+
+MD_SPECIAL = re.compile(r"([\\|*`\[\]<>])")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """Text cells that a spreadsheet would run as a formula ('=HYPERLINK(...)') start with a quote."""
+    def safe(value):
+        return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+    return table.assign(**{column: table[column].map(safe) for column in table.columns
+                           if not pd.api.types.is_numeric_dtype(table[column])})
+
+
+def rich_table(board: Leaderboard):
+    """A rich Table whose every cell is a Text: names from the results are never read as markup."""
+    from rich.table import Table
+    from rich.text import Text
+
+    header, body = rows(board, mark_best=lambda text: Text(text, style="bold green"))
+    body = [[cell if isinstance(cell, Text) else Text(cell) for cell in line] for line in body]
+    table = Table(title="CHE leaderboard", caption=Text(caption(board)), show_lines=False)
     for i, column in enumerate(header):
-        table.add_column(column, justify="left" if i < 2 else "right", no_wrap=i == 1)
+        table.add_column(Text(column), justify="left" if i < 2 else "right", no_wrap=i == 1)
     previous_level = None
     for line in body:
-        level = line[0]
+        level = line[0].plain
         if previous_level is not None and level != previous_level:
             table.add_section()
         previous_level = level

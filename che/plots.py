@@ -3,6 +3,7 @@ correction, attention) for one input of a run."""
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -19,6 +20,19 @@ def _pyplot():
     return plt
 
 
+def plain_text(draw):
+    """Draw with mathtext off: task and PE names are the user's ('$\\undefinedmacro{x}$' is a
+    name, not a formula to parse, which would fail)."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
 def protocol_caption(runs) -> str:
     """One line with the protocol of a table of runs (steps, batch, train/test lengths, seeds)."""
     def values(column):
@@ -30,6 +44,7 @@ def protocol_caption(runs) -> str:
             f"{seeds.min()}-{seeds.max()} seed(s) per cell")
 
 
+@plain_text
 def accuracy_vs_length(board, path: Path) -> None:
     """One panel per task, one curve per PE (the best run for max, the mean over runs for mean), each
     PE with its own color, line style and marker so that overlapping curves stay apart; the training
@@ -92,12 +107,14 @@ def accuracy_vs_length(board, path: Path) -> None:
     plt.close(fig)
 
 
+@plain_text
 def heatmaps(panels: list[tuple[str, list]], path: Path, title: str, cmap: str = "viridis") -> None:
     """A grid of heatmaps: one row per (row label, [(column label, [T, T] array), ...])."""
     plt = _pyplot()
     columns = max(len(cols) for _, cols in panels)
-    fig, axes = plt.subplots(len(panels), columns, figsize=(2.3 * columns + 0.6, 2.3 * len(panels) + 0.6),
-                             squeeze=False)
+    # constrained layout keeps the title clear of the panels' headings (tight_layout ignores it)
+    fig, axes = plt.subplots(len(panels), columns, figsize=(2.3 * columns + 0.6, 2.3 * len(panels) + 0.9),
+                             squeeze=False, layout="constrained")
     for r, (row_label, cols) in enumerate(panels):
         for c in range(columns):
             ax = axes[r, c]
@@ -114,7 +131,6 @@ def heatmaps(panels: list[tuple[str, list]], path: Path, title: str, cmap: str =
             if r == len(panels) - 1:
                 ax.set_xlabel("key j", fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -34,3 +34,70 @@ def test_holm_leaves_untested_tasks_out_of_the_family():
 
     adjusted = holm([0.01, float("nan"), 0.04])
     assert adjusted[0] == pytest.approx(0.02) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.04)
+
+
+# -- user strings reach rich as text, never as markup ---------------------------------------------
+PE_PLUGIN = '''
+import torch
+from che import register_pe
+from che.models.positional import BiasPE
+
+
+@register_pe
+class Markup(BiasPE):
+    name, family = "{name}", "additive bias"
+    citation = "Someone et al. 2026, [bold]A Title[/]"
+
+    def bias_from_offsets(self, offsets, positions):
+        return torch.zeros(self.config.n_heads, *offsets.shape)
+'''
+
+
+@pytest.mark.parametrize("where", ["absolute", "relative", "environment"])
+def test_a_plugin_path_with_brackets_is_listed_as_written(cli, tmp_path, monkeypatch, where):
+    folder = tmp_path / "[red]plugins[bold]"
+    folder.mkdir()
+    plugin = folder / "my_pe.py"
+    plugin.write_text(PE_PLUGIN.replace("{name}", "markup-bias"))
+    monkeypatch.chdir(tmp_path)
+    import che.cli
+
+    monkeypatch.setattr(che.cli.console, "width", 400)  # no folded cells: the path reads whole
+    if where == "environment":
+        monkeypatch.setenv("CHE_PLUGINS", str(plugin))
+        result = cli("pes")
+    else:
+        result = cli("pes", "--plugin", plugin if where == "absolute" else plugin.relative_to(tmp_path))
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.output
+    assert "markup-bias" in result.stdout and "[red]plugins[bold]/my_pe.py]" in result.stdout
+    described = cli("pes", "markup-bias", "--plugin", plugin)
+    assert described.exit_code == 0 and "[bold]A Title[/]" in described.stdout
+
+
+@pytest.fixture
+def hostile_results(tmp_path, smoke_result):
+    """Results whose task level and PE name are markup or a spreadsheet formula."""
+    return write_results(tmp_path / "runs", smoke_result, [
+        {"pe": "=HYPERLINK(\"http://x\")", "level": "<img src=x onerror=alert(1)>"},
+        {"pe": "a|b", "level": "<img src=x onerror=alert(1)>"},
+        {"pe": "[bold]x[/]", "level": "<img src=x onerror=alert(1)>"}])
+
+
+def test_the_leaderboard_escapes_names_for_each_format(cli, hostile_results):
+    html = cli("leaderboard", "--results", hostile_results, "--format", "html").stdout
+    assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    md = cli("leaderboard", "--results", hostile_results, "--format", "md").stdout
+    header = md.splitlines()[0]
+    assert "a\\|b" in header and header.count("|") - header.count("\\|") == 7  # 6 columns, none broken
+    csv = cli("leaderboard", "--results", hostile_results, "--format", "csv").stdout
+    assert "'=HYPERLINK" in csv and not any(line.startswith("=") or ",=" in line for line in csv.splitlines())
+    table = cli("leaderboard", "--results", hostile_results)
+    assert table.exit_code == 0 and "[bold]x[/]" in "".join(table.stdout.split())
+
+
+def test_the_plots_draw_names_that_look_like_mathtext(cli, tmp_path, smoke_result):
+    folder = write_results(tmp_path / "runs", smoke_result, [{"pe": "$\\undefinedmacro{x}$"}])
+    result = cli("leaderboard", "--results", folder, "--plot", tmp_path / "plot.png")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "plot.png").stat().st_size > 1000

@@ -216,7 +216,8 @@ def test_compare_reports_the_across_task_test():
 def test_the_bootstrap_difference_interval_brackets_the_difference():
     low, high = bootstrap_difference_ci([60, 62, 64], [50, 51, 52])
     assert 8 < low < 11 < high < 14
-    assert bootstrap_difference_ci([0.7], [0.5]) == pytest.approx((0.2, 0.2))
+    assert bootstrap_difference_ci([0.6, 0.6], [0.5, 0.5]) == pytest.approx((0.1, 0.1))
+    assert all(math.isnan(v) for v in bootstrap_difference_ci([0.7], [0.5, 0.6]))  # one run: no spread known
 
 
 def test_holm_adjusts_step_down_and_stays_monotone():
