@@ -15,7 +15,7 @@ from che.errors import CheError
 from che.registry import register_pe, register_task
 
 __all__ = ["CheError", "register_pe", "register_task", "__version__", "run", "load_results", "leaderboard",
-           "compare"]
+           "protocols", "compare"]
 
 
 def run(task: str, pe: str, preset: str = "cpu", *, seeds=None, lrs=None, results="results/runs",
@@ -46,12 +46,24 @@ def load_results(path="results/runs"):
     return results_frame(load(path))
 
 
-def leaderboard(runs, agg: str = "max", reference: str | None = None, strict: bool = False):
+def leaderboard(runs, agg: str = "max", reference: str | None = None, strict: bool = False,
+                protocol: str | None = None):
     """The tasks x PEs leaderboard of a table of runs (`load_results`): `.cells` holds, per (task,
-    PE), the aggregate in %, the mean with its 95% bootstrap interval, and the number of runs."""
+    PE), the aggregate in %, the mean with its 95% bootstrap interval, and the number of runs. Runs
+    of different protocols (steps, lengths, model, ...) are never aggregated together: with several
+    in `runs`, name one (`protocol`, see `protocols`)."""
     from che.leaderboards import build
 
-    return build(runs, agg, reference, strict)
+    return build(runs, agg, reference, strict, protocol)
+
+
+def protocols(runs):
+    """The protocols of a table of runs (`load_results`), the most common first: each has a `label`
+    (its preset's name, made unique), the `settings` its runs share, `differs` (the settings that
+    tell it from the others) and its `runs`."""
+    from che.leaderboards import protocols as find
+
+    return find(runs)
 
 
 def compare(runs, a: str, b: str, tasks=None):

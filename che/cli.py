@@ -488,42 +488,62 @@ def leaderboard_command(
         help="Show a published table beside ours, e.g. dape2024_che_table2.")] = None,
     strict: Annotated[bool, typer.Option(help="With --reference: refuse results of another protocol.")] = False,
     plot: Annotated[Optional[Path], typer.Option(help="Save accuracy-against-length plots (.png, .pdf or .svg).")] = None,
+    protocol: Annotated[Optional[str], typer.Option(
+        help="Show the runs of this protocol only [default: every protocol, one table each].",
+        show_default=False)] = None,
 ):
-    """The tasks x PEs table of OOD accuracy, from a folder of results."""
+    """The tasks x PEs table of OOD accuracy, from a folder of results: one table per protocol
+    (runs of different steps, lengths or model sizes never share a cell)."""
     import che
+    from che import leaderboards as lb
 
     _check_output("--out", out)
     _check_output("--plot", plot, PLOT_FORMATS)
-    board = che.leaderboard(che.load_results(results), agg=agg, reference=reference, strict=strict)
-    _write_board(board, format, out)
+    runs = che.load_results(results)
+    found = lb.protocols(runs)
+    labels = [protocol] if protocol is not None else [p.label for p in found]
+    if protocol is None and len(found) > 1:
+        err_console.print("note: " + lb.mixed_protocols_line(found), soft_wrap=True)
+    boards = [che.leaderboard(runs, agg=agg, reference=reference, strict=strict, protocol=label) for label in labels]
+    _write_boards(boards, format, out)
     if plot is not None:
         from che.plots import accuracy_vs_length
 
-        accuracy_vs_length(board, plot)
-        err_console.print(f"wrote {plot}", highlight=False)
+        for board, label in zip(boards, labels):
+            path = plot if len(boards) == 1 else plot.with_name(f"{plot.stem}-{label}{plot.suffix}")
+            accuracy_vs_length(board, path)
+            err_console.print(f"wrote {path}")
 
 
-def _write_board(board, format: str, out: Path | None) -> None:
+def _write_boards(boards, format: str, out: Path | None) -> None:
+    """One leaderboard, or one per protocol (tables and md/html sections titled by protocol, csv rows
+    with their protocol, json a list)."""
     from che import leaderboards as lb
 
-    line = lb.protocol_line(board)
-    if line and format == "table":
-        err_console.print(line, highlight=False, soft_wrap=True)
-    rendered = lb.render(board, format)
-    if out is not None:
-        if format == "table":
-            capture = Console(record=True, width=220, markup=False)
-            with capture.capture():
-                capture.print(rendered)
-            text = capture.export_text()
-        else:
-            text = rendered
-        out.write_text(text)
-        err_console.print(f"wrote {out}", highlight=False)
-    elif format == "table":
-        Console(width=max(console.width, 200) if not console.is_terminal else None, markup=False).print(rendered)
+    for board in boards:
+        line = lb.protocol_line(board)
+        if line and format == "table":
+            err_console.print(line, soft_wrap=True)
+    several = len(boards) > 1
+    if format == "table":
+        capture = Console(record=True, width=220, markup=False) if out is not None else Console(
+            width=max(console.width, 200) if not console.is_terminal else None, markup=False)
+        with capture.capture() if out is not None else contextlib.nullcontext():
+            for board in boards:
+                capture.print(lb.render(board, format, titled=several))
+        text = capture.export_text() if out is not None else None
+    elif format == "json" and several:
+        text = "[\n" + ",\n".join(lb.render(board, format) for board in boards) + "\n]\n"
+    elif format == "csv" and several:
+        text = "".join(lb.render(board, format) if i == 0 else lb.render(board, format).split("\n", 1)[1]
+                       for i, board in enumerate(boards))
     else:
-        print(rendered, end="" if rendered.endswith("\n") else "\n")
+        text = "\n".join(lb.render(board, format, titled=several) for board in boards)
+    if out is not None:
+        out.write_text(text)
+        err_console.print(f"wrote {out}")
+    elif text is not None:
+        print(text, end="" if text.endswith("\n") else "\n")
 
 
 # -- che compare ------------------------------------------------------------------------------------

@@ -11,19 +11,18 @@ caption (`strict` refuses it).
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import importlib.resources
 import json
 import math
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from che.errors import CheError, unknown_name_error
-from che.registry import CheWarning
 from che.stats import bootstrap_mean_ci
 from che.tasks.base import LEVEL_NAMES, LEVELS
 
@@ -38,9 +37,6 @@ PE_ORDER = ["none", "sin-cos", "learned", "rope", "relative", "t5", "alibi", "ke
             "kerple-power", "kerple-power-sym", "sandwich", "sandwich-sym", "fire", "cope"]
 AGGREGATIONS = ("max", "mean")
 FORMATS = ("table", "md", "csv", "html", "json")
-# Settings that must agree within a cell: seeds and learning rates are what a cell aggregates over.
-CELL_SETTINGS = ("steps", "batch_size", "train_length", "max_test_length", "eval_samples", "n_layers",
-                 "d_model", "n_heads", "dape_width", "dape_variant", "eval_dropout", "bf16", "rand_mode")
 # What a protocol is, for comparing ours with a published table's (its .protocol.json).
 PROTOCOL_SETTINGS = ("train_length", "max_test_length", "steps", "batch_size", "n_layers", "d_model", "n_heads",
                      "rand_max_length", "rand_mode")
@@ -74,6 +70,7 @@ class Leaderboard:
     reference_name: str | None = None
     reference: dict[tuple[str, str], float] = field(default_factory=dict)
     protocol_differences: list[str] = field(default_factory=list)
+    protocol: str = ""   # the protocol of its runs, described (`Protocol.describe`)
 
     def cell(self, task: str, pe: str):
         key = (task, pe)
@@ -107,15 +104,100 @@ def _level_order(levels) -> list[str]:
     return [lv for lv in LEVELS if lv in present] + sorted(present - set(LEVELS))
 
 
+# -- protocols ------------------------------------------------------------------------------------
+# A protocol is everything that determines a run's result but its task, PE, seed and learning rate:
+# the settings a cell's runs must share (they aggregate over seeds and learning rates).
+NOT_PROTOCOL = {"task", "pe", "seed", "lr"}
+# What a protocol's description names first.
+HEADLINE = (("steps", "{} steps"), ("batch_size", "batch {}"), ("train_length", "train 1..{}"),
+            ("max_test_length", "test 1..{}"), ("d_model", "d_model {}"))
+
+
+@dataclass
+class Protocol:
+    label: str            # the preset's name, made unique ("cpu", "smoke", "cpu-2")
+    settings: dict        # the settings its runs share
+    differs: list[str]    # the settings in which it differs from the other protocols present
+    runs: pd.DataFrame
+
+    def describe(self) -> str:
+        parts = [fmt.format(self.settings[key]) for key, fmt in HEADLINE if key in self.settings]
+        parts += [f"{key} {_setting_text(self.settings[key])}" for key in self.differs
+                  if key not in dict(HEADLINE)]
+        return f"{self.label}: {', '.join(parts)}"
+
+
+def _setting_text(value) -> str:
+    value = value.item() if hasattr(value, "item") else value  # numpy scalars from pandas
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def protocol_columns(runs: pd.DataFrame) -> list[str]:
+    from che.config import NOT_IDENTITY, RunConfig
+
+    fields = [f.name for f in dataclasses.fields(RunConfig)]
+    return [f for f in fields if f in runs.columns and f not in NOT_IDENTITY and f not in NOT_PROTOCOL]
+
+
+def protocols(runs: pd.DataFrame) -> list[Protocol]:
+    """The protocols of a table of runs, the one with the most runs first."""
+    columns = protocol_columns(runs)
+    keys = runs[columns].apply(lambda row: json.dumps([_setting_text(v) for v in row]), axis=1)
+    groups = sorted(runs.groupby(keys, sort=False), key=lambda item: -len(item[1]))
+    found, labels = [], {}
+    for _, group in groups:
+        first = group.iloc[0]
+        settings = {column: first[column].item() if hasattr(first[column], "item") else first[column]
+                    for column in columns}
+        preset = str(group["preset"].mode().iloc[0]) if "preset" in group else "custom"
+        labels[preset] = labels.get(preset, 0) + 1
+        label = preset if labels[preset] == 1 else f"{preset}-{labels[preset]}"
+        found.append(Protocol(label, settings, [], group))
+    for protocol in found:
+        protocol.differs = [c for c in columns if any(_setting_text(protocol.settings[c]) != _setting_text(
+            other.settings[c]) for other in found)]
+    return found
+
+
+def mixed_protocols_line(found: list[Protocol]) -> str:
+    differs = sorted({key for p in found for key in p.differs}, key=lambda key: protocol_columns_order(key))
+    return (f"these results hold {len(found)} protocols, which differ in {', '.join(differs)}: one table each, "
+            f"never mixed in a cell ({'; '.join(p.describe() for p in found)}); --protocol NAME shows one")
+
+
+def protocol_columns_order(key: str) -> int:
+    from che.config import RunConfig
+
+    names = [f.name for f in dataclasses.fields(RunConfig)]
+    return names.index(key) if key in names else len(names)
+
+
+def select_protocol(runs: pd.DataFrame, label: str | None) -> Protocol:
+    """One protocol of the runs: `label`, or the only one there is (else a CheError naming them)."""
+    found = protocols(runs)
+    if label is None:
+        if len(found) > 1:
+            raise CheError(mixed_protocols_line(found).replace("one table each, never mixed in a cell",
+                                                               "a leaderboard takes one")
+                           .replace("--protocol NAME shows one", "choose one with protocol=NAME"))
+        return found[0]
+    for protocol in found:
+        if protocol.label == label:
+            return protocol
+    raise unknown_name_error("protocol", label, [p.label for p in found])
+
+
 # -- building -------------------------------------------------------------------------------------
 def build(runs: pd.DataFrame, aggregation: str = "max", reference: str | None = None,
-          strict: bool = False) -> Leaderboard:
-    """The leaderboard of a table of runs (`che.results.results_frame`)."""
+          strict: bool = False, protocol: str | None = None) -> Leaderboard:
+    """The leaderboard of a table of runs (`che.results.results_frame`) of one protocol: runs of
+    several protocols are never aggregated together; `protocol` picks one (`protocols(runs)`)."""
     if aggregation not in AGGREGATIONS:
         raise unknown_name_error("aggregation", aggregation, AGGREGATIONS)
     if runs.empty:
         raise CheError("no runs to build a leaderboard from")
-    _warn_if_mixed(runs)
+    chosen = select_protocol(runs, protocol)
+    runs = chosen.runs
     scores = runs.assign(score=100 * runs["ood_accuracy"])
 
     def summarise(group: pd.DataFrame) -> pd.Series:
@@ -133,19 +215,11 @@ def build(runs: pd.DataFrame, aggregation: str = "max", reference: str | None = 
         tasks=sorted(levels, key=lambda t: task_sort_key(t, levels[t])),
         pes=sorted(set(runs.pe), key=pe_sort_key), levels=levels,
         chance=dict(zip(runs.task, 100 * runs.chance_accuracy)),
+        protocol=chosen.describe(),
     )
     if reference:
         _attach_reference(board, reference, strict)
     return board
-
-
-def _warn_if_mixed(runs: pd.DataFrame) -> None:
-    for (task, pe), group in runs.groupby(["task", "pe"]):
-        for setting in CELL_SETTINGS:
-            values = sorted({json.dumps(v) for v in group[setting]}) if setting in group else []
-            if len(values) > 1:
-                warnings.warn(f"{task} x {pe} mixes runs with different {setting} ({', '.join(values)}); "
-                              f"aggregating them anyway — use separate --results folders", CheWarning, stacklevel=3)
 
 
 def reference_tables() -> dict[str, Path]:
@@ -257,7 +331,7 @@ def caption(board: Leaderboard) -> str:
     agg = ("max over runs (seeds x learning rates), as the CHE papers report" if board.aggregation == "max"
            else "mean over runs with its 95% bootstrap confidence interval")
     text = (f"OOD accuracy (%): mean per-token accuracy over the unseen test lengths; cell = {agg}; "
-            f"(n) = runs. Best per task marked.")
+            f"(n) = runs. Best per task marked. Protocol {board.protocol}.")
     if board.reference_name:
         text += f" [ref x, ±d] = published number in '{board.reference_name}' and our difference."
     line = protocol_line(board)
@@ -280,30 +354,33 @@ def records(board: Leaderboard) -> pd.DataFrame:
                 "mean": float(cell["mean"]) if have else None,
                 "ci_low": float(cell["ci_low"]) if have else None, "ci_high": float(cell["ci_high"]) if have else None,
                 "std": float(cell["std"]) if have else None, "runs": int(cell["runs"]) if have else 0,
-                "best": best == pe, "reference": ref,
+                "best": best == pe, "reference": ref, "protocol": board.protocol,
             })
     return pd.DataFrame(out)
 
 
-def render(board: Leaderboard, fmt: str):
-    """The leaderboard as text (md, html, csv, json) or as a rich Table (table)."""
+def render(board: Leaderboard, fmt: str, titled: bool = False):
+    """The leaderboard as text (md, html, csv, json) or as a rich Table (table); `titled`: md, html
+    and table start with the protocol (for one leaderboard of several)."""
     if fmt not in FORMATS:
         raise unknown_name_error("format", fmt, FORMATS)
     if fmt == "md":
         header, body = rows(board, mark_best="**{}**".format, quote=md_escape)
-        return pd.DataFrame(body, columns=header).to_markdown(index=False) + f"\n\n{caption(board)}\n"
+        title = f"### Protocol {md_escape(board.protocol)}\n\n" if titled else ""
+        return title + pd.DataFrame(body, columns=header).to_markdown(index=False) + f"\n\n{caption(board)}\n"
     if fmt == "html":
         header, body = rows(board, mark_best="<b>{}</b>".format, quote=html.escape)
+        title = f"<h3>Protocol {html.escape(board.protocol)}</h3>\n" if titled else ""
         table = pd.DataFrame(body, columns=header).to_html(index=False, escape=False)  # cells escaped above
-        return table + f"\n<p>{html.escape(caption(board))}</p>\n"
+        return title + table + f"\n<p>{html.escape(caption(board))}</p>\n"
     if fmt == "csv":
         return csv_safe(records(board)).to_csv(index=False, float_format="%.3f")
     if fmt == "json":
-        data = {"aggregation": board.aggregation, "reference": board.reference_name,
+        data = {"protocol": board.protocol, "aggregation": board.aggregation, "reference": board.reference_name,
                 "protocol_differences": board.protocol_differences,
                 "cells": json.loads(records(board).to_json(orient="records"))}
         return json.dumps(data, indent=2)
-    return rich_table(board)
+    return rich_table(board, titled)
 
 
 def md_escape(text: str) -> str:
@@ -325,14 +402,15 @@ def csv_safe(table: pd.DataFrame) -> pd.DataFrame:
                            if not pd.api.types.is_numeric_dtype(table[column])})
 
 
-def rich_table(board: Leaderboard):
+def rich_table(board: Leaderboard, titled: bool = False):
     """A rich Table whose every cell is a Text: names from the results are never read as markup."""
     from rich.table import Table
     from rich.text import Text
 
     header, body = rows(board, mark_best=lambda text: Text(text, style="bold green"))
     body = [[cell if isinstance(cell, Text) else Text(cell) for cell in line] for line in body]
-    table = Table(title="CHE leaderboard", caption=Text(caption(board)), show_lines=False)
+    title = f"CHE leaderboard, protocol {board.protocol}" if titled else "CHE leaderboard"
+    table = Table(title=Text(title), caption=Text(caption(board)), show_lines=False)
     for i, column in enumerate(header):
         table.add_column(Text(column), justify="left" if i < 2 else "right", no_wrap=i == 1)
     previous_level = None

@@ -101,3 +101,32 @@ def test_the_plots_draw_names_that_look_like_mathtext(cli, tmp_path, smoke_resul
     result = cli("leaderboard", "--results", folder, "--plot", tmp_path / "plot.png")
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+# -- a cell never mixes protocols -----------------------------------------------------------------
+def test_the_leaderboard_keeps_protocols_apart(cli, tmp_path, smoke_result):
+    import che
+    from che import CheError
+
+    folder = write_results(tmp_path / "runs", smoke_result, [
+        {"pe": "alibi", "ood": 0.55, "config": {"steps": 1500, "preset": "cpu"}},
+        {"pe": "alibi", "ood": 0.60, "config": {"steps": 1500, "preset": "cpu"}},
+        {"pe": "alibi", "ood": 0.95, "config": {"steps": 10, "eval_samples": 4}},  # a smoke run
+    ])
+    result = cli("leaderboard", "--results", folder, "--agg", "max", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    boards = json.loads(result.stdout)
+    assert [b["cells"][0]["ood_accuracy"] for b in boards] == [pytest.approx(60.0), pytest.approx(95.0)]
+    assert [b["cells"][0]["runs"] for b in boards] == [2, 1]
+    assert "2 protocols" in result.stderr and "steps" in result.stderr and "eval_samples" in result.stderr
+    one = cli("leaderboard", "--results", folder, "--protocol", "cpu", "--format", "json")
+    assert json.loads(one.stdout)["cells"][0]["runs"] == 2
+    assert "1500 steps" in json.loads(one.stdout)["protocol"]
+    table = cli("leaderboard", "--results", folder)
+    assert table.stdout.count("CHE leaderboard, protocol") == 2
+
+    runs = che.load_results(folder)
+    with pytest.raises(CheError, match="2 protocols"):
+        che.leaderboard(runs)
+    assert che.leaderboard(runs, protocol="cpu").cell(runs.task[0], "alibi")["runs"] == 2
+    assert [p.label for p in che.protocols(runs)] == ["cpu", "smoke"]
