@@ -66,9 +66,9 @@ def protocols(runs):
     return find(runs)
 
 
-def compare(runs, a: str, b: str, tasks=None):
-    """Per task, PE `a` against PE `b` over their runs (see che.comparisons): difference, interval,
-    p_value, p_adjusted (Holm), runs_a, runs_b."""
+def compare(runs, a: str, b: str, tasks=None, protocol: str | None = None):
+    """Per task, PE `a` against PE `b` over their runs of one protocol (see che.comparisons):
+    difference, interval, p_value, p_adjusted (Holm), runs_a, runs_b."""
     from che.comparisons import compare as compare_pes
 
-    return compare_pes(runs, a, b, tasks)
+    return compare_pes(runs, a, b, tasks, protocol)

@@ -555,6 +555,9 @@ def compare_command(
                                                  show_default=False)] = None,
     results: ResultsOption = DEFAULT_RESULTS,
     format: Annotated[Literal["table", "md", "csv", "json"], typer.Option("--format", help="Output format.")] = "table",
+    protocol: Annotated[Optional[str], typer.Option(
+        help="The protocol whose runs to compare, where the results hold several (`che leaderboard` names them).",
+        show_default=False)] = None,
 ):
     """Per task: the difference of mean OOD accuracy of two PEs over their runs, its 95% bootstrap
     interval, an exact permutation test, p-values adjusted for the number of tasks (Holm), and how
@@ -567,7 +570,7 @@ def compare_command(
     if len(names) != 2 or names[0] == names[1]:
         raise CheError(f"--pes takes two different PEs, A,B; got {pes!r}")
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    table = che.compare(che.load_results(results), names[0], names[1], tasks=task_list)
+    table = che.compare(che.load_results(results), names[0], names[1], tasks=task_list, protocol=protocol)
     note = single_run_note(table)
     if note:
         err_console.print(note, highlight=False, soft_wrap=True)

@@ -17,11 +17,15 @@ COLUMNS = ["task", "difference", "ci_low", "ci_high", "p_value", "p_adjusted", "
            "mean_a", "mean_b", "significant"]
 
 
-def compare(runs: pd.DataFrame, a: str, b: str, tasks: list[str] | None = None) -> pd.DataFrame:
+def compare(runs: pd.DataFrame, a: str, b: str, tasks: list[str] | None = None,
+            protocol: str | None = None) -> pd.DataFrame:
     """One row per task where both PEs have runs: difference = mean(A) - mean(B) in percentage
     points, its confidence interval, p_value, p_adjusted (Holm over the tasks compared) and whether
-    it is significant at 5% after the adjustment."""
-    from che.leaderboards import task_sort_key
+    it is significant at 5% after the adjustment. Runs of one protocol only (`protocol` chooses
+    one where `runs` hold several, see che.leaderboards.protocols)."""
+    from che.leaderboards import select_protocol, task_sort_key
+
+    runs = select_protocol(runs, protocol).runs
 
     for pe in (a, b):
         if pe not in set(runs.pe):

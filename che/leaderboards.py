@@ -179,7 +179,7 @@ def select_protocol(runs: pd.DataFrame, label: str | None) -> Protocol:
         if len(found) > 1:
             raise CheError(mixed_protocols_line(found).replace("one table each, never mixed in a cell",
                                                                "a leaderboard takes one")
-                           .replace("--protocol NAME shows one", "choose one with protocol=NAME"))
+                           .replace("--protocol NAME shows one", "choose one with --protocol NAME"))
         return found[0]
     for protocol in found:
         if protocol.label == label:

@@ -130,3 +130,14 @@ def test_the_leaderboard_keeps_protocols_apart(cli, tmp_path, smoke_result):
         che.leaderboard(runs)
     assert che.leaderboard(runs, protocol="cpu").cell(runs.task[0], "alibi")["runs"] == 2
     assert [p.label for p in che.protocols(runs)] == ["cpu", "smoke"]
+
+
+def test_compare_takes_the_runs_of_one_protocol(cli, tmp_path, smoke_result):
+    folder = write_results(tmp_path / "runs", smoke_result, [
+        {"pe": pe, "ood": ood, "config": {"steps": steps}}
+        for pe, ood, steps in [("alibi", 0.6, 10), ("alibi", 0.7, 10), ("none", 0.5, 10), ("none", 0.5, 10),
+                               ("alibi", 0.9, 20), ("none", 0.1, 20)]])
+    mixed = cli("compare", "--pes", "alibi,none", "--results", folder)
+    assert mixed.exit_code == 2 and "2 protocols" in mixed.stderr and "--protocol" in mixed.stderr
+    one = cli("compare", "--pes", "alibi,none", "--results", folder, "--protocol", "smoke", "--format", "json")
+    assert json.loads(one.stdout)[0]["difference"] == pytest.approx(15.0)
