@@ -345,7 +345,7 @@ def run_command(
     from che.results import is_finished, result_path
     from che.runners.estimate import (available_memory_bytes, estimate_seconds, format_duration,
                                       training_memory_bytes)
-    from che.runners.run import execute_pack, pick_device
+    from che.runners.run import check_resumable, diverged_message, execute_pack, find_checkpoint, pick_device
     from che.runners.sweep import build_grid, read_spec
     from che.runners.train import Interrupted
 
@@ -385,22 +385,28 @@ def run_command(
     if need / 4 > free:
         raise CheError(_memory_message(config, len(configs), need, free))
     out = err_console if quiet else console
+    todo = configs if force else [c for c in configs if not is_finished(result_path(results, c))]
+    if todo:
+        check_resumable(results, todo, force, resume)  # at once, not after an estimate
     runs = (f"seed {config.seed}, lr {config.lr:g}" if len(configs) == 1 else
-            f"{len(configs)} runs packed (seeds {', '.join(map(str, run_seeds))} x lr "
+            f"{len(configs)} runs (seeds {', '.join(map(str, run_seeds))} x lr "
             f"{', '.join(f'{c:g}' for c in dict.fromkeys(c.lr for c in configs))})")
+    if len(configs) > 1:
+        runs += (f", {len(todo)} to train" + (" as one pack" if len(todo) > 1 else "")
+                 + (f" ({len(configs) - len(todo)} finished)" if len(todo) < len(configs) else ""))
     out.print(f"{task} x {config.pe}  preset {preset}: {config.steps} steps, batch {config.batch_size}, "
-                     f"train 1..{config.train_length}, test 1..{config.max_test_length} x {config.eval_samples}, "
-                     f"{runs}, {torch_device}", highlight=False, soft_wrap=True)
-    if force or not all(is_finished(result_path(results, c)) for c in configs):
+              f"train 1..{config.train_length}, test 1..{config.max_test_length} x {config.eval_samples}, "
+              f"{runs}, {torch_device}", soft_wrap=True)
+    if todo and not (resume and find_checkpoint(results, todo)[0].exists()):
         from che.threads import chosen_by_user
 
-        with _allocation_failures(config, len(configs), need, free):
-            estimate = estimate_seconds(configs, task_obj, torch_device, choose_threads=not chosen_by_user())
+        with _allocation_failures(config, len(todo), need, free):
+            estimate = estimate_seconds(todo, task_obj, torch_device, choose_threads=not chosen_by_user())
         low, high = estimate["train_range_s"]
-        out.print(f"estimated cost (measured here): training ~{format_duration(estimate['train_s'])} "
+        out.print(f"estimated cost: training ~{format_duration(estimate['train_s'])} "
                   f"({format_duration(low)}-{format_duration(high)}; {1 / estimate['step_s']:.1f} steps/s with "
-                  f"{estimate['threads']} thread(s)), "
-                  f"evaluation ~{format_duration(estimate['eval_s'])}", highlight=False, soft_wrap=True)
+                  f"{estimate['threads']} thread(s), measured here), "
+                  f"evaluation ~{format_duration(estimate['eval_s'])}", soft_wrap=True)
     if tensorboard is not None:
         try:
             tb = TensorBoardReporter(str(tensorboard))
@@ -421,10 +427,9 @@ def run_command(
         print("interrupted during evaluation; the trained model is in its checkpoint: continue with the same "
               "command and --resume", file=sys.stderr)
         raise typer.Exit(130) from None
-    except FloatingPointError as exc:  # every run of the pack diverged
+    except FloatingPointError as exc:  # every run being trained diverged
         reporter.close()
-        print(f"error: {exc} ({config.task} x {config.pe}, lr {config.lr:g}); nothing was stored: try a lower "
-              f"learning rate", file=sys.stderr)
+        print(f"error: {diverged_message(exc, todo)}", file=sys.stderr)
         raise typer.Exit(1) from None
     finally:
         reporter.close()
@@ -821,6 +826,8 @@ def sweep_command(
              "as fit, on a CPU up to 4), off, or a number K.")] = "auto",
     force: Annotated[bool, typer.Option(help="Run finished runs again, from the start.")] = False,
     dry_run: Annotated[bool, typer.Option(help="List the runs and the estimated cost; run nothing.")] = False,
+    estimate: Annotated[bool, typer.Option(
+        "--estimate/--no-estimate", help="With --dry-run: the estimated cost (from a calibration of the device).")] = True,
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of a progress bar.")] = False,
     plugin: PluginOption = None,
 ):
@@ -850,14 +857,14 @@ def sweep_command(
               highlight=False, soft_wrap=True)
     measure_on = _measuring_device(device, slurm)
     pack_size = sw.parse_pack(pack, configs, measure_on)
-    if slurm and slurm.gpus and pack == "auto" and measure_on == "cpu":
-        out.print("--pack auto: no GPU here to measure a pack on, so each SLURM job trains one run "
-                  "(--pack K trains K runs per job)", highlight=False, soft_wrap=True)
+    if slurm and slurm.gpus and pack == "auto":
+        out.print("--pack auto: nothing is measured on the machine that submits SLURM jobs, so each job "
+                  "trains one run (--pack K trains K runs per job)", soft_wrap=True)
     if pack_size > 1:
         out.print(f"runs that differ only in seed and lr train in packs of up to {pack_size}", highlight=False)
     if dry_run:
         try:
-            _sweep_dry_run(grid, configs, executor, jobs, jobs_per_gpu, device, pack_size, slurm)
+            _sweep_dry_run(grid, configs, executor, jobs, jobs_per_gpu, device, pack_size, slurm, estimate)
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
         return
@@ -905,21 +912,19 @@ def _slurm_options(executor: str, device: str, partition, gpus, cpus, time_min, 
 
 
 def _measuring_device(device: str, slurm) -> str:
-    """Where to measure packs and costs: the sweep's device, or for SLURM jobs (whose GPUs this
-    machine, a login node, may lack) this machine's GPU if the jobs have GPUs and it has one, else its CPU."""
-    if slurm is None:
-        return device
-    import torch
-
-    return "cuda" if slurm.gpus and torch.cuda.is_available() else "cpu"
+    """Where to measure a pack's memory: the sweep's device; for SLURM jobs none (this machine, a
+    login node, trains nothing), so `--pack auto` gives one run per job there."""
+    return device if slurm is None else "cpu"
 
 
 def _sweep_dry_run(grid, configs, executor: str, jobs: int | None, jobs_per_gpu: int, device: str,
-                   pack: int = 1, slurm=None) -> None:
-    """The runs with their state, and the estimated cost of those left (see sweep.estimate_cost)."""
+                   pack: int = 1, slurm=None, estimate: bool = True) -> None:
+    """The runs with their state, and the estimated cost of those left (`che.runners.cost`: counted
+    work x a calibration of the device; nothing is trained to estimate it)."""
+    from che.runners import cost
     from che.runners import sweep as sw
     from che.runners.estimate import format_duration
-    from che.runners.executors import SLURM_MAX_IN_FLIGHT, Plan, local_plan
+    from che.runners.executors import SLURM_MAX_IN_FLIGHT, local_plan
 
     rows = sw.plan(configs, grid.results)
     table = Table(title=f"che sweep --dry-run: {len(rows)} runs")
@@ -930,50 +935,45 @@ def _sweep_dry_run(grid, configs, executor: str, jobs: int | None, jobs_per_gpu:
     Console(width=max(console.width, 120) if not console.is_terminal else None, markup=False).print(table)
     todo = [c for c, r in zip(configs, rows) if r["state"] not in ("finished", "running elsewhere")]
     counts = {s: sum(r["state"] == s for r in rows) for s in dict.fromkeys(r["state"] for r in rows)}
-    console.print(", ".join(f"{n} {s}" for s, n in counts.items()), highlight=False, soft_wrap=True)
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items()), soft_wrap=True)
     if not todo:
-        console.print("nothing to run", highlight=False, soft_wrap=True)
+        console.print("nothing to run", soft_wrap=True)
         return
-    import torch
-
+    if not estimate:
+        return
     packs = sw.make_packs(todo, pack)
-    if slurm is None:
+    if slurm is None:  # where the runs will go: this machine's device, measured once and cached
+        import torch
+
         plan = local_plan(device, jobs, jobs_per_gpu, len(packs))
-    else:  # as a job runs, where this machine allows: its device, its threads
-        plan = Plan(_measuring_device(device, slurm), 1, slurm.cpus, [])
-    err_console.print(f"measuring the cost of runs on {plan.device} with {plan.threads} torch thread(s)"
-                      f"{f', in packs of up to {pack}' if pack > 1 else ''}...", highlight=False, soft_wrap=True)
-    cost = sw.estimate_cost(todo, torch.device(plan.device), plan.threads, pack=pack)
-    total = sum(cost["per_run"])
-    by_run = {c.run_id: seconds for c, seconds in zip(todo, cost["per_run"])}
+        calibration = cost.for_device(torch.device(plan.device), plan.threads)
+        where = f"{plan.device} ({calibration.device}, {calibration.source})"
+    else:  # the nodes' devices: a calibration shipped or cached, never a measurement on a login node
+        calibration = cost.any_gpu_calibration() if slurm.gpus else cost.cpu_calibration(slurm.cpus)
+        cost.require(calibration, "the jobs' GPUs" if slurm.gpus else "a CPU")
+        where = f"nodes like {calibration.device} ({calibration.source})"
+    seconds = cost.grid_seconds(todo, calibration, pack)
+    by_run = {c.run_id: s for c, s in zip(todo, seconds)}
     per_pack = [sum(by_run[c.run_id] for c in p) for p in packs]
-    if not cost["separable"]:
-        how = f"{cost['measured']} measurements on this machine, one per (task, PE)"
-    else:
-        how = (f"{cost['measured']} of {cost['wanted']} measurements on this machine: one task x every PE and "
-               f"one PE x every task, multiplied" + ("" if cost["measured"] == cost["wanted"] else
-                                                     "; the time budget left the rest at the average"))
-    console.print(f"estimated cost of the {len(todo)} runs left: {format_duration(total)} of "
-                  f"{plan.device} time ({how})", highlight=False, soft_wrap=True)
+    console.print(f"estimated cost of the {len(todo)} runs left: {format_duration(sum(seconds))} of device time "
+                  f"on {where}", soft_wrap=True)
     if executor == "local":
         wall = sw.expected_wall(per_pack, plan.jobs)
-        console.print(f"about {format_duration(wall)} here with {plan.describe()}", highlight=False, soft_wrap=True)
+        console.print(f"about {format_duration(wall)} here with {plan.describe()}", soft_wrap=True)
     elif executor == "slurm":
         at_once = min(jobs or SLURM_MAX_IN_FLIGHT, slurm.array_parallelism, len(packs))
         longest = max(per_pack)
-        console.print(f"on SLURM: {len(packs)} job(s), the longest about {format_duration(longest)} at this speed "
+        console.print(f"on SLURM: {len(packs)} job(s), the longest about {format_duration(longest)} "
                       f"(--slurm-time {slurm.time_min} min); about "
-                      f"{format_duration(sw.expected_wall(per_pack, at_once))} if {at_once} run at once",
-                      highlight=False, soft_wrap=True)
+                      f"{format_duration(sw.expected_wall(per_pack, at_once))} if {at_once} run at once", soft_wrap=True)
         if longest > 60 * slurm.time_min:
             console.print("a job out of time saves a checkpoint and the next sweep resumes its runs: raise "
-                          "--slurm-time, or run the sweep again until it is done", highlight=False, soft_wrap=True)
+                          "--slurm-time, or run the sweep again until it is done", soft_wrap=True)
     elif jobs:
         console.print(f"about {format_duration(sw.expected_wall(per_pack, jobs))} with {jobs} "
-                      f"parallel packs of this speed on the Ray cluster", highlight=False, soft_wrap=True)
+                      f"parallel packs of this speed on the Ray cluster", soft_wrap=True)
     else:
-        console.print("on Ray: divide by the number of runs the cluster holds at once (--jobs to say)",
-                      highlight=False, soft_wrap=True)
+        console.print("on Ray: divide by the number of runs the cluster holds at once (--jobs to say)", soft_wrap=True)
 
 
 @app.callback(invoke_without_command=True)

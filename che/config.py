@@ -112,6 +112,8 @@ class RunConfig:
             raise CheError(f"--max-test-length must be at most 10000, got {self.max_test_length}")
         if not 0 < self.lr < 1:
             raise CheError(f"--lr must be in (0, 1), got {self.lr}")
+        if not 0 < self.max_grad_norm < float("inf"):  # <= 0 would turn clipping into gradient ascent
+            raise CheError(f"max_grad_norm must be a positive number, got {self.max_grad_norm}")
         if not 0 <= self.dropout < 1:
             raise CheError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.d_model % self.n_heads:

@@ -69,6 +69,8 @@ class RichReporter(Reporter):
         self.loss = self.accuracy = None
 
     def start(self, config, resumed_from):
+        if resumed_from:
+            self.progress.console.print(f"resuming from step {resumed_from} (its checkpoint)", markup=False)
         self.progress.start()
         self.train_task = self.progress.add_task("train", total=config.steps, completed=resumed_from, info="")
         self.rate = RecentRate()
@@ -105,7 +107,7 @@ class LogReporter(Reporter):
         self.rate = RecentRate()
         self.rate.add(resumed_from)
         if resumed_from:
-            self._print(f"resuming at step {resumed_from}")
+            self._print(f"resuming from step {resumed_from} (its checkpoint)")
 
     def step(self, state, loss, accuracy):
         rate = self.rate.add(state.step)

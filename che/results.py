@@ -9,8 +9,10 @@ Layout under a results folder (default `results/runs`):
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import platform
 import stat
 import subprocess
@@ -60,6 +62,23 @@ def write_json_atomic(path: Path, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def disk_problem(path: Path, exc: BaseException | None) -> str:
+    """Why a file could not be written, in words: 'the disk is full' when it is."""
+    folder = Path(path).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        full = shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        full = False
+    said = str(exc or "")
+    if full or getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in said or "StorageFull" in said:
+        return f"the disk is full ({folder})"
+    if exc is None:
+        return "the folder cannot be written"
+    return getattr(exc, "strerror", None) or f"{type(exc).__name__}: {exc}"
 
 
 def is_finished(path: Path) -> bool:

@@ -27,8 +27,8 @@ from che.config import RunConfig
 from che.errors import CheError
 from che.locks import claim, release
 from che.registry import TASKS, CheWarning, loaded_plugins
-from che.results import (SCHEMA_VERSION, checkpoint_path, command_line, describe_device, git_revision,
-                         is_finished, result_path, run_dir, versions, write_json_atomic)
+from che.results import (SCHEMA_VERSION, checkpoint_path, command_line, describe_device, disk_problem,
+                         git_revision, is_finished, result_path, run_dir, versions, write_json_atomic)
 from che.runners.evaluate import evaluate, summarize
 from che.runners.stored import model_path, save_model
 from che.runners.train import Trainer, check_pack, model_config
@@ -76,6 +76,42 @@ def pack_checkpoint_path(results: Path, configs: list[RunConfig]) -> Path:
     return run_dir(results, configs[0].task, configs[0].pe) / f"pack-{digest}.ckpt"
 
 
+def pack_members_path(checkpoint: Path) -> Path:
+    """Beside a pack's checkpoint, the list of its runs (so that a pack whose first results were
+    written before it stopped resumes as the pack it was, not as a new pack from step 0)."""
+    return checkpoint.with_name(checkpoint.name + ".json")
+
+
+def find_checkpoint(results: Path, configs: list[RunConfig]) -> tuple[Path, list[RunConfig]]:
+    """(checkpoint, the runs it holds) for these runs: their own, or that of a larger pack they were
+    part of (whose other runs finished, or are not asked for now); their own path (not existing)
+    if there is none."""
+    own = pack_checkpoint_path(results, configs)
+    if own.exists():
+        return own, configs
+    wanted = {c.run_id for c in configs}
+    for members_file in sorted(run_dir(results, configs[0].task, configs[0].pe).glob("pack-*.ckpt.json")):
+        checkpoint = members_file.with_name(members_file.name.removesuffix(".json"))
+        try:
+            members = json.loads(members_file.read_text())["runs"]
+            pack = [RunConfig.from_dict(configs[0].to_dict() | {"seed": m["seed"], "lr": m["lr"]}) for m in members]
+        except (OSError, ValueError, KeyError, TypeError, CheError):
+            continue
+        if checkpoint.exists() and wanted <= {c.run_id for c in pack} and [c.run_id for c in pack] == [
+                m["run_id"] for m in members]:
+            return checkpoint, pack
+    return own, configs
+
+
+def check_resumable(results: Path, configs: list[RunConfig], force: bool, resume: bool) -> None:
+    """Refuse at once (before any estimate or training) to start over a run that has a checkpoint,
+    unless `resume` continues it or `force` discards it."""
+    checkpoint, _ = find_checkpoint(results, configs)
+    if checkpoint.exists() and not force and not resume:
+        raise CheError(f"an unfinished run of this configuration has a checkpoint at {checkpoint}; "
+                       f"pass --resume to continue it or --force to start over")
+
+
 def execute(config: RunConfig, results: Path, *, device: str = "auto", force: bool = False,
             resume: bool = False, reporter: Reporter | None = None) -> Outcome:
     """One run: `execute_pack` of one."""
@@ -87,8 +123,10 @@ def execute_pack(configs: list[RunConfig], results: Path, *, device: str = "auto
     """Train the runs of a pack (configs differing only in seed and lr) together, evaluate them, and
     write one result per run, exactly as each would alone. Finished runs are skipped (unless
     `force`); a run whose loss became non-finite gets a "failed" outcome and the others go on; if
-    every run fails, `Diverged` is raised. Each run's lock (`che.locks`) is taken for the duration,
-    unless `lock` is False: a sweep's dispatcher holds them for its workers."""
+    every run fails, `Diverged` is raised. Runs whose larger pack stopped after writing some of its
+    results resume in that pack, from its checkpoint (with `resume`). Each run's lock
+    (`che.locks`) is taken for the duration, unless `lock` is False: a sweep's dispatcher holds them
+    for its workers."""
     reporter = reporter or Reporter()
     for config in configs:
         config.validate()
@@ -98,27 +136,44 @@ def execute_pack(configs: list[RunConfig], results: Path, *, device: str = "auto
     todo = []
     for config in configs:
         path = result_path(results, config)
-        if path.exists() and is_finished(path) and not force:
+        if not force and is_finished(path):
             outcomes[config.run_id] = Outcome("skipped", path, json.loads(path.read_text()))
         else:
             todo.append(config)
     if todo:
         check_writable(results)
+        checkpoint, pack = (pack_checkpoint_path(results, todo), todo) if force else find_checkpoint(results, todo)
         locks = []
         try:
-            for config in todo if lock else ():
+            asked = {c.run_id for c in todo}
+            for config in pack if lock else ():
+                if config.run_id not in asked and is_finished(result_path(results, config)):
+                    continue  # a finished run of the larger pack: trained again, not written again
                 run_lock, holder = claim(results, config)
                 if run_lock is None:
                     raise CheError(f"{config.task} x {config.pe} seed {config.seed} lr {config.lr:g} is running "
-                                   f"elsewhere ({holder}); wait for it to finish")
+                                   f"elsewhere ({holder}); wait for it to finish, or stop that process")
                 locks.append(run_lock)
-            for config, outcome in zip(todo, _train_and_evaluate(todo, task, results, device, force, resume,
-                                                                 reporter)):
-                outcomes[config.run_id] = outcome
+            for config, outcome in zip(pack, _train_and_evaluate(pack, task, results, device, force, resume,
+                                                                 reporter, checkpoint)):
+                if config.run_id in asked:
+                    outcomes[config.run_id] = outcome
         finally:
             for run_lock in locks:
                 release(run_lock)
     return [outcomes[c.run_id] for c in configs]
+
+
+def diverged_message(exc: BaseException, trained: list[RunConfig]) -> str:
+    """One line for a pack whose every trained run diverged: at the first step (before any update,
+    so not the learning rate: the model's output was nan or inf, e.g. a plugin's bias) or later."""
+    step = getattr(exc, "step", None)
+    what = (f"{trained[0].task} x {trained[0].pe}, " + (f"lr {trained[0].lr:g}" if len(trained) == 1 else
+            f"{len(trained)} runs, lr {', '.join(f'{lr:g}' for lr in dict.fromkeys(c.lr for c in trained))}"))
+    if step == 1:
+        return (f"the training loss was not finite at the first step, before any update ({what}): the model "
+                f"computes nan or inf from the start; check the PE and task plugins; no result was written")
+    return f"{exc} ({what}); no result was written for {'it' if len(trained) == 1 else 'them'}: try a lower learning rate"
 
 
 def check_writable(results: Path) -> None:
@@ -133,25 +188,40 @@ def check_writable(results: Path) -> None:
         raise CheError(f"cannot write to the results folder '{results}': {exc.strerror or exc}") from None
 
 
-def write_result(path: Path, record: dict) -> Path:
-    """Write a result; if that fails (full disk, folder gone), keep it in the user's cache folder
-    and say where, so that a finished run is never lost. Returns where it is."""
+def rescue_folder() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "che" / "rescued"
+
+
+def write_result(path: Path, record: dict) -> tuple[Path, OSError] | None:
+    """Write a result; if that fails (a full disk, the folder gone), keep it in the user's cache
+    folder (else the temporary folder), so that a finished run is never lost. Returns None when it is
+    where it belongs, else (where it was rescued to, why)."""
     try:
         write_json_atomic(path, record)
-        return path
+        return None
     except OSError as exc:
-        rescue = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "che" / "rescued" / path.name
-        try:
-            write_json_atomic(rescue, record)
-        except OSError:
-            rescue = Path(tempfile.gettempdir()) / f"che-rescued-{path.name}"
-            write_json_atomic(rescue, record)
-        raise CheError(f"could not write the result to {path} ({exc.strerror or exc}); it is saved in {rescue}: "
-                       f"move it there when the folder is writable") from None
+        problem = exc
+    rescue = rescue_folder() / f"{record['task']}--{record['pe']}--{path.name}"
+    try:
+        write_json_atomic(rescue, record)
+    except OSError:
+        rescue = Path(tempfile.gettempdir()) / f"che-rescued-{record['task']}--{record['pe']}--{path.name}"
+        write_json_atomic(rescue, record)
+    return rescue, problem
 
 
-def _train_and_evaluate(configs, task, results, device, force, resume, reporter) -> list[Outcome]:
-    checkpoint = pack_checkpoint_path(results, configs)
+def keep_model(outcome: Outcome, state: dict) -> None:
+    """The run's weights beside its result; a model that cannot be kept (a full disk: safetensors
+    raises its own error type) costs the run its model, never its result."""
+    try:
+        save_model(model_path(outcome.path), state, outcome.record)
+    except Exception as exc:  # noqa: BLE001 - OSError, SafetensorError, ImportError: the result matters more
+        warnings.warn(f"could not keep the model of {outcome.record['run_id']}: {disk_problem(outcome.path, exc)}",
+                      CheWarning, stacklevel=2)
+        outcome.record["model"] = None
+
+
+def _train_and_evaluate(configs, task, results, device, force, resume, reporter, checkpoint) -> list[Outcome]:
     torch_device = pick_device(device)
     started_at = dt.datetime.now(dt.timezone.utc)
     wall_start = time.perf_counter()
@@ -166,14 +236,16 @@ def _train_and_evaluate(configs, task, results, device, force, resume, reporter)
             except Exception as exc:
                 raise CheError(f"cannot resume from {checkpoint}: {exc} (use --force to start over)") from exc
         else:
-            raise CheError(f"an unfinished run of this configuration has a checkpoint at {checkpoint}; "
-                           f"pass --resume to continue it or --force to start over")
+            check_resumable(results, configs, force, resume)
+    if len(configs) > 1:
+        write_json_atomic(pack_members_path(checkpoint), {"runs": [
+            {"run_id": c.run_id, "seed": c.seed, "lr": c.lr} for c in configs]})
     resumed_from_step = trainer.state.step
     reporter.start(configs[0], resumed_from_step)
     state = trainer.state
     if state.step < configs[0].steps:
         state = trainer.train(checkpoint, on_step=reporter.step)
-        trainer.save(checkpoint)  # evaluation interrupted later does not cost the training
+        trainer.save_or_warn(checkpoint)  # evaluation interrupted later does not cost the training
     live = trainer.live_runs()
 
     eval_start = time.perf_counter()
@@ -230,15 +302,20 @@ def _train_and_evaluate(configs, task, results, device, force, resume, reporter)
             "model": model_path(path).name if config.save_model else None,
         }
         outcomes.append(Outcome("finished", path, record))
+    rescued = []
     for k, outcome in enumerate(outcomes):  # the checkpoint stays until every result is written
-        if outcome.status != "finished":
-            continue
+        if outcome.status != "finished" or (not force and is_finished(outcome.path)):
+            continue  # failed, or a run of a larger pack that had finished before it stopped
         if configs[k].save_model:
-            try:
-                save_model(model_path(outcome.path), trainer.run_state_dict(k), outcome.record)
-            except (OSError, ImportError) as exc:  # the result matters more than the weights
-                warnings.warn(f"could not keep the model of {outcome.record['run_id']}: {exc}", CheWarning, stacklevel=2)
-                outcome.record["model"] = None
-        write_result(outcome.path, outcome.record)
+            keep_model(outcome, trainer.run_state_dict(k))
+        elsewhere = write_result(outcome.path, outcome.record)
+        if elsewhere is not None:
+            rescued.append((outcome.path, *elsewhere))
+    if rescued:  # every result kept somewhere; the checkpoint too, nothing is lost
+        where = "; ".join(f"{rescue}" for _, rescue, _ in rescued)
+        raise CheError(f"could not write {len(rescued)} result(s) to {rescued[0][0].parent} "
+                       f"({disk_problem(rescued[0][0], rescued[0][2])}); they are saved in {where}: move them "
+                       f"there when the folder is writable")
     checkpoint.unlink(missing_ok=True)
+    pack_members_path(checkpoint).unlink(missing_ok=True)
     return outcomes

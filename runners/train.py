@@ -39,6 +39,8 @@ import torch.nn.functional as F
 
 from che.config import RunConfig
 from che.models import ModelConfig, Transformer
+from che.registry import CheWarning
+from che.results import disk_problem
 from che.runners.optim import PackedAdam
 
 # The stacked weights of a pack are views with gaps between the runs (see PackedAdam); autograd
@@ -114,7 +116,8 @@ class StopRequested:
         self._previous = None
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
+        # A process started with SIGINT ignored (`che run &` in a script, nohup) keeps ignoring it.
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             self._previous = signal.getsignal(signal.SIGINT)
             signal.signal(signal.SIGINT, self._handle)
         return self
@@ -131,15 +134,20 @@ class StopRequested:
 
 
 class Interrupted(Exception):
-    """Training stopped on request; the checkpoint holds its progress."""
+    """Training stopped on request; the checkpoint holds its progress (unless `saved` is False)."""
 
-    def __init__(self, step: int, checkpoint: Path):
-        super().__init__(f"interrupted at step {step}; checkpoint saved to {checkpoint}")
-        self.step, self.checkpoint = step, checkpoint
+    def __init__(self, step: int, checkpoint: Path, saved: bool = True):
+        super().__init__(f"interrupted at step {step}; " + (f"checkpoint saved to {checkpoint}" if saved else
+                         "the checkpoint could not be saved, so the next start begins at the last one"))
+        self.step, self.checkpoint, self.saved = step, checkpoint, saved
 
 
 class Diverged(FloatingPointError):
-    """Every run of the pack produced a non-finite loss."""
+    """Every run of the pack produced a non-finite loss (`step`: the first such step)."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
 
 
 @dataclass
@@ -280,10 +288,9 @@ class Trainer:
                         loss, accuracy = self._live_means(stats)
                         on_step(state, loss, accuracy)
                     last_report = time.perf_counter()
-                if saving and state.step < config.steps:
-                    self.save(checkpoint)
+                saved = saving and state.step < config.steps and self.save_or_warn(checkpoint)
                 if stop.requested and state.step < config.steps:
-                    raise Interrupted(state.step, checkpoint)
+                    raise Interrupted(state.step, checkpoint, saved)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             state.train_time_s += time.perf_counter() - started
@@ -298,7 +305,7 @@ class Trainer:
                 self.state.failed[str(k)] = step
         if not self.live_runs():
             step = min(self.state.failed.values())
-            raise Diverged(f"the training loss became non-finite (nan or inf) at step {step}")
+            raise Diverged(f"the training loss became non-finite (nan or inf) at step {step}", step)
 
     def _add_curve_point(self, stats: dict) -> None:
         for k in range(self.pack):
@@ -343,6 +350,17 @@ class Trainer:
             tmp.replace(path)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def save_or_warn(self, path: Path) -> bool:
+        """Save a checkpoint; one that cannot be written (a full disk) is a warning, not the end of
+        the training: its result can still be written, or rescued. Returns whether it was saved."""
+        try:
+            self.save(path)
+            return True
+        except (OSError, RuntimeError) as exc:  # torch.save on a full disk raises RuntimeError
+            warnings.warn(f"could not save the checkpoint {path}: {disk_problem(path, exc)}; training goes on "
+                          f"(an interruption now loses the steps since the last checkpoint)", CheWarning, stacklevel=2)
+            return False
 
     def load(self, path: Path) -> None:
         """Continue from a checkpoint, after checking that it belongs to these runs and is sane."""

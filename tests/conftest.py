@@ -3,6 +3,7 @@ import io
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,6 +12,9 @@ import pytest
 from che.threads import configure
 
 configure()  # passive OpenMP waiting and a thread count that fits, as every che entry point
+# The user's cache (cost calibrations, rescued results) is not the tests': one of their own, shared
+# by the processes they start.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="che-tests-cache-")
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"

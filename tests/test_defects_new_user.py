@@ -141,3 +141,38 @@ def test_compare_takes_the_runs_of_one_protocol(cli, tmp_path, smoke_result):
     assert mixed.exit_code == 2 and "2 protocols" in mixed.stderr and "--protocol" in mixed.stderr
     one = cli("compare", "--pes", "alibi,none", "--results", folder, "--protocol", "smoke", "--format", "json")
     assert json.loads(one.stdout)[0]["difference"] == pytest.approx(15.0)
+
+
+# -- a dry run answers in seconds and trains nothing where jobs are only submitted ------------------
+def test_a_slurm_dry_run_of_the_paper_grid_trains_nothing(cli, monkeypatch):
+    from che.runners.train import Trainer
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a dry run trained a model")
+
+    monkeypatch.setattr(Trainer, "step", no_training)
+    result = cli("sweep", "dape_table2", "--executor", "slurm", "--slurm-partition", "gpu", "--slurm-time", 720,
+                 "--pack", 9, "--results", "/nonexistent/che-dry-run", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert "1260 pending" in result.stdout and "nodes like cuda: NVIDIA H200" in result.stdout
+    assert "on SLURM: 140 job(s)" in result.stdout
+
+
+def test_a_local_dry_run_calibrates_once_then_only_counts(cli, monkeypatch, tmp_path):
+    """The first dry run on a device measures four small probe steps and caches them; the next one
+    (of the paper-size grid, 1,260 runs) trains nothing."""
+    from che.runners import cost
+    from che.runners.train import Trainer
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(cost, "SHIPPED", tmp_path / "none.json")
+    first = cli("sweep", "--tasks", "parity_check", "--pes", "none", "--preset", "smoke", "--device", "cpu",
+                "--results", tmp_path / "runs", "--dry-run")
+    assert first.exit_code == 0, first.stderr
+    assert "measured on this machine" in first.stdout and cost.cache_file().exists()
+    monkeypatch.setattr(Trainer, "step", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    second = cli("sweep", "dape_table2", "--device", "cpu", "--results", tmp_path / "runs", "--dry-run",
+                 "--jobs", 1)
+    assert second.exit_code == 0, second.stderr
+    assert "estimated cost of the 1260 runs left" in second.stdout
+    assert cli("sweep", "dape_table2", "--results", tmp_path / "runs", "--dry-run", "--no-estimate").exit_code == 0

@@ -134,7 +134,7 @@ def test_dry_run_lists_runs_and_a_cost_and_runs_nothing(swept, tmp_path):
         assert any(task in line and f" {pe} " in line and run_id in line and "pending" in line
                    for line in result.stdout.splitlines()), (task, pe)
     assert "4 pending" in result.stdout
-    assert "estimated cost of the 4 runs left:" in result.stdout and "one per (task, PE)" in result.stdout
+    assert "estimated cost of the 4 runs left:" in result.stdout and "of device time on cpu" in result.stdout
     assert "about " in result.stdout
     assert not results.exists()
 
