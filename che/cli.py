@@ -349,7 +349,7 @@ def run_command(
     from che.runners.sweep import build_grid, read_spec
     from che.runners.train import Interrupted
 
-    label, values = read_spec(str(config_file)) if config_file is not None else ("command line", {})
+    label, values = read_spec(str(config_file), "config file") if config_file is not None else ("command line", {})
     if seed is not None and seeds is not None:
         raise CheError("give --seed or --seeds, not both")
     if lr is not None and lrs is not None:
@@ -368,7 +368,7 @@ def run_command(
         learned_max_length=learned_max_length, dape_width=dape_width, dape_variant=dape_variant,
         dape_kernel=dape_kernel, dape_impl=dape_impl, dape_init=dape_init, bf16=bf16, compile=compile,
         cuda_graphs=cuda_graphs, checkpoint_every=checkpoint_every, eval_memory_gb=eval_memory_gb,
-        save_model=save_model, require_tasks="--task", require_pes="--pe")
+        save_model=save_model, require_tasks="--task", require_pes="--pe", options={"tasks": "--task", "pes": "--pe"})
     if len(grid.tasks) != 1 or len(grid.pes) != 1:
         raise CheError(f"che run trains one task x PE, {label} gives {len(grid.tasks)} task(s) x {len(grid.pes)} "
                        f"PE(s); use che sweep for a grid")

@@ -3,16 +3,30 @@
 import difflib
 from collections.abc import Iterable
 
+LISTED_UP_TO = 20  # longer lists of choices (the 66 PE names) are named by the command that lists them
+
 
 class CheError(Exception):
     """A problem with the user's input or data, reported without a traceback."""
 
 
-def unknown_name_error(kind: str, name: str, choices: Iterable[str]) -> CheError:
-    """`unknown task 'revers_string'; did you mean 'reverse_string'? (choices: ...)`."""
+def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
+    """The choices closest to `name`, ignoring case ('DAPE-FIRE' finds 'dape-fire')."""
+    by_lower: dict[str, str] = {}
+    for choice in choices:
+        by_lower.setdefault(choice.lower(), choice)
+    matches = difflib.get_close_matches(name.lower(), list(by_lower), n=n, cutoff=0.6)
+    return [by_lower[m] for m in matches]
+
+
+def unknown_name_error(kind: str, name: str, choices: Iterable[str], listed_by: str | None = None) -> CheError:
+    """`unknown task 'revers_string'; did you mean 'reverse_string'? (choices: ...)`. Long lists of
+    choices are not printed: `listed_by` names the command that lists them (`che pes`)."""
     choices = sorted(choices)
-    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
-    hint = ""
-    if close:
-        hint = "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
-    return CheError(f"unknown {kind} '{name}'{hint} (choices: {', '.join(choices)})")
+    close = closest(name, choices)
+    hint = "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?" if close else ""
+    if len(choices) <= LISTED_UP_TO or listed_by is None:
+        where = f"choices: {', '.join(choices)}"
+    else:
+        where = f"{len(choices)} choices: `{listed_by}` lists them"
+    return CheError(f"unknown {kind} '{name}'{hint} ({where})")

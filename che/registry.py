@@ -48,8 +48,9 @@ class Registry:
     """Name -> object, filled by built-in modules, entry points and plugin files."""
 
     def __init__(self, kind: str, entry_point_group: str, builtin_module: str,
-                 make: Callable[[Any], Any] = lambda cls: cls):
+                 make: Callable[[Any], Any] = lambda cls: cls, listed_by: str | None = None):
         self.kind = kind
+        self.listed_by = listed_by  # the command that lists the names
         self.entry_point_group = entry_point_group
         self.builtin_module = builtin_module
         self._make = make  # turns a registered class into the stored object
@@ -84,7 +85,7 @@ class Registry:
 
     def unknown(self, name: str, choices) -> CheError:
         """The unknown-name error, naming any plugin that failed to load (it may have defined it)."""
-        err = unknown_name_error(self.kind, name, choices)
+        err = unknown_name_error(self.kind, name, choices, listed_by=self.listed_by)
         if self.broken:
             failed = "; ".join(f"plugin '{p}' failed to load: {why}" for p, why in self.broken.items())
             err = CheError(f"{err} [{failed}]")
@@ -202,8 +203,8 @@ def _ensure_builtins() -> None:
 
 
 # -- the two registries ---------------------------------------------------------------------------
-TASKS = Registry("task", "che.tasks", "che.tasks", make=lambda cls: cls())
-PES = Registry("positional encoding", "che.positional_encodings", "che.models.positional")
+TASKS = Registry("task", "che.tasks", "che.tasks", make=lambda cls: cls(), listed_by="che tasks")
+PES = Registry("positional encoding", "che.positional_encodings", "che.models.positional", listed_by="che pes")
 
 
 def register_task(cls: type) -> type:

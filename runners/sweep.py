@@ -38,7 +38,7 @@ from pathlib import Path
 
 from che.config import PRESETS, RunConfig, make_config
 from che.errors import CheError, unknown_name_error
-from che.locks import claim, is_locked, lock_path, release
+from che.locks import claim, is_locked, release
 from che.results import DEFAULT_RESULTS, checkpoint_path, failure_path, is_finished, result_path, write_json_atomic
 
 # -- the grid -------------------------------------------------------------------------------------
@@ -88,11 +88,14 @@ def shipped_sweeps() -> list[str]:
     return sorted(p.name[:-len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
-def read_spec(spec: str) -> tuple[str, dict]:
-    """(label, values) of a sweep file given as a path or as the name of a shipped sweep."""
+def read_spec(spec: str, what: str = "sweep file") -> tuple[str, dict]:
+    """(label, values) of a sweep file given as a path or as the name of a shipped sweep (`what`
+    names it in messages: a `che run --config` file is a "config file")."""
     path = Path(spec)
     if path.is_file():
-        label, text = str(path), _read_text(path)
+        label, text = str(path), _read_text(path, what)
+    elif what != "sweep file":
+        raise CheError(f"{what} '{spec}' does not exist")
     elif spec.endswith(".toml") or os.sep in spec:
         raise CheError(f"sweep file '{spec}' does not exist (shipped sweeps: {', '.join(shipped_sweeps())})")
     elif spec in shipped_sweeps():
@@ -110,21 +113,23 @@ def read_spec(spec: str) -> tuple[str, dict]:
     return label, values
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, what: str = "sweep file") -> str:
     try:
         return path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        raise CheError(f"cannot read sweep file '{path}': {exc}") from None
+        raise CheError(f"cannot read {what} '{path}': {exc}") from None
 
 
 def build_grid(values: dict | None = None, label: str = "command line", *, tasks=None, pes=None,
                seeds=None, lrs=None, preset=None, results=None, plugins=None, require_tasks: str = "--tasks all",
-               require_pes: str = "--pes", **overrides) -> Grid:
+               require_pes: str = "--pes", options: dict[str, str] | None = None, **overrides) -> Grid:
     """A Grid from a sweep file's values, with the options given on the command line winning.
 
     Command-line values are strings as typed (`"a,b"`, `"3"`); file values are TOML lists, numbers
     or strings. Keyword `overrides` with a value other than None override RunConfig fields.
     Plugins are loaded here, so that plugin tasks and PEs are known when names are checked.
+    `options` names the command's options in messages where they are not `--<key>` (che run's
+    `--task` and `--pe`).
     """
     from che.registry import load_plugins
 
@@ -132,7 +137,8 @@ def build_grid(values: dict | None = None, label: str = "command line", *, tasks
     where = f"{label}: " if label != "command line" else ""
 
     def pick(name, given):
-        return (given, "--" + name) if given is not None else (values.get(name), f"{where}{name}")
+        option = (options or {}).get(name, "--" + name)
+        return (given, option) if given is not None else (values.get(name), f"{where}{name}")
 
     plugin_specs = list(_string_list(values.get("plugins", []), f"{where}plugins")) + list(plugins or [])
     load_plugins(plugin_specs)
@@ -498,8 +504,8 @@ def _dispatch(pack, results, executor, in_flight, summary, reporter, force: bool
         lock, holder = claim(results, config)
         if lock is None:
             summary.elsewhere += 1
-            reporter.note(f"{_label(config)}: running elsewhere ({holder}), left to it "
-                          f"(if that sweep is gone, delete {lock_path(results, config)})")
+            reporter.note(f"{_label(config)}: running elsewhere ({holder}), left to it; the lock is the OS's "
+                          f"and ends with that process")
             continue
         if not force and is_finished(result_path(results, config)):  # finished between the check and the claim
             release(lock)

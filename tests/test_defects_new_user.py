@@ -176,3 +176,22 @@ def test_a_local_dry_run_calibrates_once_then_only_counts(cli, monkeypatch, tmp_
     assert second.exit_code == 0, second.stderr
     assert "estimated cost of the 1260 runs left" in second.stdout
     assert cli("sweep", "dape_table2", "--results", tmp_path / "runs", "--dry-run", "--no-estimate").exit_code == 0
+
+
+# -- unknown names: case-insensitive suggestions, the closest few, the option as typed ------------
+def test_unknown_names_suggest_ignoring_case_and_name_the_option_typed(cli):
+    result = cli("run", "--task", "reverse_string", "--pe", "DAPE-FIRE", "--preset", "smoke")
+    assert result.exit_code == 2
+    line = result.stderr.strip()
+    assert line.startswith("error: --pe: unknown positional encoding 'DAPE-FIRE'; did you mean 'dape-fire'")
+    assert "`che pes` lists them" in line and "kerple-power-sym" not in line  # not all 66 names
+    task = cli("run", "--task", "Reverse_String", "--pe", "alibi").stderr
+    assert task.startswith("error: --task: unknown task 'Reverse_String'; did you mean 'reverse_string'?")
+    assert "bucket_sort" in task  # 15 tasks are few enough to list
+    sweep = cli("sweep", "--tasks", "reverse_string", "--pes", "alibii", "--dry-run").stderr
+    assert sweep.startswith("error: --pes: unknown positional encoding 'alibii'; did you mean 'alibi'")
+
+
+def test_a_missing_config_file_is_called_a_config_file(cli, tmp_path):
+    result = cli("run", "--config", tmp_path / "nope.toml")
+    assert result.exit_code == 2 and result.stderr == f"error: config file '{tmp_path / 'nope.toml'}' does not exist\n"
