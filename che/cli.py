@@ -217,7 +217,16 @@ def _describe_pe(name: str, rows: list[dict], as_json: bool) -> None:
     if as_json:
         print(json.dumps({"name": build.name, "pe": row, "modifiers": modifiers}, indent=2))
         return
-    lines = [f"{build.name}: {row['family']}, {row['parameters']} learnable parameters",
+    from che.listings import LISTED_MODEL
+    from che.models import ModelConfig
+    from che.models.positional import _parameters_text
+
+    model = ModelConfig(input_size=2, output_size=2, pe=build.name, **LISTED_MODEL)
+    trained = _parameters_text(parse_pe(build.name, model))
+    family = row["family"] if not build.dape else f"{build.dape.upper()} over {build.cls.name} ({row['family']})"
+    lines = [f"{build.name}: {family}; a model trains {trained} parameters for it "
+             f"(the CHE model: {LISTED_MODEL['n_layers']} layers, d_model {LISTED_MODEL['d_model']}, "
+             f"{LISTED_MODEL['n_heads']} heads)",
              f"citation: {row['citation']}", f"both directions: {row['bidirectional']}", "", row["about"]]
     for modifier in modifiers:
         lines += ["", f"{modifier['name']}: {modifier['about']}", f"citation: {modifier['citation']}"]

@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 
 FOLDER = Path(__file__).parent / "data"
+# The model whose parameters `che pes` counts: the CHE papers' (RunConfig's defaults).
+LISTED_MODEL = {"n_layers": 5, "d_model": 64, "n_heads": 8}
 TASKS_FILE, PES_FILE = FOLDER / "tasks.json", FOLDER / "pes.json"
 
 
@@ -39,7 +41,7 @@ def describe_all_pes(builtin_only: bool = False) -> list[dict]:
     from che.models.positional import describe_pes
     from che.registry import BUILTIN
 
-    rows = describe_pes(ModelConfig(input_size=2, output_size=2))
+    rows = describe_pes(ModelConfig(input_size=2, output_size=2, **LISTED_MODEL))
     return [r for r in rows if not builtin_only or r["source"] == BUILTIN]
 
 

@@ -195,3 +195,18 @@ def test_unknown_names_suggest_ignoring_case_and_name_the_option_typed(cli):
 def test_a_missing_config_file_is_called_a_config_file(cli, tmp_path):
     result = cli("run", "--config", tmp_path / "nope.toml")
     assert result.exit_code == 2 and result.stderr == f"error: config file '{tmp_path / 'nope.toml'}' does not exist\n"
+
+
+# -- che pes counts what a model of the PE trains ------------------------------------------------
+@pytest.mark.parametrize("pe", ["dape-fire", "dape-alibi", "dape2-kerple-log", "fire", "learned", "t5",
+                                "rand-relative", "alibi"])
+def test_che_pes_counts_the_parameters_a_model_trains_for_the_pe(cli, pe):
+    from che.models import ModelConfig, Transformer
+
+    def parameters(name):
+        return Transformer(ModelConfig(input_size=2, output_size=2, pe=name)).num_parameters()
+
+    line = " ".join(cli("pes", pe).stdout.split())
+    listed = int(line.split("a model trains ")[1].split(" ")[0].replace(",", ""))
+    assert listed == parameters(pe) - parameters("none")
+    assert "5 layers, d_model 64, 8 heads" in line

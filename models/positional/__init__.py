@@ -108,15 +108,33 @@ def canonical_pe_name(name: str) -> str:
 
 
 # -- descriptions for `che pes` -------------------------------------------------------------------
-def _parameters_text(build: PEBuild) -> str:
+def parameter_counts(build: PEBuild) -> dict[str, int]:
+    """What one run of a model with this PE trains for it, by part: {"<base pe>": n, "dape": n}
+    per module; the model has one module (absolute PEs) or one per layer (attention PEs)."""
     module = build.make()
-    count = sum(p.numel() for p in module.parameters())
-    where = "model" if build.acts_on_embeddings else "layer"
-    return f"{count:,} per {where}" if count else "0"
+    if build.dape:
+        base = sum(p.numel() for p in module.base.parameters())
+        return {build.cls.name: base, build.dape: sum(p.numel() for p in module.parameters()) - base}
+    return {build.cls.name: sum(p.numel() for p in module.parameters())}
+
+
+def _parameters_text(build: PEBuild) -> str:
+    """'9,690 = 5 layers x (330 fire + 1,608 dape)': the parameters a model of this PE trains for
+    it (`build.config`'s size), as a run counts them."""
+    parts = {name: n for name, n in parameter_counts(build).items() if n}
+    per_module = sum(parts.values())
+    if not per_module:
+        return "0"
+    modules = 1 if build.acts_on_embeddings else build.config.n_layers
+    inside = " + ".join(f"{n:,} {name}" for name, n in parts.items()) if len(parts) > 1 else f"{per_module:,}"
+    if modules == 1:
+        return f"{per_module:,}" + (f" = {inside}" if len(parts) > 1 else "")
+    return f"{modules * per_module:,} = {modules} layers x " + (f"({inside})" if len(parts) > 1 else inside)
 
 
 def describe_pes(config) -> list[dict]:
-    """One row per base PE, then the modifiers, with parameter counts for `config`."""
+    """One row per base PE, then the modifiers, with the parameters a model of `config`'s size
+    trains for each."""
     rows = []
     for entry in PES.entries():
         cls = entry.obj
@@ -125,7 +143,7 @@ def describe_pes(config) -> list[dict]:
                      "bidirectional": cls.bidirectional, "citation": cls.citation, "cite": short_citation(cls.citation),
                      "source": entry.source, "aliases": {alias: cls.name for alias in cls.aliases},
                      "about": " ".join((cls.__doc__ or "").split())})
-    dape = _parameters_text(parse_pe("dape-alibi", config))
+    dape = _parameters_text(parse_pe("dape-alibi", config))  # ALiBi has none: DAPE's own
     dape2 = _parameters_text(parse_pe("dape2-alibi", config))
     rows += [
         {"name": "rand-<pe>", "family": "modifier", "parameters": "as <pe>",
