@@ -38,7 +38,7 @@ def run(task: str, pe: str, preset: str = "cpu", *, seeds=None, lrs=None, result
 
 
 def load_results(path="results/runs"):
-    """Every finished, valid result under a folder as a pandas DataFrame: one row per run, its
+    """Every finished, valid result under a folder (or a list of folders) as a pandas DataFrame: one row per run, its
     configuration's settings as columns, its scores (ood_accuracy, in_distribution_accuracy, in
     [0, 1]) and its accuracy by length (a list)."""
     from che.results import load_results as load, results_frame
@@ -70,5 +70,6 @@ def compare(runs, a: str, b: str, tasks=None, protocol: str | None = None):
     """Per task, PE `a` against PE `b` over their runs of one protocol (see che.comparisons):
     difference, interval, p_value, p_adjusted (Holm), runs_a, runs_b."""
     from che.comparisons import compare as compare_pes
+    from che.models.positional import canonical_pe_name
 
-    return compare_pes(runs, a, b, tasks, protocol)
+    return compare_pes(runs, canonical_pe_name(a), canonical_pe_name(b), tasks, protocol)

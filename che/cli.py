@@ -277,6 +277,9 @@ def _show_bias(show: str, length: int, heads: int, as_json: bool, plugin, plot: 
 
 # -- che run ----------------------------------------------------------------------------------------
 ResultsOption = Annotated[Path, typer.Option("--results", help="Results folder.")]
+ResultsFoldersOption = Annotated[Optional[list[Path]], typer.Option(
+    "--results", help=f"Results folder; repeat it to read several (your runs beside committed baselines) "
+                      f"[default: {DEFAULT_RESULTS}].", show_default=False)]
 
 
 @app.command("run")
@@ -384,6 +387,7 @@ def run_command(
     configs = grid.configs()
     task, preset, results = grid.tasks[0], grid.preset, grid.results
     task_obj = TASKS.get(task)
+    configs[0].validate_for(task_obj)
     _probe_sampler(task_obj, configs[0])
     run_seeds = grid.seeds
     config = configs[0]
@@ -492,7 +496,7 @@ def _probe_sampler(task, config) -> None:
 @app.command("leaderboard")
 @user_errors
 def leaderboard_command(
-    results: ResultsOption = DEFAULT_RESULTS,
+    results: ResultsFoldersOption = None,
     agg: Annotated[Literal["max", "mean"], typer.Option(
         help="Aggregate runs of a cell: max (as the papers) or mean with a 95% bootstrap interval.")] = "max",
     format: Annotated[Literal["table", "md", "csv", "html", "json"], typer.Option(
@@ -513,7 +517,7 @@ def leaderboard_command(
 
     _check_output("--out", out)
     _check_output("--plot", plot, PLOT_FORMATS)
-    runs = che.load_results(results)
+    runs = che.load_results(results or [DEFAULT_RESULTS])
     found = lb.protocols(runs)
     labels = [protocol] if protocol is not None else [p.label for p in found]
     if protocol is None and len(found) > 1:
@@ -567,7 +571,7 @@ def compare_command(
     pes: Annotated[str, typer.Option(help="Two PEs, A,B: is A better than B?", show_default=False)],
     tasks: Annotated[Optional[str], typer.Option(help="Tasks, comma-separated [default: every task with both].",
                                                  show_default=False)] = None,
-    results: ResultsOption = DEFAULT_RESULTS,
+    results: ResultsFoldersOption = None,
     format: Annotated[Literal["table", "md", "csv", "json"], typer.Option("--format", help="Output format.")] = "table",
     protocol: Annotated[Optional[str], typer.Option(
         help="The protocol whose runs to compare, where the results hold several (`che leaderboard` names them).",
@@ -584,7 +588,8 @@ def compare_command(
     if len(names) != 2 or names[0] == names[1]:
         raise CheError(f"--pes takes two different PEs, A,B; got {pes!r}")
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    table = che.compare(che.load_results(results), names[0], names[1], tasks=task_list, protocol=protocol)
+    table = che.compare(che.load_results(results or [DEFAULT_RESULTS]), names[0], names[1], tasks=task_list,
+                        protocol=protocol)
     note = single_run_note(table)
     if note:
         err_console.print(note, highlight=False, soft_wrap=True)
@@ -649,23 +654,34 @@ def eval_command(
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of a live display.")] = False,
     plugin: PluginOption = None,
 ):
-    """Evaluate a stored run again (its kept model), e.g. on longer lengths; writes an evaluation
-    result, linked to the run, that `che leaderboard --results` reads like any result."""
+    """Evaluate a stored run again on longer lengths or other settings.
+
+    The run's kept model is evaluated; writes an evaluation result, linked to the run, that `che leaderboard --results` reads like any
+    result."""
     from che.progress import LogReporter, RichReporter, accuracy_chart
-    from che.runners.inspect import reevaluate
-    from che.runners.run import pick_device
-    from che.runners.stored import find_run
+    from che.runners.estimate import format_duration
+    from che.runners.inspect import evaluation_seconds, reevaluate
+    from che.runners.run import check_writable, pick_device
+    from che.runners.stored import find_run, read_weights, stored_config
 
     _load_plugins(plugin)
     record, path = find_run(run, results)
+    changes = dict(max_test_length=max_test_length, eval_samples=eval_samples, eval_dropout=eval_dropout,
+                   rand_at_eval=rand_at_eval, eval_memory_gb=eval_memory_gb)
+    # everything that can be refused is refused before the evaluation: the run's stored configuration,
+    # its weights, the new settings, the output folder
+    length = stored_config(record, changes).max_test_length
+    read_weights(record, path)
+    check_writable(out_results)
     out = err_console if quiet else console
     reporter = LogReporter(out) if quiet else RichReporter(console)
-    length = max_test_length or record["config"]["max_test_length"]
+    torch_device = pick_device(device)
+    seconds = evaluation_seconds(record, torch_device, **changes)
+    out.print(f"{record['task']} x {record['pe']} (run {record['run_id']}): evaluating lengths 1..{length} on "
+              f"{torch_device}, estimated cost ~{format_duration(seconds)}", soft_wrap=True)
     reporter.evaluation_started(length)
     try:
-        written = reevaluate(record, path, pick_device(device), out_results, on_length=reporter.length_done,
-                             max_test_length=max_test_length, eval_samples=eval_samples, eval_dropout=eval_dropout,
-                             rand_at_eval=rand_at_eval, eval_memory_gb=eval_memory_gb)
+        written = reevaluate(record, path, torch_device, out_results, on_length=reporter.length_done, **changes)
     finally:
         if hasattr(reporter, "close"):
             reporter.close()
@@ -693,8 +709,10 @@ def show_command(
     device: Annotated[Device, typer.Option(help="Where to compute.")] = "cpu",
     plugin: PluginOption = None,
 ):
-    """Pictures of what a run's PE learned, for one test input: per head, the PE's bias B, DAPE's
-    correction f(S, B) and the attention (as the DAPE paper's figures)."""
+    """Draw what a run's PE learned: bias, DAPE's correction, attention.
+
+    For one test input, per head: the PE's bias B, DAPE's correction f(S, B) and the attention (as
+    the DAPE paper's figures)."""
     from che.runners.inspect import show
     from che.runners.run import pick_device
     from che.runners.stored import find_run
@@ -707,7 +725,9 @@ def show_command(
         try:
             head_list = [int(h) for h in heads.split(",") if h.strip()]
         except ValueError:
-            raise CheError(f"--heads must be head numbers such as 0,1,2, got {heads!r}") from None
+            head_list = []
+        if not head_list:
+            raise CheError(f"--heads must be head numbers such as 0,1,2, got {heads!r}")
     show(record, path, out, pick_device(device), layer, head_list, length, sample)
     err_console.print(f"wrote {out}", highlight=False)
 
@@ -849,6 +869,7 @@ def sweep_command(
     from che.registry import loaded_plugins
     from che.runners import sweep as sw
     from che.runners.executors import EXECUTORS, make_executor
+    from che.runners.run import check_writable
 
     if executor not in EXECUTORS:
         raise CheError(f"unknown executor '{executor}' (choices: {', '.join(EXECUTORS)})")
@@ -879,6 +900,7 @@ def sweep_command(
         return
     factory = make_executor(executor, grid.results, loaded_plugins(), device, jobs, jobs_per_gpu, ray_address,
                             slurm, force=force)
+    check_writable(grid.results)  # before any run starts, not in every worker after it trained
     live = not quiet and console.is_terminal
     reporter = sw.RichSweepReporter(console) if live else sw.LogSweepReporter(err_console)
     summary = sw.run_sweep(configs, grid.results, factory, reporter, pack=pack_size, force=force)

@@ -24,21 +24,21 @@ class RunConfig:
     pe: str
     preset: str = "custom"
     seed: int = 0
-    # training (spec §2): one length per step drawn from 1..train_length, Adam, clipping, constant lr
+    # training (the reference's): one length per step drawn from 1..train_length, Adam, clipping, constant lr
     steps: int = 1_000_000
     length_seed: int = 0         # the stream of per-step lengths (shared by the seeds, see README)
     batch_size: int = 128
     lr: float = 3e-4
     max_grad_norm: float = 1.0
     train_length: int = 40
-    # evaluation (spec §3): every length 1..max_test_length, eval_samples per length in
+    # evaluation (the reference's): every length 1..max_test_length, eval_samples per length in
     # sub-batches of eval_batch_size, data from eval_seed
     max_test_length: int = 500
     eval_samples: int = 512
     eval_batch_size: int = 64
     eval_seed: int = 1
     eval_dropout: bool = False   # the reference keeps dropout on at evaluation; we default to off
-    # model (spec §4)
+    # model (the reference transformer)
     n_layers: int = 5
     d_model: int = 64
     n_heads: int = 8
@@ -71,11 +71,13 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
+        """A RunConfig from its dict (a result's "config", a checkpoint's), each value of its field's
+        type: a file edited or written by someone else is refused in one line."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise CheError(f"unknown run-config keys: {', '.join(sorted(unknown))}")
-        return cls(**data)
+        return cls(**{key: typed_value(key, value) for key, value in data.items()})
 
     def identity(self) -> dict:
         """What determines the result: the settings, and the versions of the task's and the PE's
@@ -135,11 +137,37 @@ class RunConfig:
             if value not in choices:
                 raise CheError(f"--{name.replace('_', '-')}: unknown value '{value}' (choices: {', '.join(choices)})")
 
+    def validate_for(self, task) -> None:
+        """What needs the task too: a randomized PE draws distinct positions (or offsets) from
+        [0, rand_max_length) for every token of the longest sequence it sees."""
+        if "rand-" not in self.pe:
+            return
+        longest = max(self.train_length, self.max_test_length if self.rand_at_eval else 0)
+        tokens = task.input_length(longest) + task.output_length(longest)
+        if self.rand_max_length < tokens:
+            raise CheError(f"--rand-max-length ({self.rand_max_length}) must be at least the longest sequence "
+                           f"the randomized PE sees ({tokens} tokens of {self.task} at length {longest})")
+
     def pack_key(self) -> str:
         """Runs with the same key differ only in PACK_FIELDS and may train as one pack."""
         blob = json.dumps({k: v for k, v in self.identity().items() if k not in PACK_FIELDS},
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+FIELD_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "dict": dict}
+
+
+def typed_value(name: str, value, what: str = "config"):
+    """`value` for RunConfig field `name` if it has the field's type (an int is a float too, a bool
+    is not an int), else a CheError naming `what` it came from."""
+    declared = {f.name: f.type for f in dataclasses.fields(RunConfig)}[name]
+    expected = FIELD_TYPES.get(str(declared))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is not None and (not isinstance(value, expected) or (expected is int and isinstance(value, bool))):
+        raise CheError(f"{what}: {name} must be {declared}, got {value!r}")
+    return value
 
 
 NOT_IDENTITY = {"preset", "dape_impl", "compile", "cuda_graphs", "attention", "checkpoint_every", "eval_memory_gb",

@@ -172,8 +172,14 @@ def protocol_columns_order(key: str) -> int:
     return names.index(key) if key in names else len(names)
 
 
+ANY_PROTOCOL = "any"  # all runs, whatever their protocols: a deliberate comparison across them
+
+
 def select_protocol(runs: pd.DataFrame, label: str | None) -> Protocol:
-    """One protocol of the runs: `label`, or the only one there is (else a CheError naming them)."""
+    """One protocol of the runs: `label`, or the only one there is (else a CheError naming them);
+    `ANY_PROTOCOL` takes every run as one protocol (to compare two versions of the code, say)."""
+    if label == ANY_PROTOCOL:
+        return Protocol(ANY_PROTOCOL, {}, [], runs)
     found = protocols(runs)
     if label is None:
         if len(found) > 1:

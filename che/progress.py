@@ -84,6 +84,7 @@ class RichReporter(Reporter):
                              info=f"loss {self.loss:.4f}  acc {100 * self.accuracy:5.1f}%  {rate:6.2f} steps/s")
 
     def evaluation_started(self, lengths):
+        self.progress.start()  # already started by a run's training; che eval starts here
         self.eval_task = self.progress.add_task("evaluate", total=lengths, info="")
 
     def length_done(self, length, accuracy):

@@ -106,18 +106,23 @@ def read_json_file(path: Path) -> dict:
     return record
 
 
-def load_results(results: Path) -> list[dict]:
-    """Every finished, valid result under a folder, each run once. Files that are not results, or
-    whose values are not what a result holds (`che.schema.FinishedResult`: types, ranges, finite
-    numbers), are skipped with a warning; a run id seen twice (a copied file) counts once."""
+def load_results(results: Path | list[Path]) -> list[dict]:
+    """Every finished, valid result under a folder (or several), each run once. Files that are not
+    results, or whose values are not what a result holds (`che.schema.FinishedResult`: types,
+    ranges, finite numbers), are skipped with a warning; a run id seen twice (a copied file) counts
+    once."""
     from che.schema import invalid_reason
 
-    results = Path(results)
-    if not results.is_dir():
-        raise CheError(f"results folder '{results}' does not exist (run `che run` or `che sweep` first, "
-                       f"or pass --results)")
+    folders = [Path(r) for r in results] if isinstance(results, (list, tuple)) else [Path(results)]
+    for folder in folders:
+        if folder.is_file():
+            raise CheError(f"'{folder}' is a file; --results takes the folder of results it sits in "
+                           f"(e.g. {folder.parent})")
+        if not folder.is_dir():
+            raise CheError(f"results folder '{folder}' does not exist (run `che run` or `che sweep` first, "
+                           f"or pass --results)")
     records, seen = [], {}
-    for path in sorted(results.rglob("*.json")):
+    for path in [path for folder in folders for path in json_files(folder)]:
         if path.name.endswith(".failed.json") or path.name.startswith("."):
             continue
         try:
@@ -136,8 +141,23 @@ def load_results(results: Path) -> list[dict]:
         record["_path"] = str(path)
         records.append(record)
     if not records:
-        raise CheError(f"no finished results in '{results}'")
+        raise CheError(f"no finished results in {', '.join(repr(str(f)) for f in folders)}")
     return records
+
+
+def json_files(folder: Path, pattern: str = "*.json") -> list[Path]:
+    """The files matching `pattern` under a folder, sorted, following symlinked subfolders (a results
+    folder assembled from links to others) once each, so that a link cycle ends."""
+    found, visited = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in visited:
+            dirs[:] = []
+            continue
+        visited.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # .locks, .slurm
+        found += [Path(root) / name for name in files if Path(name).match(pattern)]
+    return sorted(found)
 
 
 def results_frame(records: list[dict]):

@@ -1,6 +1,7 @@
 """The shared CHE transformer: an encoder-only, post-LN transformer with a swappable PE.
 
-It follows the reference (spec `che_reference.md` §2.3, §4, §6):
+It follows the CHE reference code (the JAX repositories neural_networks_chomsky_hierarchy and
+randomized_positional_encodings):
 - the input ids are followed by T_out empty tokens (id `input_size`); the logits are read at those
   last T_out positions;
 - token embedding (one-hot times w, no bias, trunc-normal 0.02) scaled by sqrt(d_model); an absolute
@@ -149,6 +150,22 @@ def per_run(modules, generators, fn, *tensors):
     return [draw(g, fn, m, *(t[k] for t in tensors)) for k, (m, g) in enumerate(zip(modules, generators))]
 
 
+def check_shape(pe, what: str, value: torch.Tensor, shape) -> torch.Tensor:
+    """A PE's bias or logits of the shape attention needs ([B, H, T, T]; a bias may leave out B), or
+    a one-line error naming the PE and where it comes from (a plugin's mistake)."""
+    shape = tuple(shape)
+    if not isinstance(value, torch.Tensor) or tuple(value.shape) not in (shape, shape[1:] if what == "bias" else shape):
+        import sys
+
+        from che.errors import CheError
+
+        source = getattr(sys.modules.get(type(pe).__module__), "__file__", type(pe).__module__)
+        got = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise CheError(f"PE '{pe.name}' ({source}) returned a {what} of shape {got}; attention needs "
+                       f"{list(shape[1:]) if what == 'bias' else list(shape)}" + (f" or {list(shape)}" if what == "bias" else ""))
+    return value
+
+
 def stack(values: list[torch.Tensor]) -> torch.Tensor:
     return values[0].unsqueeze(0) if len(values) == 1 else torch.stack(values)
 
@@ -184,9 +201,9 @@ class SelfAttention(nn.Module):
         if self.record is not None or self.attention == "explicit" or (pes is not None and pes[0].transforms_scores):
             scores = ((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.d_head))).view(
                 pack, batch, self.n_heads, length, length)
-            logits = scores if pes is None else stack(
+            logits = scores if pes is None else stack([check_shape(pes[0], "logits", out, scores.shape[1:]) for out in
                 per_run(pes, generators, lambda pe, s, q, k: pe.logits(s, q, k), scores,
-                        q.view(pack, batch, *merged[1:]), k.view(pack, batch, *merged[1:])))
+                        q.view(pack, batch, *merged[1:]), k.view(pack, batch, *merged[1:]))])
             probs = torch.softmax(logits, dim=-1)
             if self.record is not None:  # `record_attention`: what a picture of the layer needs
                 self.record.update(scores=scores[0].detach(), logits=logits[0].detach(), probs=probs[0].detach())
@@ -198,6 +215,8 @@ class SelfAttention(nn.Module):
                 k.view(pack, batch, *merged[1:]))
             mask = None
             if biases[0] is not None:
+                for bias in biases:
+                    check_shape(pes[0], "bias", bias, (batch, self.n_heads, length, length))
                 # [H, T, T] (positions only) or [B, H, T, T] (content too) per run
                 mask = stack([b if b.dim() == 4 else b.unsqueeze(0) for b in biases])
                 mask = mask[0] if pack == 1 else mask.expand(pack, batch, -1, -1, -1).reshape(

@@ -1,4 +1,5 @@
-"""Range evaluation as the CHE reference does it (spec §2.4, §3).
+"""Range evaluation as the CHE reference does it (neural_networks_chomsky_hierarchy's range
+evaluation).
 
 Every length 1..max_test_length gets `eval_samples` examples in sub-batches of `eval_batch_size`
 (64 in the reference); a sub-batch's accuracy is the masked per-token accuracy pooled over it, and

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
-from che.config import RunConfig
 from che.errors import CheError
-from che.results import SCHEMA_VERSION, describe_device, git_revision, result_path, versions, write_json_atomic
+from che.results import SCHEMA_VERSION, describe_device, disk_problem, git_revision, result_path, versions
 from che.runners.evaluate import evaluate, length_seed, summarize
-from che.runners.stored import load_model
+from che.runners.run import write_result
+from che.runners.stored import load_model, stored_config
 
 # What `che eval` may change: how the run is evaluated, not how it was trained.
 EVALUATION_SETTINGS = ("max_test_length", "eval_samples", "eval_batch_size", "eval_seed", "eval_dropout",
@@ -29,8 +29,7 @@ def reevaluate(record: dict, path: Path, device: torch.device, results: Path, on
         raise CheError(f"che eval changes only the evaluation ({', '.join(EVALUATION_SETTINGS)}), not "
                        f"{', '.join(sorted(unknown))}")
     model, config, task = load_model(record, path, device)
-    new = RunConfig.from_dict(config.to_dict() | {k: v for k, v in changes.items() if v is not None})
-    new.validate()
+    new = stored_config(record, changes)
     started = time.perf_counter()
     accuracies = evaluate(model, task, new, device, on_length=on_length)[0]
     out = result_path(results, new)
@@ -51,8 +50,20 @@ def reevaluate(record: dict, path: Path, device: torch.device, results: Path, on
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "eval_time_s": round(time.perf_counter() - started, 3),
     }
-    write_json_atomic(out, evaluation)
+    elsewhere = write_result(out, evaluation)
+    if elsewhere is not None:
+        raise CheError(f"could not write the evaluation to {out} ({disk_problem(out, elsewhere[1])}); it is saved in "
+                       f"{elsewhere[0]}: move it there when the folder is writable")
     return out
+
+
+def evaluation_seconds(record: dict, device: torch.device, **changes) -> float:
+    """About how long `reevaluate` takes (the cost model, with this device's calibration)."""
+    from che.registry import TASKS
+    from che.runners import cost
+
+    config = stored_config(record, changes)
+    return cost.run_seconds(config, TASKS.get(config.task), cost.for_device(device))["eval_s"]
 
 
 def attention_maps(record: dict, path: Path, device: torch.device, layer: int, length: int | None,

@@ -1,5 +1,6 @@
 """The reference optimiser for every run of a pack at once: optax's
-`chain(clip_by_global_norm(max_grad_norm), adam(lr))` (spec §2.1), one learning rate per run.
+`chain(clip_by_global_norm(max_grad_norm), adam(lr))` (as neural_networks_chomsky_hierarchy's
+training loop), one learning rate per run.
 
 All parameters of a model live in one [K, P] buffer, row k holding every weight of run k (its
 stacked transformer weights and its own PE modules), and their gradients in another: each

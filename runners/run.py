@@ -128,10 +128,11 @@ def execute_pack(configs: list[RunConfig], results: Path, *, device: str = "auto
     (`che.locks`) is taken for the duration, unless `lock` is False: a sweep's dispatcher holds them
     for its workers."""
     reporter = reporter or Reporter()
+    task = TASKS.get(configs[0].task)
     for config in configs:
         config.validate()
+        config.validate_for(task)
     check_pack(configs)
-    task = TASKS.get(configs[0].task)
     outcomes: dict[str, Outcome] = {}
     todo = []
     for config in configs:

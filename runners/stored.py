@@ -16,7 +16,7 @@ import torch
 
 from che.config import RunConfig
 from che.errors import CheError
-from che.results import read_json_file
+from che.results import json_files, read_json_file
 
 MODEL_SUFFIX = ".model.safetensors"
 
@@ -53,7 +53,7 @@ def find_run(spec: str, results: Path | None = None) -> tuple[dict, Path]:
     path = Path(spec)
     if not path.is_file():
         folder = Path(results) if results is not None else None
-        matches = sorted(folder.rglob(f"{spec}.json")) if folder is not None and folder.is_dir() else []
+        matches = json_files(folder, f"{spec}.json") if folder is not None and folder.is_dir() else []
         if len(matches) != 1:
             where = f"under {folder}" if folder is not None else "(give a result file or --results)"
             raise CheError(f"no run '{spec}' {where}: give a result file (.json) or the run id of one"
@@ -68,23 +68,53 @@ def find_run(spec: str, results: Path | None = None) -> tuple[dict, Path]:
     return record, path
 
 
-def load_model(record: dict, path: Path, device: torch.device):
-    """(the run's model, its RunConfig, its task), the weights loaded from beside the result."""
+def read_weights(record: dict, path: Path) -> dict[str, torch.Tensor]:
+    """The weights kept beside a result, checked: a readable safetensors file (not truncated, empty or
+    garbage) whose metadata names this run (another run's weights are not evaluated as this one's)."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
-
-    from che.models import Transformer
-    from che.registry import TASKS
-    from che.runners.train import model_config
 
     weights = model_path(path)
     if not weights.is_file():
         raise CheError(f"{path} has no stored model ({weights.name}): the run was made with --no-save-model "
                        f"or before models were kept; run it again to keep one")
-    config = RunConfig.from_dict(record["config"])
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        state = load_file(str(weights))
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...: a damaged file in one line
+        raise CheError(f"the stored model {weights} cannot be read ({type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0] if str(exc) else 'damaged'}); run the run again to keep one") from None
+    if metadata.get("run_id") != record.get("run_id"):
+        raise CheError(f"the stored model {weights} is run {metadata.get('run_id')!r}'s, not {record.get('run_id')!r}'s "
+                       f"(the result it sits beside)")
+    return state
+
+
+def load_model(record: dict, path: Path, device: torch.device):
+    """(the run's model, its RunConfig, its task), the weights loaded from beside the result."""
+    from che.models import Transformer
+    from che.registry import TASKS
+    from che.runners.train import model_config
+
+    state = read_weights(record, path)
+    config = stored_config(record)
     task = TASKS.get(config.task)
     model = Transformer(model_config(config, task))
     try:
-        model.load_state_dict(load_file(str(weights)))
-    except (RuntimeError, ValueError, OSError) as exc:
-        raise CheError(f"the stored model {weights} does not fit the run's configuration: {exc}") from None
+        model.load_state_dict(state)
+    except (RuntimeError, ValueError) as exc:
+        raise CheError(f"the stored model {model_path(path)} does not fit the run's configuration: "
+                       f"{str(exc).splitlines()[0]}") from None
     return model.to(device), config, task
+
+
+def stored_config(record: dict, changes: dict | None = None) -> RunConfig:
+    """A stored run's configuration (with `changes` to it), validated: types and values as a run
+    would have them (a result edited or written by someone else is refused in one line)."""
+    values = record.get("config")
+    if not isinstance(values, dict):
+        raise CheError("the result has no configuration")
+    config = RunConfig.from_dict(values | {k: v for k, v in (changes or {}).items() if v is not None})
+    config.validate()
+    return config

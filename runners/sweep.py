@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.resources
-import itertools
 import json
-import math
 import os
 import signal
 import socket
@@ -36,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from che.config import PRESETS, RunConfig, make_config
+from che.config import PRESETS, RunConfig, make_config, typed_value
 from che.errors import CheError, unknown_name_error
 from che.locks import claim, is_locked, release
 from che.results import DEFAULT_RESULTS, checkpoint_path, failure_path, is_finished, result_path, write_json_atomic
@@ -44,7 +42,6 @@ from che.results import DEFAULT_RESULTS, checkpoint_path, failure_path, is_finis
 # -- the grid -------------------------------------------------------------------------------------
 SPEC_KEYS = ("description", "preset", "tasks", "pes", "seeds", "lrs", "results", "plugins", "overrides")
 AXES = {"task": "tasks", "pe": "pes", "seed": "seeds", "lr": "lrs", "preset": "preset"}
-FIELD_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "dict": dict}
 MAX_SEEDS, MAX_RUNS = 10_000, 100_000  # bounds on what a grid may ask for (and a dry run list)
 
 
@@ -63,12 +60,15 @@ class Grid:
 
     def configs(self) -> list[RunConfig]:
         """One validated RunConfig per distinct run, in grid order (task, PE, lr, seed)."""
+        from che.registry import TASKS
+
         configs, seen = [], set()
         for task in self.tasks:
             for pe in self.pes:
                 for lr in self.lrs:
                     for seed in self.seeds:
                         config = make_config(task, pe, self.preset, seed=seed, lr=lr, **self.overrides)
+                        config.validate_for(TASKS.get(task))
                         if config.run_id not in seen:  # the run id covers task and PE too
                             seen.add(config.run_id)
                             configs.append(config)
@@ -281,20 +281,14 @@ def parse_lrs(value, what: str = "--lrs") -> list[float | None]:
 
 def check_overrides(overrides: dict, what: str) -> dict:
     """RunConfig fields with values of the field's type; grid axes are refused with a hint."""
-    types = {f.name: f.type for f in fields(RunConfig)}
+    names = {f.name for f in fields(RunConfig)}
     checked = {}
     for key, value in overrides.items():
         if key in AXES:
             raise CheError(f"{what}: '{key}' is a grid axis; set `{AXES[key]}` instead")
-        if key not in types:
-            raise CheError(f"{what}: {unknown_name_error('RunConfig field', key, set(types) - set(AXES))}")
-        expected = FIELD_TYPES.get(str(types[key]))
-        ok = expected is None or isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            raise CheError(f"{what}: {key} must be {types[key]}, got {value!r}")
-        checked[key] = value
+        if key not in names:
+            raise CheError(f"{what}: {unknown_name_error('RunConfig field', key, names - set(AXES))}")
+        checked[key] = typed_value(key, value, what)
     return checked
 
 

@@ -1,5 +1,5 @@
-"""Training as the CHE reference does it (spec §2.1), for a pack of runs at once, with checkpoints
-that resume exactly.
+"""Training as the CHE reference does it (neural_networks_chomsky_hierarchy's training loop), for a
+pack of runs at once, with checkpoints that resume exactly.
 
 A pack is K >= 1 runs that differ only in their seed and learning rate (`RunConfig.pack_key`); one
 run alone is the pack of one, through the same code. Each step draws one length uniformly from
@@ -74,8 +74,8 @@ def noise_generator(seed: int, device: torch.device) -> torch.Generator:
 
 
 def masked_accuracy_counts(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor):
-    """Each run's (correct, counted) per-token counts, pooled over its batch (spec §2.4): logits
-    [K, B, T_out, C], targets and mask [K, B, T_out] -> two [K] tensors."""
+    """Each run's (correct, counted) per-token counts, pooled over its batch, as the reference:
+    logits [K, B, T_out, C], targets and mask [K, B, T_out] -> two [K] tensors."""
     correct = (logits.argmax(dim=-1) == targets) & mask
     return correct.flatten(1).sum(1), mask.flatten(1).sum(1)
 

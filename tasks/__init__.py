@@ -6,7 +6,7 @@ Importing this package registers the 15 built-in tasks; `che.registry.TASKS` hol
 from che.tasks.base import LEVELS, Batch, Task
 
 # Importing a task module registers its task (the @register_task decorator). The order is the
-# reference's TASK_LEVELS order (spec §0), which is the order the registry lists them in.
+# CHE reference's TASK_LEVELS order, which is the order the registry lists them in.
 # isort: off
 from che.tasks.regular import (  # noqa: F401,E402
     even_pairs, modular_arithmetic, parity_check, cycle_navigation)

@@ -51,7 +51,7 @@ class Task(ABC):
 
     @property
     def chance_accuracy(self) -> float:
-        """Per-token accuracy of guessing uniformly (spec §3): among the output classes, or, for a
+        """Per-token accuracy of guessing uniformly: among the output classes, or, for a
         task with a terminator, among the value symbols (the bits, so 0.5, as the CHE papers say)."""
         if self.terminator is not None:
             return 1.0 / (self.output_size - 1)
@@ -64,7 +64,15 @@ class Task(ABC):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
-        inputs, targets = self._sample(batch_size, length, generator)
+        try:
+            inputs, targets = self._sample(batch_size, length, generator)
+        except Exception as exc:  # a plugin's sampler that breaks: one line naming it, not a traceback
+            from che.errors import CheError
+
+            if isinstance(exc, CheError):
+                raise
+            raise CheError(f"task '{self.name}' ({self.source()}): its sampler raised {type(exc).__name__} at "
+                           f"length {length}: {exc}") from exc
         self._check(inputs, "inputs", (batch_size, self.input_length(length)), self.input_size, length)
         self._check(targets, "targets", (batch_size, self.output_length(length)), self.output_size, length)
         return Batch(inputs, targets, self.accuracy_mask(targets))
@@ -84,8 +92,11 @@ class Task(ABC):
         if problem is not None:
             from che.errors import CheError
 
-            source = getattr(sys.modules.get(type(self).__module__), "__file__", type(self).__module__)
-            raise CheError(f"task '{self.name}' ({source}): its sampler returned {problem} at length {length}")
+            raise CheError(f"task '{self.name}' ({self.source()}): its sampler returned {problem} at length {length}")
+
+    def source(self) -> str:
+        """The file that defines the task (a plugin's path in messages)."""
+        return getattr(sys.modules.get(type(self).__module__), "__file__", type(self).__module__)
 
     @abstractmethod
     def _sample(self, batch_size: int, length: int,

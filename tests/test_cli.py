@@ -106,14 +106,15 @@ def test_pes_lists_the_zoo_and_modifiers(cli):
                  "kerple-power", "sandwich", "fire", "cope", "rand-<pe>", "dape-<bias pe>", "dape2-<bias pe>"):
         assert name in rows, name
     assert rows["alibi"]["parameters"] == "0"
-    assert rows["kerple-log"]["parameters"] == "32 per layer"  # r1, r2 for 8 heads, each side
-    assert rows["kerple-log-sym"]["parameters"] == "16 per layer"
+    assert rows["kerple-log"]["parameters"] == "160 = 5 layers x 32"  # r1, r2 for 8 heads, each side
+    assert rows["kerple-log-sym"]["parameters"] == "80 = 5 layers x 16"
     assert rows["fire"]["bidirectional"] != "native"  # published causally: says what it does here
     assert all(r["citation"] for r in rows.values())
 
 
 def test_pes_show_alibi_json_matches_the_reference_example(cli):
-    # spec §7 M2: T = 5, head 0 (m = 1/2), row 2 = m * [-1.5, -0.5, 0, -1, -2]
+    # as the CH reference's compute_alibi_encodings_biases: T = 5, head 0 (m = 1/2),
+    # row 2 = m * [-1.5, -0.5, 0, -1, -2]
     result = cli("pes", "--show", "alibi", "--length", 5, "--json")
     assert result.exit_code == 0
     data = json.loads(result.stdout)

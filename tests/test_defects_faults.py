@@ -179,3 +179,201 @@ def test_che_run_says_resume_before_estimating_and_says_where_it_resumes(cli, tm
 def test_max_grad_norm_must_be_a_positive_number(value):
     with pytest.raises(CheError, match="max_grad_norm"):
         make_config("parity_check", "none", "smoke", max_grad_norm=value)
+
+
+# -- files read back that someone else may have written --------------------------------------------
+@pytest.fixture
+def kept_run(tmp_path):
+    """A finished smoke run with its kept model, in a folder of its own."""
+    outcome = execute(pack(seeds=(0,))[0], tmp_path / "runs", device="cpu")
+    return outcome.path
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
+@pytest.mark.parametrize("command", ["eval", "show"])
+def test_a_damaged_model_file_is_one_line(cli, kept_run, tmp_path, damage, command):
+    from che.runners.stored import model_path
+
+    weights = model_path(kept_run)
+    data = weights.read_bytes()
+    weights.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbage": os.urandom(4096)}[damage])
+    extra = ["--out-results", tmp_path / "evals"] if command == "eval" else ["--out", tmp_path / "show.png"]
+    result = cli(command, kept_run, *extra)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "cannot be read" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_che_eval_refuses_another_runs_weights(cli, kept_run, tmp_path):
+    from che.runners.stored import model_path
+
+    other = execute(pack(seeds=(1,))[0], tmp_path / "other", device="cpu").path
+    model_path(kept_run).write_bytes(model_path(other).read_bytes())
+    result = cli("eval", kept_run, "--out-results", tmp_path / "evals")
+    assert result.exit_code == 2 and "not 'seed0-" in result.stderr and "seed1-" in result.stderr
+
+
+def test_che_eval_refuses_an_unwritable_output_before_evaluating(cli, kept_run, tmp_path, monkeypatch):
+    from che.runners import inspect as inspect_module
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(inspect_module, "evaluate", lambda *a, **k: pytest.fail("evaluated first"))
+    result = cli("eval", kept_run, "--out-results", blocker / "evals")
+    assert result.exit_code == 2 and "cannot write" in result.stderr
+
+
+@pytest.mark.parametrize("field, value", [("n_layers", "5"), ("dropout", "0.1"), ("eval_dropout", 1)])
+def test_a_result_with_wrongly_typed_settings_is_refused_or_skipped(cli, kept_run, tmp_path, field, value):
+    record = json.loads(kept_run.read_text())
+    record["config"][field] = value
+    kept_run.write_text(json.dumps(record))
+    result = cli("eval", kept_run, "--out-results", tmp_path / "evals")
+    assert result.exit_code == 2 and f"{field} must be" in result.stderr
+    board = cli("leaderboard", "--results", kept_run.parent.parent.parent, "--plot", tmp_path / "plot.png")
+    assert board.exit_code == 2 and "no finished results" in board.stderr  # skipped with a warning
+    assert f"{field} must be" in board.stderr and "Traceback" not in board.output
+
+
+def test_a_result_of_an_unknown_schema_is_skipped(cli, kept_run):
+    record = json.loads(kept_run.read_text())
+    kept_run.with_name("copy.json").write_text(json.dumps(record | {"schema": 999, "run_id": "other"}))
+    result = cli("leaderboard", "--results", kept_run.parent, "--format", "json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["cells"][0]["runs"] == 1
+    assert "schema 999 is not one this che reads" in result.stderr
+
+
+def test_symlinked_subfolders_of_a_results_folder_are_read(cli, kept_run, tmp_path):
+    combined = tmp_path / "combined"
+    combined.mkdir()
+    (combined / "mine").symlink_to(kept_run.parent.parent.parent, target_is_directory=True)
+    (combined / "loop").symlink_to(combined, target_is_directory=True)  # a cycle ends
+    result = cli("leaderboard", "--results", combined, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["cells"][0]["runs"] == 1
+
+
+def test_leaderboard_results_given_a_file_says_so(cli, kept_run):
+    result = cli("leaderboard", "--results", kept_run)
+    assert result.exit_code == 2 and "is a file; --results takes the folder" in result.stderr
+
+
+def test_che_show_heads_empty_is_one_line(cli, kept_run, tmp_path):
+    result = cli("show", kept_run, "--out", tmp_path / "x.png", "--heads", "")
+    assert result.exit_code == 2 and result.stderr.startswith("error: --heads must be head numbers")
+
+
+def test_the_help_lists_whole_first_sentences(cli):
+    listing = cli("--help").stdout
+    assert "e.g" not in listing.split("Commands:")[1]
+
+
+# -- bad input from options and plugins: one line --------------------------------------------------
+def test_rand_max_length_shorter_than_the_sequences_is_one_line(cli, tmp_path):
+    result = cli("run", "--task", "reverse_string", "--pe", "rand-alibi", "--preset", "smoke", "--rand-max-length", 10,
+                 "--results", tmp_path / "runs")
+    assert result.exit_code == 2
+    assert "--rand-max-length (10) must be at least the longest sequence" in result.stderr
+    assert "16 tokens" in result.stderr  # reverse_string at length 8: 8 inputs + 8 outputs
+    sweep = cli("sweep", "--tasks", "reverse_string", "--pes", "rand-rope", "--preset", "smoke", "--dry-run",
+                "--results", tmp_path / "runs")
+    assert sweep.exit_code == 0  # the default range of 2,048 is enough
+
+
+BAD_BIAS_PLUGIN = """
+import torch
+from che import register_pe
+from che.models.positional import BiasPE
+
+
+@register_pe
+class WrongShape(BiasPE):
+    name, family = "wrong-shape", "additive bias"
+
+    def bias_from_offsets(self, offsets, positions):
+        return torch.zeros(self.config.n_heads + 1, *offsets.shape)
+"""
+
+RAISING_TASK = """
+from che import register_task
+from che.tasks import Task
+
+
+@register_task
+class Raising(Task):
+    name, level, input_size, output_size = "raising", "regular", 2, 2
+
+    def _sample(self, batch_size, length, generator):
+        raise ValueError("the sampler broke")
+"""
+
+
+@pytest.mark.parametrize("case", ["bias shape", "sampler raises"])
+def test_a_broken_plugin_is_one_line_naming_it(cli, tmp_path, case):
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(BAD_BIAS_PLUGIN if case == "bias shape" else RAISING_TASK)
+    task, pe = ("parity_check", "wrong-shape") if case == "bias shape" else ("raising", "none")
+    result = cli("run", "--task", task, "--pe", pe, "--preset", "smoke", "--plugin", plugin,
+                 "--results", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 2, result.output
+    line = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert len(line) == 1 and str(plugin) in line[0] and "Traceback" not in result.output
+    assert ("bias of shape [9," in line[0]) if case == "bias shape" else ("raised ValueError" in line[0])
+
+
+def test_a_sweep_refuses_an_unwritable_results_folder_before_running(cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = cli("sweep", "--tasks", "parity_check", "--pes", "none", "--preset", "smoke", "--results",
+                 blocker / "runs", "--quiet")
+    assert result.exit_code == 2 and "cannot write to the results folder" in result.stderr
+    assert "started" not in result.output
+
+
+def test_che_run_started_with_sigint_ignored_keeps_ignoring_it(tmp_path):
+    """`che run &` from a script (SIGINT ignored, as a shell does for background jobs) is not stopped by
+    a Ctrl-C meant for the foreground: the run finishes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "che", "run", "--task", "parity_check", "--pe", "none", "--preset", "smoke",
+               "--steps", 400, "--results", tmp_path / "runs", "--quiet", "--no-save-model"]
+    process = subprocess.Popen([str(c) for c in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+                               cwd=Path(__file__).parent.parent)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "runs").rglob("*.ckpt")) and process.poll() is None:
+        time.sleep(0.2)  # training has started once the first checkpoint (every 5 steps) exists
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert len(list((tmp_path / "runs").rglob("seed0-*.json"))) == 1
+
+
+# -- messages that say what happened ---------------------------------------------------------------
+class DivergesAtLr(run_module.Trainer):
+    """Runs with lr 0.5 get a nan weight after their second step: their loss is nan from step 3."""
+
+    def step(self, batch):
+        super().step(batch)
+        if self.stats.step.item() == 2:
+            with torch.no_grad():
+                for k, config in enumerate(self.configs):
+                    if config.lr == 0.5:
+                        self.optimizer.flat[k, 0] = float("nan")
+
+
+def test_rerunning_a_pack_whose_run_diverged_says_what_it_trains(cli, tmp_path, monkeypatch):
+    monkeypatch.setattr(run_module, "Trainer", DivergesAtLr)
+    args = ("run", "--task", "parity_check", "--pe", "none", "--preset", "smoke", "--lrs", "0.001,0.5",
+            "--results", tmp_path / "runs", "--quiet")
+    first = cli(*args)
+    assert first.exit_code == 1 and "failed: the training loss became non-finite" in first.output
+    again = cli(*args)
+    assert again.exit_code == 1
+    assert "2 runs (seeds 0 x lr 0.001, 0.5), 1 to train (1 finished)" in again.stderr
+    line = again.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: the training loss became non-finite (nan or inf) at step 3")
+    assert "lr 0.5" in line and "lr 0.001" not in line and "no result was written for it" in line

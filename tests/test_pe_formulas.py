@@ -1,4 +1,4 @@
-"""Positional encodings against their formulas (spec positional_encodings.md; che_reference.md §5, §7).
+"""Positional encodings against their formulas.
 
 Every PE is checked on small explicit cases, hand-computed where feasible and otherwise against a
 deliberately naive per-entry implementation of the published formula written here. Then every name
@@ -58,7 +58,8 @@ def test_alibi_slopes_other_head_counts(heads, exponents):
 
 
 def test_alibi_m2_row():
-    """Spec §7 M2: T = 5, head 0 (m = 0.5), row 2 = m * [-1.5, -0.5, 0, -1, -2]."""
+    """As the CH reference's `compute_alibi_encodings_biases`: T = 5, head 0 (m = 0.5),
+    row 2 = m * [-1.5, -0.5, 0, -1, -2]."""
     bias = ALiBi(CONFIG).bias_from_positions(torch.arange(5))
     assert torch.allclose(bias[0, 2], 0.5 * torch.tensor([-1.5, -0.5, 0.0, -1.0, -2.0]))
 
@@ -245,7 +246,7 @@ def test_fire_bias_is_the_mlp_of_the_normalised_offsets():
 
 # -- sin-cos --------------------------------------------------------------------------------------
 def test_sincos_layout_and_direction():
-    """Spec §7 M1 (RPE variant): token t gets position t; [sin | cos] halves, base 10000."""
+    """As the RPE reference code: token t gets position t; [sin | cos] halves, base 10000."""
     pe = SinCos(CONFIG)
     x = torch.zeros(1, 5, 64)
     table = pe(x)[0]                                   # what the embeddings get, token by token
@@ -320,7 +321,7 @@ RANDOM_OFFSETS = [3, 7, 8, 100]   # r_1 < ... < r_4 for T = 5
 @pytest.mark.parametrize("mode, encoded", [
     # RPE's intended NOISY_RELATIVE: i - j = d encoded as sign(d) r_|d|
     ("offsets", lambda i, j: math.copysign(([0] + RANDOM_OFFSETS)[abs(i - j)], i - j)),
-    # RPE's released code (spec §5.2): left keys sinusoid(L - r_d), the rest sinusoid(L - 1); in che's
+    # RPE's released code: left keys sinusoid(L - r_d), the rest sinusoid(L - 1); in che's
     # sign convention (query minus key) the sinusoid's argument is negated
     ("reference", lambda i, j: ([0] + RANDOM_OFFSETS)[i - j] - 2048 if i > j else 1 - 2048),
 ])
@@ -344,7 +345,7 @@ def test_relative_toeplitz_and_general_paths_agree():
 
 
 def test_relative_parameter_count():
-    """Spec §7 M4: 248,962 + 5 x (64 * 64 + 2 * 8 * 8) = 270,082 on a binary task."""
+    """248,962 + 5 x (64 * 64 + 2 * 8 * 8) = 270,082 on a binary task."""
     assert Transformer(config(pe="relative")).num_parameters() == 270_082
     assert Transformer(config(pe="rand-relative")).num_parameters() == 270_082
     pe = Transformer(config(pe="relative")).blocks[0].attention.pes[0]
@@ -456,7 +457,7 @@ def _perturb_pe_parameters(model):
 
 @pytest.mark.parametrize("name", [n for n in pe_names() if "rand-" in n])
 def test_randomized_model_m3(name):
-    """Spec §7 M3: the same weights give different logits on two passes; one draw per pass is
+    """The same weights give different logits on two passes; one draw per pass is
     shared by the batch (identical inputs, eval mode, so no dropout: identical outputs); with
     rand_at_eval False, evaluation is deterministic. (L = 256 rather than 2048: t5's buckets end at
     distance 128, so with L = 2048 nearly every random distance falls in the last one.)"""

@@ -322,7 +322,7 @@ def test_sweep_file_with_command_line_overrides(cli, tmp_path):
 def test_shipped_sweeps_by_name():
     label, values = read_spec("cpu_leaderboard")
     grid = build_grid(values, label)
-    assert grid.preset == "cpu" and len(grid.tasks) == 15 and str(grid.results) == "results/cpu/runs"
+    assert grid.preset == "cpu" and len(grid.tasks) == 15 and str(grid.results) == "results/cpu-rerun/runs"
     assert grid.pes == ["none", "alibi", "kerple-log", "dape-kerple-log"] and grid.seeds == [0, 1, 2]
     assert len(grid.configs()) == 180
     label, values = read_spec("dape_table2")

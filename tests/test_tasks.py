@@ -1,9 +1,9 @@
-"""Task generators against the reference semantics (spec §0, §1, §6.12, §7 G1-G3, G5).
+"""Task generators against the reference semantics (the CHE and RPE reference code).
 
 Every sampled (input, target) pair is checked by an independent, deliberately plain Python oracle
-written here from the spec: it checks the input's structure and recomputes the target from the
-input alone (exact big-int arithmetic, a recursive-descent parser, a list-based stack). The
-oracles are themselves checked on the spec's worked examples. Statistical checks (G4) live in
+written here from the reference semantics: it checks the input's structure and recomputes the
+target from the input alone (exact big-int arithmetic, a recursive-descent parser, a list-based
+stack). The oracles are themselves checked on worked examples. Statistical checks live in
 test_tasks_distribution.py.
 """
 
@@ -27,7 +27,7 @@ from che.tasks.dcf import reverse_string, stack_manipulation
 from che.tasks.dcf.solve_equation import hide_one_digit
 from che.tasks.regular import cycle_navigation, even_pairs, modular_arithmetic
 
-# -- the spec's summary table (§0) ----------------------------------------------------------------
+# -- the tasks' summary table ----------------------------------------------------------------------
 # name: (level, input_size, output_size, classification, T_out(N), terminator)
 SPEC_TABLE = {
     "even_pairs": ("regular", 2, 2, True, lambda n: 1, None),
@@ -285,7 +285,7 @@ def sample(name: str, batch_size: int, length: int, seed: int = 0):
 
 
 def check_batch(name: str, batch, batch_size: int, length: int) -> None:
-    """G1 (shapes), G2 (vocabularies), G3 (oracle) and the accuracy mask, row by row."""
+    """Shapes, vocabularies, the oracle and the accuracy mask, row by row."""
     task = TASKS.get(name)
     _, input_size, output_size, _, out_len, _ = SPEC_TABLE[name]
     assert batch.inputs.shape == (batch_size, spec_input_length(name, length))
@@ -325,12 +325,12 @@ def test_task_attributes_match_spec_table(name):
     assert task.__doc__ and sys.modules[type(task).__module__].__doc__
 
 
-# -- the oracles on the spec's worked examples (§1) -----------------------------------------------
+# -- the oracles on worked examples ----------------------------------------------------------------
 def ids(text: str, symbols: str = "0123456789") -> list[int]:
     return [symbols.index(c) for c in text.replace(" ", "")]
 
 
-SPEC_EXAMPLES = [  # (task, input ids, target ids), from spec §1
+SPEC_EXAMPLES = [  # (task, input ids, target ids): worked examples
     ("even_pairs", ids("0001"), [1]),
     ("even_pairs", ids("011010"), [0]),
     ("modular_arithmetic", [1, 6, 1, 7, 2, 7, 2, 5, 1], [3]),
@@ -395,7 +395,7 @@ def test_oracles_reject_the_documented_wrong_readings():
         oracle_solve_equation(ids("(x+x)=2", EQUATION_SYMBOLS), 7)   # two unknowns
 
 
-# -- G1-G3 on sampled batches ---------------------------------------------------------------------
+# -- shapes, vocabularies and oracles on sampled batches ------------------------------------------
 LENGTHS = list(range(1, 13)) + [13, 16, 39, 40, 41, 64, 101, 256]
 
 
@@ -451,7 +451,7 @@ def test_hidden_digit_moves_forward_cyclically_to_a_digit():
     assert hide_one_digit(expression, start).tolist() == [1, 1, 5, 5, 5, 5, 1, 1]
 
 
-# -- G5: degenerate small lengths -----------------------------------------------------------------
+# -- degenerate small lengths ---------------------------------------------------------------------
 B = 64
 
 

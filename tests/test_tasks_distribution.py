@@ -1,10 +1,10 @@
-"""Statistical checks of the task samplers (spec §7 G4) on >= 10,000 samples with fixed seeds.
+"""Statistical checks of the task samplers on >= 10,000 samples with fixed seeds.
 
-Each check is a chi-square goodness-of-fit test against the distribution the spec prescribes,
-accepted at p > 0.001 (the threshold spec §7 G4 names). The seeds are fixed, so the tests are
-deterministic; a correct sampler fails a given check with probability 0.001 over seeds, while the
-semantic mistakes these target (a skewed length, a zero operand, a missing operator) give
-p-values that are astronomically small at these sample sizes.
+Each check is a chi-square goodness-of-fit test against the distribution the reference samples
+from, accepted at p > 0.001. The seeds are fixed, so the tests are deterministic; a correct
+sampler fails a given check with probability 0.001 over seeds, while the semantic mistakes these
+target (a skewed length, a zero operand, a missing operator) give p-values that are
+astronomically small at these sample sizes.
 
 scipy is not available, so the chi-square tail probability is computed here from the regularised
 upper incomplete gamma function Q(df/2, x/2) (series / continued fraction), itself tested against
@@ -137,7 +137,7 @@ def top_level_left_length(text: str) -> int:
 
 
 # -- i.i.d. symbol tasks --------------------------------------------------------------------------
-IID_TASKS = {   # task: its input symbols (all i.i.d. uniform per spec §1)
+IID_TASKS = {   # task: its input symbols (all i.i.d. uniform, as in the reference)
     "even_pairs": [0, 1], "parity_check": [0, 1], "reverse_string": [0, 1],
     "duplicate_string": [0, 1], "odds_first": [0, 1],
     "cycle_navigation": [0, 1, 2], "bucket_sort": [0, 1, 2, 3, 4],

@@ -43,7 +43,7 @@ class Learned(AbsolutePE):
 
     Rows: `config.learned_max_length`; with `rand-`, max(learned_max_length, rand_max_length), so
     that every randomized position in [0, rand_max_length) has a row of its own.
-    Init: trunc-normal(stddev 1) cut at 2 sigma, as `hk.Embed`'s default (spec §4). Combined with the
+    Init: trunc-normal(stddev 1) cut at 2 sigma, as `hk.Embed`'s default. Combined with the
     token embedding (std 0.02 x sqrt(d_model) = 0.16) the positions dominate at initialisation, as
     in the reference.
 

@@ -74,7 +74,7 @@ class ALiBi(FixedBiasPE):
     8 heads). The +0.5 on keys left of the query breaks the left/right symmetry of |i - j| that a
     non-causal encoder would otherwise have."""
 
-    version = 2  # round 2: randomized: RPE's offsets
+    version = 2  # changed since che 0.1: randomized: RPE's offsets
     name = "alibi"
     family = "additive bias"
     citation = "Press et al. 2022, Train Short, Test Long (ALiBi)"
@@ -120,7 +120,7 @@ class T5(BiasPE):
     Init: N(0, d_model^-0.5), as the T5 code (HF's `_init_weights`, factor 1), so the bias tells
     left from right from the start."""
 
-    version = 2  # round 2: initialised as the T5 code; randomized: RPE's offsets
+    version = 2  # changed since che 0.1: initialised as the T5 code; randomized: RPE's offsets
     name = "t5"
     family = "additive bias"
     citation = "Raffel et al. 2020, Exploring the Limits of Transfer Learning (T5)"
@@ -152,7 +152,7 @@ class _Kerple(BiasPE):
     its one, so the bias tells left from right. The `-sym` forms share one row between the sides
     (the bias is then symmetric in i - j, and so is the whole encoder without another PE)."""
 
-    version = 2  # round 2: two-sided; randomized: RPE's offsets
+    version = 2  # changed since che 0.1: two-sided; randomized: RPE's offsets
     family = "additive bias"
     citation = "Chi et al. 2022, KERPLE: Kernelized Relative Positional Embedding for Length Extrapolation"
     bidirectional = "two-sided: separate r1, r2 for keys left and right of the query"
@@ -257,7 +257,7 @@ class Sandwich(FixedBiasPE):
     variant).
     """
 
-    version = 2  # round 2: two-sided; randomized: RPE's offsets
+    version = 2  # changed since che 0.1: two-sided; randomized: RPE's offsets
     name = "sandwich"
     family = "additive bias"
     citation = ("Chi et al. 2023, Dissecting Transformer Length Extrapolation via the Lens of "
@@ -316,7 +316,7 @@ class FIRE(BiasPE):
     one MLP can learn different left and right functions; for j <= i it is exactly FIRE.
     """
 
-    version = 2  # round 2: threshold 1/8 of the training length; authors' MLP init
+    version = 2  # changed since che 0.1: threshold 1/8 of the training length; authors' MLP init
     name = "fire"
     family = "additive bias"
     citation = "Li et al. 2023, Functional Interpolation for Relative Positions Improves Long Context Transformers"

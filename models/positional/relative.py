@@ -15,7 +15,8 @@ from che.registry import register_pe
 @register_pe
 class Relative(AttentionPE):
     """Transformer-XL's relative encoding (Dai et al. 2019, §3.3), as in the CH reference
-    (`compute_attention_with_relative_encodings`, spec che_reference.md §5.1):
+    (`compute_attention_with_relative_encodings` in neural_networks_chomsky_hierarchy's
+    `models/positional_encodings.py`):
 
         logit[i, j] = ((q_i + u) . k_j + (q_i + v) . W_R R_{i-j}) / sqrt(d_head)
 
@@ -32,7 +33,7 @@ class Relative(AttentionPE):
     - "offsets" (default): RPE's NOISY_RELATIVE as its docstring intends: sorted random offsets
       r_1 < ... < r_{T-1} from [1, L), the offset i - j encoded as sign(i - j) r_|i-j| (0 on the
       diagonal) over a sinusoid that covers both signs;
-    - "reference": bit-compatible with the released RPE code (spec §5.2), whose sinusoid table
+    - "reference": bit-compatible with the released RPE code, whose sinusoid table
       covers [0, L) only while its indices reach past it and are clamped: a key d places to the
       left of the query is encoded as the sinusoid of L - r_d, the query itself and every key to
       its right as that of L - 1, so keys to the right cannot be told apart (in che's sign
@@ -48,7 +49,7 @@ class Relative(AttentionPE):
     With the defaults it adds 5 x (64*64 + 2*8*8) = 21,120 parameters (270,082 on a binary task).
     """
 
-    version = 2  # round 2: randomized by RPE's offsets (rand_mode)
+    version = 2  # changed since che 0.1: randomized by RPE's offsets (rand_mode)
     name = "relative"
     family = "relative"
     citation = "Dai et al. 2019, Transformer-XL (relative positional encoding); Delétang et al. 2023 (CHE)"

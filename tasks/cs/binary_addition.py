@@ -1,4 +1,4 @@
-"""binary_addition (cs): add two little-endian binary numbers.  Spec §1.12."""
+"""binary_addition (cs): add two little-endian binary numbers."""
 
 
 from che.registry import register_task
@@ -16,11 +16,11 @@ class BinaryAddition(Task):
     fixed width. Output: the sum LSB first without leading zeros, the terminator 2, then 0s up to
     N+1 tokens; accuracy counts positions up to and including the terminator.
 
-    Example (spec §1.12, N = 5): `1 + 0 1 0` is 1 + 2 = 3 = LE `1 1`, so the output is
+    Example (N = 5): `1 + 0 1 0` is 1 + 2 = 3 = LE `1 1`, so the output is
     `1 1 2 0 0 0`. The reference docstring's `001+01101 -> 010112000` is one pad short; the code,
     and this task, give `0 1 0 1 1 2 0 0 0 0`.
 
-    Degenerate N <= 2 (spec §1.12, §7 G5): the input is a number U{0..2^N-2} written LE at N bits
+    Degenerate N <= 2: the input is a number U{0..2^N-2} written LE at N bits
     with no separator, and the "sum" is that number (N = 1: input `[0]`, output `[0, 2]`).
     """
 

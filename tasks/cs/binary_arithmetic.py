@@ -1,4 +1,4 @@
-"""Shared sampling for binary_addition and binary_multiplication (spec §1.12, §1.13)."""
+"""Shared sampling for binary_addition and binary_multiplication."""
 
 from __future__ import annotations
 

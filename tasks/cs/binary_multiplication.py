@@ -1,4 +1,4 @@
-"""binary_multiplication (cs): multiply two little-endian binary numbers.  Spec §1.13."""
+"""binary_multiplication (cs): multiply two little-endian binary numbers."""
 
 import torch
 
@@ -17,11 +17,11 @@ class BinaryMultiplication(Task):
     terminator 2, then 0s up to N tokens; the product has at most N-1 bits, so this always fits.
     Accuracy counts positions up to and including the terminator.
 
-    Example (spec §1.13, N = 6): `1 0 1 * 1 1` is 5 * 3 = 15 = LE `1 1 1 1`, so the output is
+    Example (N = 6): `1 0 1 * 1 1` is 5 * 3 = 15 = LE `1 1 1 1`, so the output is
     `1 1 1 1 2 0`.
 
     Degenerate N <= 2: the input is sampled as for binary_addition (a number U{0..2^N-2}, LE, no
-    separator) and the output is fixed: `[2]` for N = 1 and `[0, 2]` for N = 2 (spec §7 G5).
+    separator) and the output is fixed: `[2]` for N = 1 and `[0, 2]` for N = 2.
     """
 
     name = "binary_multiplication"

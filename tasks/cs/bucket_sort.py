@@ -1,4 +1,4 @@
-"""bucket_sort (cs): sort symbols from a vocabulary of 5.  Spec §1.15."""
+"""bucket_sort (cs): sort symbols from a vocabulary of 5."""
 
 import torch
 
@@ -16,7 +16,7 @@ def targets_for(tokens: torch.Tensor) -> torch.Tensor:
 class BucketSort(Task):
     """N i.i.d. tokens U{0..4}; the output is the same tokens in ascending order (length N).
 
-    Example (spec §1.15): `2 0 4 0 -> 0 0 2 4`.
+    Example: `2 0 4 0 -> 0 0 2 4`.
     """
 
     name = "bucket_sort"

@@ -1,4 +1,4 @@
-"""compute_sqrt (cs): the integer square root of a big-endian binary number.  Spec §1.14."""
+"""compute_sqrt (cs): the integer square root of a big-endian binary number."""
 
 import math
 
@@ -23,7 +23,7 @@ class ComputeSqrt(Task):
     Leading zeros are allowed in the input; the output is big-endian, zero-padded to ceil(N/2) bits
     (sqrt(v) < 2^(N/2), so it always fits).
 
-    Example (spec §1.14): `1 1 0 1` (13) -> `1 1` (3); `0 1 1 1` (7) -> `1 0` (2).
+    Example: `1 1 0 1` (13) -> `1 1` (3); `0 1 1 1` (7) -> `1 0` (2).
 
     Note: v is drawn as N uniform bits with the all-zero row rejected, which is uniform over the
     exact range 1..2^N-1 for any N (the reference uses Python's `random.randint` on big ints).

@@ -1,4 +1,4 @@
-"""duplicate_string (cs): output the input twice.  Spec §1.9."""
+"""duplicate_string (cs): output the input twice."""
 
 import torch
 
@@ -14,7 +14,7 @@ def targets_for(bits: torch.Tensor) -> torch.Tensor:
 class DuplicateString(Task):
     """N i.i.d. bits; the output is the input followed by itself (length 2N).
 
-    Example (spec §1.9): `1 1 0 -> 1 1 0 1 1 0`.
+    Example: `1 1 0 -> 1 1 0 1 1 0`.
     """
 
     name = "duplicate_string"

@@ -1,4 +1,4 @@
-"""missing_duplicate_string (cs): recover the one hidden symbol of `s s`.  Spec §1.10."""
+"""missing_duplicate_string (cs): recover the one hidden symbol of `s s`."""
 
 import torch
 
@@ -15,9 +15,9 @@ class MissingDuplicateString(Task):
     Input ids: 0, 1, 2 = the missing-symbol placeholder, 3 = pad. The hidden index is
     U{0..2*(N//2)-1}. For odd N one pad 3 is appended, so the input has exactly N tokens.
 
-    Example (spec §1.10, N = 7, s = 110): `1 1 0 2 1 0 3 -> 1`.
+    Example (N = 7, s = 110): `1 1 0 2 1 0 3 -> 1`.
 
-    Degenerate N = 1 (spec §7 G5): the input is `[1]` and the label 1.
+    Degenerate N = 1: the input is `[1]` and the label 1.
     """
 
     name = "missing_duplicate_string"

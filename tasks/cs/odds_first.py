@@ -1,4 +1,4 @@
-"""odds_first (cs): the symbols at odd positions, then those at even positions.  Spec §1.11."""
+"""odds_first (cs): the symbols at odd positions, then those at even positions."""
 
 import torch
 
@@ -15,11 +15,11 @@ def targets_for(bits: torch.Tensor) -> torch.Tensor:
 class OddsFirst(Task):
     """N i.i.d. bits; the output is x[1::2] ++ x[0::2] (0-indexed odd positions first), length N.
 
-    Example (spec §1.11): `0 0 1 1 0 1 0 1 -> 0 1 1 1 0 1 0 0`; `0 1 0 0 -> 1 0 0 0`.
+    Example: `0 0 1 1 0 1 0 1 -> 0 1 1 1 0 1 0 0`; `0 1 0 0 -> 1 0 0 0`.
 
     Note: follows the reference CODE, not its docstring. The docstring says s1 s3 s5 ... s2 s4 ...
-    (1-based, i.e. 0-based EVEN positions first, `00110101 -> 01000111`); the code, canonical here
-    (spec §1.11, §6.12), puts the 0-based ODD positions first.
+    (1-based, i.e. 0-based EVEN positions first, `00110101 -> 01000111`); the code, canonical here,
+    puts the 0-based ODD positions first.
     """
 
     name = "odds_first"

@@ -1,4 +1,4 @@
-"""Random bracket expressions of an exact length (spec §1.7), shared by two dcf tasks.
+"""Random bracket expressions of an exact length, shared by two dcf tasks.
 
 The grammar is E -> d | -d | (d) | (-d) | (E op E) with digits d in 0..4. For a length L:
 L = 1..4 are the four base cases (a digit U{0..4}); for L >= 5 the left operand has length

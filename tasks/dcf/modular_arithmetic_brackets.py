@@ -1,4 +1,4 @@
-"""modular_arithmetic_brackets (dcf): evaluate a fully bracketed expression mod 5.  Spec §1.7."""
+"""modular_arithmetic_brackets (dcf): evaluate a fully bracketed expression mod 5."""
 
 from che.registry import register_task
 from che.tasks.base import Task
@@ -21,7 +21,7 @@ class ModularArithmeticBrackets(Task):
     reference (modulus + 6): id 10 (`x`) is in the one-hot but never occurs; id 11 (`=`) would fall
     outside it and never occurs either.
 
-    Examples (spec §1.7): `((3)*(-1*0))` (8 8 3 9 7 8 6 1 7 0 9 9) -> 0; `(0+-3)` -> 2.
+    Examples: `((3)*(-1*0))` (8 8 3 9 7 8 6 1 7 0 9 9) -> 0; `(0+-3)` -> 2.
 
     Note: generation is iterative, so any length works (the reference recursion would not).
     """

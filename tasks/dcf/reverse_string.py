@@ -1,4 +1,4 @@
-"""reverse_string (dcf): output the input backwards.  Spec §1.6."""
+"""reverse_string (dcf): output the input backwards."""
 
 import torch
 
@@ -14,7 +14,7 @@ def targets_for(bits: torch.Tensor) -> torch.Tensor:
 class ReverseString(Task):
     """N i.i.d. bits; the output is the same bits in reverse order (length N).
 
-    Example (spec §1.6): `0 0 0 1 1 -> 1 1 0 0 0`.
+    Example: `0 0 0 1 1 -> 1 1 0 0 0`.
     """
 
     name = "reverse_string"

@@ -1,4 +1,4 @@
-"""solve_equation (dcf): find the digit hidden as `x` in `expression = value` (mod 5).  Spec §1.8."""
+"""solve_equation (dcf): find the digit hidden as `x` in `expression = value` (mod 5)."""
 
 import torch
 
@@ -35,9 +35,9 @@ class SolveEquation(Task):
     Tokens: digits 0-4, `+` = 5, `-` = 6, `(` = 7, `)` = 8, `x` = 9, `=` = 10 (different ids from
     modular_arithmetic_brackets).
 
-    Example (spec §1.8): `(x+3)=2` (7 9 5 3 8 10 2) -> 4; `((4)+(-x))=2` -> 2.
+    Example: `(x+3)=2` (7 9 5 3 8 10 2) -> 4; `((4)+(-x))=2` -> 2.
 
-    Notes (reference quirks kept on purpose, spec §6.12):
+    Notes (reference quirks kept on purpose):
     - the position of x is not uniform over the digits: a start index U{0..N-3} is drawn and moved
       forward cyclically to the next digit, so digits after long runs of non-digits are favoured;
     - N < 3 is degenerate: the input is all 0s and the label is 0.

@@ -1,4 +1,4 @@
-"""stack_manipulation (dcf): apply POP/PUSH actions to a given stack.  Spec §1.5."""
+"""stack_manipulation (dcf): apply POP/PUSH actions to a given stack."""
 
 import torch
 
@@ -53,10 +53,10 @@ class StackManipulation(Task):
     ignored. Output: the final stack top to bottom, the terminator 2, then 0s up to N+1 tokens; the
     accuracy mask covers positions up to and including the terminator (the loss covers all).
 
-    Example (spec §1.5): `0 1 PUSH1 POP POP` (0 1 4 2 2): [0,1] -> [0,1,1] -> [0,1] -> [0], so the
+    Example: `0 1 PUSH1 POP POP` (0 1 4 2 2): [0,1] -> [0,1,1] -> [0,1] -> [0], so the
     output is `0 2 0 0 0 0`.
 
-    Notes: N = 1 is a single random bit with no actions and output `[bit, 2]` (spec §7 G5).
+    Notes: N = 1 is a single random bit with no actions and output `[bit, 2]`.
     """
 
     name = "stack_manipulation"

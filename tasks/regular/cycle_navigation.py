@@ -1,4 +1,4 @@
-"""cycle_navigation (regular): where does a walk on a 5-cycle end?  Spec §1.4."""
+"""cycle_navigation (regular): where does a walk on a 5-cycle end?"""
 
 import torch
 
@@ -18,10 +18,10 @@ class CycleNavigation(Task):
     """N i.i.d. tokens in {0, 1, 2}; token t moves the walker by t - 1 on a cycle of 5 states.
 
     The walk starts at state 0 and the label is the final state, sum(t - 1) mod 5.
-    Example (spec §1.4): `1 0 1 0 1` = moves 0,-1,0,-1,0 -> -2 = 3 (mod 5); `0 -> 4`.
+    Example: `1 0 1 0 1` = moves 0,-1,0,-1,0 -> -2 = 3 (mod 5); `0 -> 4`.
 
     Note: token 0 is a move LEFT (-1), 1 is STAY and 2 is RIGHT (+1). The reference docstring's
-    "0 stay, 1 right, -1 left" describes the moves t - 1, not the token ids (spec §1.4, §6.12).
+    "0 stay, 1 right, -1 left" describes the moves t - 1, not the token ids.
     """
 
     name = "cycle_navigation"

@@ -1,4 +1,4 @@
-"""even_pairs (regular): is the number of unequal adjacent pairs even?  Spec §1.1."""
+"""even_pairs (regular): is the number of unequal adjacent pairs even?"""
 
 import torch
 
@@ -15,10 +15,10 @@ def targets_for(bits: torch.Tensor) -> torch.Tensor:
 class EvenPairs(Task):
     """N i.i.d. bits; the label is the number of adjacent unequal pairs (01 or 10) mod 2.
 
-    Example (spec §1.1): `0 0 0 1 -> 1` (one transition), `0 1 1 0 1 0 -> 0` (four).
+    Example: `0 0 0 1 -> 1` (one transition), `0 1 1 0 1 0 -> 0` (four).
 
     Notes: the parity of the transition count telescopes to `x[0] XOR x[N-1]`, which is what is
-    computed. N = 1 gives label 0 (spec §7 G5), as the formula does.
+    computed. N = 1 gives label 0, as the formula does.
     """
 
     name = "even_pairs"

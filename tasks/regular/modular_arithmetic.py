@@ -1,4 +1,4 @@
-"""modular_arithmetic (regular): evaluate `d op d op ... d` mod 5, with * before + and -.  Spec §1.2."""
+"""modular_arithmetic (regular): evaluate `d op d op ... d` mod 5, with * before + and -."""
 
 import torch
 
@@ -47,11 +47,11 @@ class ModularArithmetic(Task):
     there are `L//2 + 1` digits, each U{0..4}, at even positions and operators, each uniform over
     {+, *, -}, at odd positions. N = 1 and N = 2 give a single digit, which is the label.
 
-    Example (spec §1.2): `1 - 1 * 2 * 2 + 1` (tokens 1 6 1 7 2 7 2 5 1) = -2 -> 3.
+    Example: `1 - 1 * 2 * 2 + 1` (tokens 1 6 1 7 2 7 2 5 1) = -2 -> 3.
 
     Notes:
     - Follows RPE, whose operators are uniform over {+, *, -}; CH's generator-exhaustion bug is not
-      reproduced (spec §0.1).
+      reproduced.
     - The reference evaluates in int32 without reduction and takes `% 5` at the end; here every step
       is reduced mod 5, which is exact (a ring homomorphism) and differs from the reference only
       where its int32 arithmetic would overflow (runs of ~15+ large factors; negligible).

@@ -1,4 +1,4 @@
-"""parity_check (regular): is the number of ones odd?  Spec §1.3."""
+"""parity_check (regular): is the number of ones odd?"""
 
 import torch
 
