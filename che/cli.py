@@ -355,8 +355,8 @@ def run_command(
     from che.progress import FanOut, LogReporter, RichReporter, TensorBoardReporter, accuracy_chart
     from che.registry import TASKS
     from che.results import is_finished, result_path
-    from che.runners.estimate import (available_memory_bytes, estimate_seconds, format_duration,
-                                      training_memory_bytes)
+    from che.runners.estimate import (available_memory_bytes, estimate_seconds, evaluation_memory_bytes,
+                                      format_duration, training_memory_bytes)
     from che.runners.run import check_resumable, diverged_message, execute_pack, find_checkpoint, pick_device
     from che.runners.sweep import build_grid, read_spec
     from che.runners.train import Interrupted
@@ -397,6 +397,9 @@ def run_command(
     need, free = training_memory_bytes(config, task_obj, len(configs)), available_memory_bytes(torch_device)
     if need / 4 > free:
         raise CheError(_memory_message(config, len(configs), need, free))
+    one_example = evaluation_memory_bytes(config, task_obj, len(configs))  # evaluation chunks down to this
+    if one_example / 4 > free:
+        raise CheError(_evaluation_memory_message(config, len(configs), one_example, free))
     out = err_console if quiet else console
     todo = configs if force else [c for c in configs if not is_finished(result_path(results, c))]
     if todo:
@@ -472,15 +475,29 @@ def _memory_message(config, runs: int, need: int, free: int) -> str:
             f"{free / 2**30:.1f} GiB are free: lower --batch-size or --train-length")
 
 
+def _evaluation_memory_message(config, runs: int, need: int, free: int) -> str:
+    return (f"evaluating {config.task} at --max-test-length {config.max_test_length} needs up to "
+            f"{need / 2**30:.1f} GiB for a single example{f' of {runs} runs' if runs > 1 else ''}; "
+            f"{free / 2**30:.1f} GiB are free: lower --max-test-length")
+
+
 @contextlib.contextmanager
 def _allocation_failures(config, runs: int, need: int, free: int):
-    """An allocation that fails (torch.OutOfMemoryError, "can't allocate memory") as one line."""
+    """An allocation that fails (torch.OutOfMemoryError, "can't allocate memory") as one line, naming
+    what training and evaluation need."""
     try:
         yield
     except (RuntimeError, MemoryError) as exc:
         if not isinstance(exc, MemoryError) and "memory" not in str(exc).lower():
             raise
-        raise CheError(_memory_message(config, runs, need, free) + " (an allocation failed)") from None
+        from che.registry import TASKS
+        from che.runners.estimate import evaluation_memory_bytes
+
+        evaluation = evaluation_memory_bytes(config, TASKS.get(config.task), runs)
+        raise CheError(f"an allocation failed: a training step needs up to {need / 2**30:.1f} GiB and evaluating "
+                       f"one example at length {config.max_test_length} up to {evaluation / 2**30:.1f} GiB; "
+                       f"{free / 2**30:.1f} GiB are free: lower --batch-size, --train-length or "
+                       f"--max-test-length") from None
 
 
 def _probe_sampler(task, config) -> None:

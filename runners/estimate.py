@@ -78,6 +78,16 @@ def training_memory_bytes(config, task, pack: int = 1) -> int:
     return pack * (activations + weights)
 
 
+def evaluation_memory_bytes(config, task, pack: int = 1) -> int:
+    """What evaluating one example at the longest test length holds (`bytes_per_example`), for a
+    pack: evaluation cuts its batches into chunks down to a single example, and no further."""
+    from che.runners.evaluate import bytes_per_example
+    from che.runners.train import model_config
+
+    tokens = task.input_length(config.max_test_length) + task.output_length(config.max_test_length)
+    return pack * bytes_per_example(model_config(config, task), tokens)
+
+
 def available_memory_bytes(device) -> int:
     """Free memory where the run will train: the GPU's, or the machine's (psutil)."""
     import psutil

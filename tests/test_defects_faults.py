@@ -377,3 +377,11 @@ def test_rerunning_a_pack_whose_run_diverged_says_what_it_trains(cli, tmp_path, 
     line = again.stderr.strip().splitlines()[-1]
     assert line.startswith("error: the training loss became non-finite (nan or inf) at step 3")
     assert "lr 0.5" in line and "lr 0.001" not in line and "no result was written for it" in line
+
+
+def test_an_evaluation_that_cannot_fit_is_refused_naming_evaluation(cli, tmp_path):
+    result = cli("run", "--task", "duplicate_string", "--pe", "alibi", "--preset", "smoke", "--max-test-length",
+                 10_000, "--results", tmp_path / "runs")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: evaluating duplicate_string at --max-test-length 10000 needs up to")
+    assert "lower --max-test-length" in result.stderr and "training step" not in result.stderr
