@@ -218,7 +218,7 @@ def _describe_pe(name: str, rows: list[dict], as_json: bool) -> None:
         print(json.dumps({"name": build.name, "pe": row, "modifiers": modifiers}, indent=2))
         return
     from che.listings import LISTED_MODEL
-    from che.models import ModelConfig
+    from che.config import ModelConfig
     from che.models.positional import _parameters_text
 
     model = ModelConfig(input_size=2, output_size=2, pe=build.name, **LISTED_MODEL)

@@ -1,84 +1,166 @@
-"""Run configuration and presets.
+"""A run's configuration: the model's (`ModelConfig`) inside the run's (`RunConfig`), the presets,
+and the one place that checks every value.
 
 A `RunConfig` is everything that determines a run's result. Its identity (the hash in the run id)
-leaves out what only changes how fast or where it runs (device, DAPE implementation, compile,
-checkpoint interval, evaluation memory budget) and the preset's name.
+leaves out what only changes how fast or where it runs (`NOT_IDENTITY`) and the preset's name. Its
+dict (`to_dict`, what a result file stores as "config") is flat: the model's settings beside the
+run's, under the same names as the TOML `[overrides]` table and `--set key=value`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from che.errors import CheError, unknown_name_error
+
+# The choices of a setting, named once: the models, the runners and the CLI use these.
+Device = Literal["auto", "cpu", "cuda"]
+RandMode = Literal["offsets", "reference", "positions"]  # how relative and bias PEs randomize (`rand-`)
+DapeVariant = Literal["S+B+f(S,B)", "S+B+f(S+B)", "S+f(S,B)", "S+B+f(B)"]  # DAPE and its ablations
+DapeImpl = Literal["fast", "literal"]
+DapeInit = Literal["haiku", "torch"]
+Attention = Literal["fused", "explicit"]
+DEVICES, RAND_MODES, DAPE_VARIANTS = get_args(Device), get_args(RandMode), get_args(DapeVariant)
+DAPE_IMPLEMENTATIONS, DAPE_INITIALISATIONS, ATTENTION = get_args(DapeImpl), get_args(DapeInit), get_args(Attention)
+CHOICES = {"rand_mode": RAND_MODES, "dape_variant": DAPE_VARIANTS, "dape_impl": DAPE_IMPLEMENTATIONS,
+           "dape_init": DAPE_INITIALISATIONS, "attention": ATTENTION}
+
+FIRE_THRESHOLD_RATIO = 1 / 8  # FIRE's threshold / the longest training sequence, as the DAPE code
+SEED_LIMIT = 2**32
+
+
+def setting(default, about: str, **kwargs):
+    """A dataclass field with its one-line description (`che settings` lists them)."""
+    return field(default=default, metadata={"about": about}, **kwargs)
+
+
+@dataclass
+class ModelConfig:
+    """The shared transformer and its PE. `input_size` and `output_size` come from the task
+    (`RunConfig.model_for`); the rest from the run."""
+
+    input_size: int = setting(0, "task input vocabulary (set from the task; the model adds one empty token)")
+    output_size: int = setting(0, "task output classes (set from the task)")
+    pe: str = setting("none", "the positional encoding, by name (`che pes`)")
+    n_layers: int = setting(5, "transformer layers")
+    d_model: int = setting(64, "model width")
+    n_heads: int = setting(8, "attention heads")
+    ffn_mult: int = setting(4, "feed-forward width / d_model")
+    dropout: float = setting(0.1, "dropout rate")
+    rand_max_length: int = setting(2048, "L, the range of randomized positions (rand- PEs)")
+    rand_at_eval: bool = setting(True, "randomized PEs also randomize at evaluation, as the reference")
+    rand_mode: str = setting("offsets", "how rand- relative and bias PEs draw: offsets (RPE's method), "
+                                        "reference (RPE's released code bit for bit), positions")
+    learned_max_length: int = setting(2048, "rows of the learned PE's table")
+    dape_width: int = setting(64, "D, the hidden width of DAPE's MLP")
+    dape_variant: str = setting("S+B+f(S,B)", "DAPE or one of the paper's ablations")
+    dape_kernel: int = setting(3, "k of DAPE V2's 1 x k convolutions")
+    dape_impl: str = setting("fast", "DAPE's implementation (the same function): fast or literal")
+    dape_init: str = setting("haiku", "DAPE's MLP initialisation: haiku (as the CHE code) or torch (as DAPE's)")
+    fire_threshold: float = setting(64.0, "FIRE's initial threshold L (set from the training length)")
+    attention: str = setting("fused", "fused (SDPA) or explicit (materialised scores) attention")
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Impossible or inconsistent model settings, as one-line CheErrors."""
+        for name in ("n_layers", "d_model", "n_heads", "ffn_mult", "rand_max_length", "learned_max_length",
+                     "dape_width", "dape_kernel"):
+            _at_least(name, getattr(self, name), 1)
+        if not 0 <= self.dropout < 1:
+            raise CheError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.d_model % self.n_heads:
+            raise CheError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise CheError(f"{name}: unknown value '{getattr(self, name)}' (choices: {', '.join(choices)})")
+
+
+# The fields of a ModelConfig that a run sets (the others come from the task).
+MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig)
+                     if f.name not in ("input_size", "output_size", "fire_threshold"))
 
 
 @dataclass
 class RunConfig:
     """Defaults: the CHE reference protocol (Delétang et al. 2023); presets override them."""
 
-    task: str
-    pe: str
-    preset: str = "custom"
-    seed: int = 0
-    # training (the reference's): one length per step drawn from 1..train_length, Adam, clipping, constant lr
-    steps: int = 1_000_000
-    length_seed: int = 0         # the stream of per-step lengths (shared by the seeds, see README)
-    batch_size: int = 128
-    lr: float = 3e-4
-    max_grad_norm: float = 1.0
-    train_length: int = 40
-    # evaluation (the reference's): every length 1..max_test_length, eval_samples per length in
+    task: str = setting("", "the task, by name (`che tasks`)")
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"about": "the model (its fields are flat)"})
+    preset: str = setting("custom", "the preset the settings started from (not part of the identity)")
+    seed: int = setting(0, "seed of the model, the data, dropout and randomized positions")
+    # training, as the reference: one length per step drawn from 1..train_length, Adam, clipping, constant lr
+    steps: int = setting(1_000_000, "training steps (optimiser updates)")
+    length_seed: int = setting(0, "seed of the per-step training lengths (shared by the seeds of a pack)")
+    batch_size: int = setting(128, "training batch size")
+    lr: float = setting(3e-4, "Adam's learning rate (constant)")
+    max_grad_norm: float = setting(1.0, "global-norm gradient clipping")
+    train_length: int = setting(40, "train on lengths 1..N")
+    # evaluation, as the reference: every length 1..max_test_length, eval_samples per length in
     # sub-batches of eval_batch_size, data from eval_seed
-    max_test_length: int = 500
-    eval_samples: int = 512
-    eval_batch_size: int = 64
-    eval_seed: int = 1
-    eval_dropout: bool = False   # the reference keeps dropout on at evaluation; we default to off
-    # model (the reference transformer)
-    n_layers: int = 5
-    d_model: int = 64
-    n_heads: int = 8
-    ffn_mult: int = 4
-    dropout: float = 0.1
-    # positional-encoding options
-    rand_max_length: int = 2048
-    rand_at_eval: bool = True
-    rand_mode: str = "offsets"   # offsets (RPE's method), reference (RPE's released code), positions
-    learned_max_length: int = 2048
-    dape_width: int = 64
-    dape_variant: str = "S+B+f(S,B)"
-    dape_kernel: int = 3
-    dape_init: str = "haiku"     # DAPE's MLP: Haiku's initialisation (as the CHE code) or torch's
+    max_test_length: int = setting(500, "evaluate on lengths 1..M")
+    eval_samples: int = setting(512, "test examples per length")
+    eval_batch_size: int = setting(64, "examples per evaluation sub-batch (accuracy is pooled per sub-batch)")
+    eval_seed: int = setting(1, "seed of the test data (the same for every run of a task)")
+    eval_dropout: bool = setting(False, "keep dropout on at evaluation, as the reference code does")
     # numerics
-    bf16: bool = False
-    tf32: bool = True            # on CUDA, float32 matmuls in TF32 (as JAX's default precision there)
+    bf16: bool = setting(False, "bf16 autocast")
+    tf32: bool = setting(True, "on CUDA, float32 matmuls in TF32 (as JAX's default precision there)")
     # how it runs, not what it computes (left out of the identity)
-    dape_impl: str = "fast"
-    compile: bool = False
-    cuda_graphs: bool = True     # capture each training step as a CUDA graph (on CUDA only)
-    attention: str = "fused"     # fused (SDPA) or explicit (materialised scores) attention
-    checkpoint_every: int = 500
-    save_model: bool = True      # keep the trained weights beside the result (che eval, che show)
-    eval_memory_gb: float = 4.0
-    extra: dict = field(default_factory=dict)  # free-form notes, part of the identity
+    compile: bool = setting(False, "torch.compile the model")
+    cuda_graphs: bool = setting(True, "capture each training step as a CUDA graph (on CUDA only)")
+    checkpoint_every: int = setting(500, "steps between checkpoints")
+    save_model: bool = setting(True, "keep the trained weights beside the result (che eval, che show)")
+    eval_memory_gb: float = setting(4.0, "memory budget of evaluation chunks (GB)")
+    tensorboard: str = setting("", "write TensorBoard logs to this folder (empty: none)")
+    extra: dict = field(default_factory=dict, metadata={"about": "free-form notes, part of the identity"})
 
+    @property
+    def pe(self) -> str:
+        return self.model.pe
+
+    # -- the flat dict: result files, checkpoints, sweep files, --set ---------------------------
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Flat: the run's settings and the model's, in the order results have always listed them."""
+        values = dataclasses.asdict(self)
+        model = values.pop("model")
+        flat = {key: values[key] if key in values else model[key] for key in FLAT_ORDER
+                if key in values or key in model}
+        return flat | {key: value for key, value in values.items() if key not in flat}
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
-        """A RunConfig from its dict (a result's "config", a checkpoint's), each value of its field's
-        type: a file edited or written by someone else is refused in one line."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
+        """A RunConfig from its flat dict (a result's "config", a checkpoint's), each value of its
+        field's type: a file edited or written by someone else is refused in one line."""
+        unknown = set(data) - set(SETTINGS)
         if unknown:
             raise CheError(f"unknown run-config keys: {', '.join(sorted(unknown))}")
-        return cls(**{key: typed_value(key, value) for key, value in data.items()})
+        typed = {key: typed_value(key, value) for key, value in data.items()}
+        model = ModelConfig(**{key: typed.pop(key) for key in list(typed) if key in MODEL_FIELDS})
+        return cls(model=model, **typed)
 
+    def replace(self, **changes) -> RunConfig:
+        """A copy with some flat settings changed."""
+        return RunConfig.from_dict(self.to_dict() | changes)
+
+    def model_for(self, task) -> ModelConfig:
+        """The model of this run on `task` (its vocabularies, and FIRE's threshold at 1/8 of the
+        longest training sequence, as the DAPE code)."""
+        longest = task.input_length(self.train_length) + task.output_length(self.train_length)
+        return dataclasses.replace(self.model, input_size=task.input_size, output_size=task.output_size,
+                                   fire_threshold=longest * FIRE_THRESHOLD_RATIO)
+
+    # -- identity -------------------------------------------------------------------------------
     def identity(self) -> dict:
         """What determines the result: the settings, and the versions of the task's and the PE's
         implementations (`implementations`)."""
@@ -87,6 +169,8 @@ class RunConfig:
 
     def implementations(self) -> dict:
         """{"task": {name: version}, "pe": {class name: version, ...}} of the code this run uses."""
+        from che.registry import implementation_versions
+
         return implementation_versions(self.task, self.pe)
 
     def config_hash(self) -> str:
@@ -97,72 +181,80 @@ class RunConfig:
     def run_id(self) -> str:
         return f"seed{self.seed}-lr{self.lr:g}-{self.config_hash()}"
 
-    def validate(self) -> None:
-        """Impossible or inconsistent settings, as one-line CheErrors."""
-        positive = ("steps", "batch_size", "train_length", "max_test_length", "eval_samples",
-                    "eval_batch_size", "n_layers", "d_model", "n_heads", "ffn_mult", "rand_max_length",
-                    "learned_max_length", "dape_width", "dape_kernel", "checkpoint_every")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise CheError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.steps > 100_000_000:
-            raise CheError(f"--steps must be at most 100000000, got {self.steps}")
-        if self.max_test_length <= self.train_length:
-            raise CheError(f"--max-test-length ({self.max_test_length}) must be greater than "
-                           f"--train-length ({self.train_length}): the score is over the unseen lengths")
-        if self.max_test_length > 10_000:
-            raise CheError(f"--max-test-length must be at most 10000, got {self.max_test_length}")
-        if not 0 < self.lr < 1:
-            raise CheError(f"--lr must be in (0, 1), got {self.lr}")
-        if not 0 < self.max_grad_norm < float("inf"):  # <= 0 would turn clipping into gradient ascent
-            raise CheError(f"max_grad_norm must be a positive number, got {self.max_grad_norm}")
-        if not 0 <= self.dropout < 1:
-            raise CheError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.d_model % self.n_heads:
-            raise CheError(f"--d-model ({self.d_model}) must be divisible by --n-heads ({self.n_heads})")
-        if not self.eval_memory_gb > 0 or self.eval_memory_gb == float("inf"):
-            raise CheError(f"--eval-memory-gb must be a positive number, got {self.eval_memory_gb}")
-        for name, value in (("seed", self.seed), ("length_seed", self.length_seed), ("eval_seed", self.eval_seed)):
-            if not 0 <= value < 2**32:
-                raise CheError(f"--{name.replace('_', '-')} must be in [0, 2^32), got {value}")
-        from che.models.positional.base import RAND_MODES
-        from che.models.positional.dape import IMPLEMENTATIONS, INITIALISATIONS, VARIANTS
-        from che.models.transformer import ATTENTION
-
-        for name, value, choices in (("rand_mode", self.rand_mode, RAND_MODES),
-                                     ("dape_variant", self.dape_variant, VARIANTS),
-                                     ("dape_impl", self.dape_impl, IMPLEMENTATIONS),
-                                     ("dape_init", self.dape_init, INITIALISATIONS),
-                                     ("attention", self.attention, ATTENTION)):
-            if value not in choices:
-                raise CheError(f"--{name.replace('_', '-')}: unknown value '{value}' (choices: {', '.join(choices)})")
-
-    def validate_for(self, task) -> None:
-        """What needs the task too: a randomized PE draws distinct positions (or offsets) from
-        [0, rand_max_length) for every token of the longest sequence it sees."""
-        if "rand-" not in self.pe:
-            return
-        longest = max(self.train_length, self.max_test_length if self.rand_at_eval else 0)
-        tokens = task.input_length(longest) + task.output_length(longest)
-        if self.rand_max_length < tokens:
-            raise CheError(f"--rand-max-length ({self.rand_max_length}) must be at least the longest sequence "
-                           f"the randomized PE sees ({tokens} tokens of {self.task} at length {longest})")
-
     def pack_key(self) -> str:
         """Runs with the same key differ only in PACK_FIELDS and may train as one pack."""
         blob = json.dumps({k: v for k, v in self.identity().items() if k not in PACK_FIELDS},
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
+    # -- validation: every value, here ------------------------------------------------------------
+    def validate(self) -> None:
+        """Impossible or inconsistent settings, as one-line CheErrors."""
+        for name in ("steps", "batch_size", "train_length", "max_test_length", "eval_samples", "eval_batch_size",
+                     "checkpoint_every"):
+            _at_least(name, getattr(self, name), 1)
+        if self.steps > 100_000_000:
+            raise CheError(f"steps must be at most 100000000, got {self.steps}")
+        if self.max_test_length <= self.train_length:
+            raise CheError(f"max_test_length ({self.max_test_length}) must be greater than train_length "
+                           f"({self.train_length}): the score is over the unseen lengths")
+        if self.max_test_length > 10_000:
+            raise CheError(f"max_test_length must be at most 10000, got {self.max_test_length}")
+        if not 0 < self.lr < 1:
+            raise CheError(f"lr must be in (0, 1), got {self.lr:g}")
+        if not 0 < self.max_grad_norm < math.inf:  # <= 0 would turn clipping into gradient ascent
+            raise CheError(f"max_grad_norm must be a positive number, got {self.max_grad_norm}")
+        if not 0 < self.eval_memory_gb < math.inf:
+            raise CheError(f"eval_memory_gb must be a positive number, got {self.eval_memory_gb}")
+        for name in ("seed", "length_seed", "eval_seed"):
+            if not 0 <= getattr(self, name) < SEED_LIMIT:
+                raise CheError(f"{name} must be in [0, 2^32), got {getattr(self, name)}")
+        self.model.validate()
+
+    def validate_for(self, task) -> None:
+        """What needs the task too: a randomized PE draws distinct positions (or offsets) from
+        [0, rand_max_length) for every token of the longest sequence it sees."""
+        if "rand-" not in self.pe:
+            return
+        longest = max(self.train_length, self.max_test_length if self.model.rand_at_eval else 0)
+        tokens = task.input_length(longest) + task.output_length(longest)
+        if self.model.rand_max_length < tokens:
+            raise CheError(f"rand_max_length ({self.model.rand_max_length}) must be at least the longest sequence "
+                           f"the randomized PE sees ({tokens} tokens of {self.task} at length {longest})")
+
+
+def _at_least(name: str, value, low: int) -> None:
+    if value < low:
+        raise CheError(f"{name} must be at least {low}, got {value}")
+
+
+# The flat settings: the run's fields, with the model's in place of `model`; in the order result
+# files have listed them (the identity hash sorts its keys, so order never changes a run id).
+FLAT_ORDER = ("task", "pe", "preset", "seed", "steps", "length_seed", "batch_size", "lr", "max_grad_norm",
+              "train_length", "max_test_length", "eval_samples", "eval_batch_size", "eval_seed", "eval_dropout",
+              "n_layers", "d_model", "n_heads", "ffn_mult", "dropout", "rand_max_length", "rand_at_eval",
+              "rand_mode", "learned_max_length", "dape_width", "dape_variant", "dape_kernel", "dape_init", "bf16",
+              "tf32", "dape_impl", "compile", "cuda_graphs", "attention", "checkpoint_every", "save_model",
+              "eval_memory_gb", "tensorboard", "extra")
+_FIELDS = {f.name: f for cls in (RunConfig, ModelConfig) for f in dataclasses.fields(cls)}
+SETTINGS = {name: _FIELDS[name] for name in FLAT_ORDER}  # name -> the dataclass field (type, default, about)
+
+# What only changes how fast or where a run computes, or how it reports: left out of its identity.
+NOT_IDENTITY = {"preset", "dape_impl", "compile", "cuda_graphs", "attention", "checkpoint_every", "eval_memory_gb",
+                "save_model", "tensorboard"}
+# Runs that differ only in these train together as one pack (`che.runners.train.Trainer`).
+PACK_FIELDS = ("seed", "lr")
+# Grid axes of a sweep (set by its own keys, not as overrides)
+AXES = {"task": "tasks", "pe": "pes", "seed": "seeds", "lr": "lrs", "preset": "preset"}
 
 FIELD_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "dict": dict}
 
 
 def typed_value(name: str, value, what: str = "config"):
-    """`value` for RunConfig field `name` if it has the field's type (an int is a float too, a bool
-    is not an int), else a CheError naming `what` it came from."""
-    declared = {f.name: f.type for f in dataclasses.fields(RunConfig)}[name]
-    expected = FIELD_TYPES.get(str(declared))
+    """`value` for setting `name` if it has the setting's type (an int is a float too, a bool is not
+    an int), else a CheError naming `what` it came from."""
+    declared = str(SETTINGS[name].type)
+    expected = FIELD_TYPES.get(declared)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is not None and (not isinstance(value, expected) or (expected is int and isinstance(value, bool))):
@@ -170,31 +262,32 @@ def typed_value(name: str, value, what: str = "config"):
     return value
 
 
-NOT_IDENTITY = {"preset", "dape_impl", "compile", "cuda_graphs", "attention", "checkpoint_every", "eval_memory_gb",
-                "save_model"}
+def parse_setting(text: str, what: str = "--set") -> tuple[str, object]:
+    """`key=value` as typed on a command line -> (key, value of the setting's type)."""
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip().replace("-", "_"), raw.strip()
+    if not sep or not key:
+        raise CheError(f"{what} takes key=value, got {text!r} (`che settings` lists the keys)")
+    if key in AXES:
+        raise CheError(f"{what}: '{key}' is an option of its own (--{AXES[key]}), not a setting")
+    if key not in SETTINGS or key in ("task", "pe"):
+        raise CheError(f"{what}: {unknown_name_error('setting', key, set(SETTINGS) - set(AXES), 'che settings')}")
+    declared = str(SETTINGS[key].type)
+    try:
+        if declared == "bool":
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise ValueError
+            value = raw.lower() in ("true", "1", "yes", "on")
+        elif declared == "dict":
+            value = json.loads(raw)
+        else:
+            value = FIELD_TYPES[declared](raw)
+    except (ValueError, json.JSONDecodeError):
+        raise CheError(f"{what}: {key} must be {declared}, got {raw!r}") from None
+    return key, typed_value(key, value, what)
 
-@functools.lru_cache(maxsize=None)
-def _implementation_versions(task: str, pe: str) -> str:
-    from che.models.positional import parse_pe
-    from che.models.positional.dape import DAPE
-    from che.registry import TASKS
 
-    task_cls = TASKS.get(task)
-    build = parse_pe(pe, None)
-    pes = {build.cls.name: getattr(build.cls, "version", 1)}
-    if build.dape:
-        pes["dape"] = DAPE.version
-    return json.dumps({"task": {task_cls.name: getattr(task_cls, "version", 1)}, "pe": pes})
-
-
-def implementation_versions(task: str, pe: str) -> dict:
-    return json.loads(_implementation_versions(task, pe))
-
-
-# Runs that differ only in these train together as one pack (`che.runners.train.Trainer`).
-PACK_FIELDS = ("seed", "lr")
-
-# Each preset overrides RunConfig's defaults; options given on the command line override the preset.
+# Each preset overrides RunConfig's defaults; settings given explicitly override the preset.
 PRESETS: dict[str, dict] = {
     # Seconds: what CI runs. Tiny lengths, a handful of steps.
     "smoke": dict(steps=10, batch_size=8, train_length=5, max_test_length=8, eval_samples=8,
@@ -208,14 +301,15 @@ PRESETS: dict[str, dict] = {
                   eval_samples=512, eval_batch_size=64, d_model=256, n_heads=8, n_layers=5,
                   dape_width=64, checkpoint_every=5_000),
 }
+Preset = Literal["smoke", "cpu", "paper"]
 
 
 def make_config(task: str, pe: str, preset: str = "cpu", **overrides) -> RunConfig:
-    """A RunConfig from a preset and explicit overrides (None values mean 'not given')."""
+    """A validated RunConfig from a preset and explicit flat settings (None values mean 'not given')."""
     if preset not in PRESETS:
         raise unknown_name_error("preset", preset, PRESETS)
     values = dict(PRESETS[preset])
     values.update({k: v for k, v in overrides.items() if v is not None})
-    config = RunConfig(task=task, pe=pe, preset=preset, **values)
+    config = RunConfig.from_dict({"task": task, "pe": pe, "preset": preset, **values})
     config.validate()
     return config

@@ -11,7 +11,6 @@ caption (`strict` refuses it).
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import importlib.resources
 import json
@@ -133,10 +132,9 @@ def _setting_text(value) -> str:
 
 
 def protocol_columns(runs: pd.DataFrame) -> list[str]:
-    from che.config import NOT_IDENTITY, RunConfig
+    from che.config import NOT_IDENTITY, SETTINGS
 
-    fields = [f.name for f in dataclasses.fields(RunConfig)]
-    return [f for f in fields if f in runs.columns and f not in NOT_IDENTITY and f not in NOT_PROTOCOL]
+    return [f for f in SETTINGS if f in runs.columns and f not in NOT_IDENTITY and f not in NOT_PROTOCOL]
 
 
 def protocols(runs: pd.DataFrame) -> list[Protocol]:
@@ -166,9 +164,9 @@ def mixed_protocols_line(found: list[Protocol]) -> str:
 
 
 def protocol_columns_order(key: str) -> int:
-    from che.config import RunConfig
+    from che.config import SETTINGS
 
-    names = [f.name for f in dataclasses.fields(RunConfig)]
+    names = list(SETTINGS)
     return names.index(key) if key in names else len(names)
 
 

@@ -37,7 +37,7 @@ def describe_tasks(builtin_only: bool = False) -> list[dict]:
 
 def describe_all_pes(builtin_only: bool = False) -> list[dict]:
     """Every registered PE (and the modifiers) as `che pes` lists it (imports torch)."""
-    from che.models import ModelConfig
+    from che.config import ModelConfig
     from che.models.positional import describe_pes
     from che.registry import BUILTIN
 

@@ -17,9 +17,11 @@ and in the error of a lookup that fails, so that it does not break commands that
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import sys
 import warnings
@@ -205,6 +207,25 @@ def _ensure_builtins() -> None:
 # -- the two registries ---------------------------------------------------------------------------
 TASKS = Registry("task", "che.tasks", "che.tasks", make=lambda cls: cls(), listed_by="che tasks")
 PES = Registry("positional encoding", "che.positional_encodings", "che.models.positional", listed_by="che pes")
+
+
+# How the PE zoo reads a PE name into the versions of the classes it builds ("dape-kerple" ->
+# {"KerpleLog": 2, "dape": 1}). The zoo installs it when it is imported (the registry's builtin
+# module), so that the core, which names runs, never imports the models.
+pe_versions: Callable[[str], dict[str, int]] | None = None
+
+
+@functools.lru_cache(maxsize=None)
+def _implementation_versions(task: str, pe: str) -> str:
+    task_cls = type(TASKS.get(task))
+    PES.ensure_loaded()
+    return json.dumps({"task": {task_cls.name: getattr(task_cls, "version", 1)}, "pe": pe_versions(pe)})
+
+
+def implementation_versions(task: str, pe: str) -> dict:
+    """The versions of the code a run of `task` x `pe` uses, part of its identity:
+    {"task": {name: version}, "pe": {class name: version, ...}}."""
+    return json.loads(_implementation_versions(task, pe))
 
 
 def register_task(cls: type) -> type:

@@ -6,7 +6,8 @@ puts such a tree, flattened to "module/param" names, into one run of a `che` Tra
 matching config, so that `che` can evaluate, train on or compare a model trained with the JAX code:
 
     import numpy as np
-    from che.models import ModelConfig, Transformer
+    from che.config import ModelConfig
+    from che.models import Transformer
     from che.models.haiku import load_haiku_params
 
     model = Transformer(ModelConfig(input_size=2, output_size=2, pe="relative", n_layers=5, d_model=64))

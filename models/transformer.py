@@ -32,52 +32,14 @@ import contextlib
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from che.config import ModelConfig
 from che.models.positional import parse_pe
 from che.models.positional.base import use_generator
-
-
-ATTENTION = ("fused", "explicit")
-
-
-@dataclass
-class ModelConfig:
-    input_size: int                  # task input vocabulary (the model adds one empty token)
-    output_size: int                 # task output classes
-    pe: str = "none"                 # positional encoding, by name (`che pes`)
-    n_layers: int = 5
-    d_model: int = 64
-    n_heads: int = 8
-    ffn_mult: int = 4
-    dropout: float = 0.1
-    # positional-encoding options (each PE reads the ones it needs)
-    rand_max_length: int = 2048      # L of randomized positions (`rand-` PEs)
-    rand_at_eval: bool = True        # randomized PEs also draw positions at evaluation (as the reference)
-    rand_mode: str = "offsets"       # how relative and bias PEs randomize: offsets, reference, positions
-    learned_max_length: int = 2048   # rows of the `learned` table
-    dape_width: int = 64             # D, the hidden width of DAPE's MLP
-    dape_variant: str = "S+B+f(S,B)"  # or one of the paper's ablations, see models/positional/dape.py
-    dape_kernel: int = 3             # k of DAPE V2's 1 x k convolution
-    dape_impl: str = "fast"          # "fast" or "literal" (the concatenate-then-MLP formulation)
-    dape_init: str = "haiku"         # "haiku" or "torch" initialisation of DAPE's MLP
-    fire_threshold: float = 64.0     # FIRE's initial threshold L (1/8 of the training length, see FIRE)
-    attention: str = "fused"         # "fused" (SDPA) or "explicit" (softmax(QK^T / sqrt(d) + B) V)
-
-    @property
-    def d_head(self) -> int:
-        return self.d_model // self.n_heads
-
-    def __post_init__(self):
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # -- stacked layers: K independent copies applied in one batched operation -------------------------

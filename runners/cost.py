@@ -49,14 +49,15 @@ def forward_work(config, task, length: int, batch: int) -> tuple[float, float, f
     products; the [H, T, T] score entries of every layer (softmax, bias, masks: work per entry,
     whatever the head width, which dominates at small widths); and DAPE's MLP at every (query, key)
     pair (its bias half is computed once per pass, so it is left out)."""
-    t, d, layers, heads = tokens(task, length), config.d_model, config.n_layers, config.n_heads
-    dense = layers * (2 * batch * t * d * d * (4 + 2 * config.ffn_mult) + 4 * batch * t * t * d)
+    model = config.model
+    t, d, layers, heads = tokens(task, length), model.d_model, model.n_layers, model.n_heads
+    dense = layers * (2 * batch * t * d * d * (4 + 2 * model.ffn_mult) + 4 * batch * t * t * d)
     scores = layers * batch * heads * t * t
     dape = 0.0
     if config.pe.startswith("dape"):
-        width = config.dape_width
-        kernel = config.dape_kernel if config.pe.startswith("dape2-") else 1
-        inputs = 2 * heads if config.dape_impl == "literal" else heads
+        width = model.dape_width
+        kernel = model.dape_kernel if config.pe.startswith("dape2-") else 1
+        inputs = 2 * heads if model.dape_impl == "literal" else heads
         dape = layers * 2 * batch * t * t * (inputs * width + width * heads) * kernel
     return float(dense), float(scores), float(dape)
 

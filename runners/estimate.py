@@ -70,11 +70,11 @@ def training_memory_bytes(config, task, pack: int = 1) -> int:
     keeps about twice the forward working set of one example (`bytes_per_example`) per example for
     the backward pass, plus weights, gradients and Adam's state."""
     from che.runners.evaluate import bytes_per_example
-    from che.runners.train import model_config, train_tokens
+    from che.runners.train import train_tokens
 
-    activations = 2 * config.n_layers * config.batch_size * bytes_per_example(
-        model_config(config, task), train_tokens(config, task))
-    weights = 4 * 4 * 12 * config.n_layers * config.d_model ** 2
+    activations = 2 * config.model.n_layers * config.batch_size * bytes_per_example(
+        config.model_for(task), train_tokens(config, task))
+    weights = 4 * 4 * 12 * config.model.n_layers * config.model.d_model ** 2
     return pack * (activations + weights)
 
 
@@ -82,10 +82,9 @@ def evaluation_memory_bytes(config, task, pack: int = 1) -> int:
     """What evaluating one example at the longest test length holds (`bytes_per_example`), for a
     pack: evaluation cuts its batches into chunks down to a single example, and no further."""
     from che.runners.evaluate import bytes_per_example
-    from che.runners.train import model_config
 
     tokens = task.input_length(config.max_test_length) + task.output_length(config.max_test_length)
-    return pack * bytes_per_example(model_config(config, task), tokens)
+    return pack * bytes_per_example(config.model_for(task), tokens)
 
 
 def available_memory_bytes(device) -> int:

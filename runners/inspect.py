@@ -73,8 +73,8 @@ def attention_maps(record: dict, path: Path, device: torch.device, layer: int, l
     from che.models.transformer import record_attention
 
     model, config, task = load_model(record, path, device)
-    if not 0 <= layer < config.n_layers:
-        raise CheError(f"--layer must be between 0 and {config.n_layers - 1}, got {layer}")
+    if not 0 <= layer < config.model.n_layers:
+        raise CheError(f"--layer must be between 0 and {config.model.n_layers - 1}, got {layer}")
     length = config.train_length if length is None else length
     if not 1 <= length <= 2_000:
         raise CheError(f"--length must be between 1 and 2000, got {length}")

@@ -31,7 +31,7 @@ from che.results import (SCHEMA_VERSION, checkpoint_path, command_line, describe
                          git_revision, is_finished, result_path, run_dir, versions, write_json_atomic)
 from che.runners.evaluate import evaluate, summarize
 from che.runners.stored import model_path, save_model
-from che.runners.train import Trainer, check_pack, model_config
+from che.runners.train import Trainer, check_pack
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -257,7 +257,7 @@ def _train_and_evaluate(configs, task, results, device, force, resume, reporter,
     outcomes = []
     common = {
         "level": task.level,
-        "model_config": model_config(configs[0], task).to_dict(),
+        "model_config": configs[0].model_for(task).to_dict(),
         "parameters": trainer.model.num_parameters(),
         "chance_accuracy": task.chance_accuracy,
         "eval_dropout": configs[0].eval_dropout,

@@ -95,12 +95,11 @@ def load_model(record: dict, path: Path, device: torch.device):
     """(the run's model, its RunConfig, its task), the weights loaded from beside the result."""
     from che.models import Transformer
     from che.registry import TASKS
-    from che.runners.train import model_config
 
     state = read_weights(record, path)
     config = stored_config(record)
     task = TASKS.get(config.task)
-    model = Transformer(model_config(config, task))
+    model = Transformer(config.model_for(task))
     try:
         model.load_state_dict(state)
     except (RuntimeError, ValueError) as exc:

@@ -31,17 +31,16 @@ import threading
 import time
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from che.config import PRESETS, RunConfig, make_config, typed_value
+from che.config import AXES, PRESETS, SETTINGS, RunConfig, make_config, typed_value
 from che.errors import CheError, unknown_name_error
 from che.locks import claim, is_locked, release
 from che.results import DEFAULT_RESULTS, checkpoint_path, failure_path, is_finished, result_path, write_json_atomic
 
 # -- the grid -------------------------------------------------------------------------------------
 SPEC_KEYS = ("description", "preset", "tasks", "pes", "seeds", "lrs", "results", "plugins", "overrides")
-AXES = {"task": "tasks", "pe": "pes", "seed": "seeds", "lr": "lrs", "preset": "preset"}
 MAX_SEEDS, MAX_RUNS = 10_000, 100_000  # bounds on what a grid may ask for (and a dry run list)
 
 
@@ -280,14 +279,13 @@ def parse_lrs(value, what: str = "--lrs") -> list[float | None]:
 
 
 def check_overrides(overrides: dict, what: str) -> dict:
-    """RunConfig fields with values of the field's type; grid axes are refused with a hint."""
-    names = {f.name for f in fields(RunConfig)}
+    """Settings (`che settings`) with values of the setting's type; grid axes are refused with a hint."""
     checked = {}
     for key, value in overrides.items():
         if key in AXES:
             raise CheError(f"{what}: '{key}' is a grid axis; set `{AXES[key]}` instead")
-        if key not in names:
-            raise CheError(f"{what}: {unknown_name_error('RunConfig field', key, names - set(AXES))}")
+        if key not in SETTINGS:
+            raise CheError(f"{what}: {unknown_name_error('setting', key, set(SETTINGS) - set(AXES), 'che settings')}")
         checked[key] = typed_value(key, value, what)
     return checked
 
@@ -568,11 +566,11 @@ def auto_pack_size(configs: list[RunConfig], device: str) -> int:
 
     from che.registry import TASKS
     from che.runners.evaluate import bytes_per_example
-    from che.runners.train import Trainer, model_config, train_tokens
+    from che.runners.train import Trainer, train_tokens
 
     def demand(config):
         task = TASKS.get(config.task)
-        return config.batch_size * bytes_per_example(model_config(config, task), train_tokens(config, task), "cuda")
+        return config.batch_size * bytes_per_example(config.model_for(task), train_tokens(config, task), "cuda")
 
     worst = max({c.pack_key(): c for c in configs}.values(), key=demand)
     task = TASKS.get(worst.task)

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from che.config import RunConfig
-from che.models import ModelConfig, Transformer
+from che.models import Transformer
 from che.registry import CheWarning
 from che.results import disk_problem
 from che.runners.optim import PackedAdam
@@ -47,25 +47,9 @@ from che.runners.optim import PackedAdam
 # notes that their gradients' strides are unusual, which is harmless here.
 warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
 
-FIRE_THRESHOLD_RATIO = 1 / 8  # FIRE's threshold / the training sequence length, as the DAPE code
-
-
 def train_tokens(config: RunConfig, task) -> int:
     """The longest sequence the model trains on: inputs and output tokens at train_length."""
     return task.input_length(config.train_length) + task.output_length(config.train_length)
-
-
-def model_config(config: RunConfig, task) -> ModelConfig:
-    return ModelConfig(
-        input_size=task.input_size, output_size=task.output_size, pe=config.pe,
-        n_layers=config.n_layers, d_model=config.d_model, n_heads=config.n_heads,
-        ffn_mult=config.ffn_mult, dropout=config.dropout, rand_max_length=config.rand_max_length,
-        rand_at_eval=config.rand_at_eval, rand_mode=config.rand_mode,
-        learned_max_length=config.learned_max_length, dape_width=config.dape_width,
-        dape_variant=config.dape_variant, dape_kernel=config.dape_kernel, dape_impl=config.dape_impl,
-        dape_init=config.dape_init, fire_threshold=train_tokens(config, task) * FIRE_THRESHOLD_RATIO,
-        attention=config.attention,
-    )
 
 
 def noise_generator(seed: int, device: torch.device) -> torch.Generator:
@@ -210,7 +194,7 @@ class Trainer:
         check_pack(configs)
         self.configs, self.config, self.task, self.device = configs, configs[0], task, device
         self.pack = len(configs)
-        self.model = Transformer(model_config(self.config, task), seeds=[c.seed for c in configs]).to(device, dtype)
+        self.model = Transformer(self.config.model_for(task), seeds=[c.seed for c in configs]).to(device, dtype)
         self.optimizer = PackedAdam(self.model, [c.lr for c in configs], self.config.max_grad_norm)
         self.data_rngs = [torch.Generator().manual_seed(c.seed) for c in configs]
         self.length_rng = torch.Generator().manual_seed(self.config.length_seed)

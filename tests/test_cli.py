@@ -76,8 +76,8 @@ def test_sample_text_uses_the_task_symbols(cli):
     (["run", "--task", "parity_check", "--pe", "rand-none"], "cannot be randomized"),
     (["run", "--task", "parity_check", "--pe", "dape-rope"], "DAPE needs an additive-bias PE"),
     (["run", "--task", "parity_check", "--pe", "alibi", "--preset", "smoke", "--max-test-length", 3],
-     "--max-test-length (3) must be greater than --train-length (5)"),
-    (["run", "--task", "parity_check", "--pe", "alibi", "--steps", 0], "--steps must be at least 1"),
+     "max_test_length (3) must be greater than train_length (5)"),
+    (["run", "--task", "parity_check", "--pe", "alibi", "--steps", 0], "steps must be at least 1"),
     (["run", "--task", "parity_check", "--pe", "alibi", "--lr", 2.0], "--lr must be in (0, 1)"),
     (["run", "--task", "parity_check", "--pe", "alibi", "--device", "tpu"], "'tpu' is not one of 'auto', 'cpu', 'cuda'"),
     (["leaderboard", "--results", "/nonexistent/che-results"], "results folder '/nonexistent/che-results' does not exist"),
@@ -139,8 +139,10 @@ def test_the_cli_lists_the_choices_the_code_has():
 
     from che import cli
     from che.config import PRESETS
-    from che.models.positional.base import RAND_MODES
-    from che.models.positional.dape import IMPLEMENTATIONS, INITIALISATIONS, VARIANTS
+    from che.config import DAPE_IMPLEMENTATIONS as IMPLEMENTATIONS
+    from che.config import DAPE_INITIALISATIONS as INITIALISATIONS
+    from che.config import DAPE_VARIANTS as VARIANTS
+    from che.config import RAND_MODES
     from che.runners.run import DEVICES
 
     assert set(get_args(cli.Preset)) == set(PRESETS) and set(get_args(cli.Device)) == set(DEVICES)

@@ -78,14 +78,13 @@ def test_dropout_and_random_positions_stay_random_under_capture():
 
 def test_evaluating_a_pack_equals_evaluating_each_run_alone():
     from che.models import Transformer
-    from che.runners.train import model_config
 
     configs = pack("rand-alibi", max_test_length=6, eval_samples=8, eval_batch_size=4)
     task = TASKS.get("reverse_string")
     trainer, _ = train(configs, steps=3)
     packed = evaluate(trainer.model, task, configs[0], torch.device("cuda"))
     for k in range(2):
-        alone = Transformer(model_config(configs[0], task))
+        alone = Transformer(configs[0].model_for(task))
         alone.load_state_dict(trainer.run_state_dict(k))
         single = evaluate(alone.cuda(), task, configs[0], torch.device("cuda"))[0]
         assert packed[k] == pytest.approx(single, abs=1e-6)

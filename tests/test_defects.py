@@ -149,7 +149,7 @@ def test_a_run_in_progress_is_not_started_twice(cli, tmp_path):
     (["run", "--task", "parity_check", "--pe", "alibi", "--seed", -1], "--seed must be in [0, 2^32)"),
     (["run", "--task", "parity_check", "--pe", "alibi", "--seed", 2**32], "--seed must be in [0, 2^32)"),
     (["sample", "--task", "parity_check", "--length", 3, "--seed", 99999999999999999999999], "--seed"),
-    (["run", "--task", "parity_check", "--pe", "alibi", "--eval-memory-gb", "nan"], "--eval-memory-gb must be"),
+    (["run", "--task", "parity_check", "--pe", "alibi", "--eval-memory-gb", "nan"], "eval_memory_gb must be"),
     (["run", "--task", "parity_check", "--pe", "alibi", "--rand-mode", "x"], "'x' is not one of 'offsets', 'reference', 'positions'"),
     (["leaderboard", "--results", "results/cpu/runs", "--plot", "x.xyz"], "unknown format '.xyz'"),
     (["leaderboard", "--results", "results/cpu/runs", "--out", "/proc/x/y.md"], "cannot be written"),

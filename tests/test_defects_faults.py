@@ -273,7 +273,7 @@ def test_rand_max_length_shorter_than_the_sequences_is_one_line(cli, tmp_path):
     result = cli("run", "--task", "reverse_string", "--pe", "rand-alibi", "--preset", "smoke", "--rand-max-length", 10,
                  "--results", tmp_path / "runs")
     assert result.exit_code == 2
-    assert "--rand-max-length (10) must be at least the longest sequence" in result.stderr
+    assert "rand_max_length (10) must be at least the longest sequence" in result.stderr
     assert "16 tokens" in result.stderr  # reverse_string at length 8: 8 inputs + 8 outputs
     sweep = cli("sweep", "--tasks", "reverse_string", "--pes", "rand-rope", "--preset", "smoke", "--dry-run",
                 "--results", tmp_path / "runs")

@@ -7,7 +7,6 @@ from che.config import make_config
 from che.models import Transformer
 from che.registry import TASKS
 from che.runners.evaluate import chunk_size, evaluate, summarize
-from che.runners.train import model_config
 
 
 def evaluate_with(pe, task_name, memory_gb, **overrides):
@@ -15,14 +14,14 @@ def evaluate_with(pe, task_name, memory_gb, **overrides):
                          eval_memory_gb=memory_gb, **overrides)
     task = TASKS.get(task_name)
     torch.manual_seed(0)
-    model = Transformer(model_config(config, task))
+    model = Transformer(config.model_for(task))
     return evaluate(model, task, config, torch.device("cpu"))[0]
 
 
 @pytest.mark.parametrize("pe", ["dape-kerple-log", "rand-alibi", "rand-rope", "dape-rand-fire", "relative"])
 def test_chunked_evaluation_equals_unchunked(pe):
     tiny = 1e-9  # forces one example per chunk
-    mc = model_config(make_config("duplicate_string", pe, "smoke"), TASKS.get("duplicate_string"))
+    mc = make_config("duplicate_string", pe, "smoke").model_for(TASKS.get("duplicate_string"))
     assert chunk_size(mc, 27, 6, tiny) == 1 and chunk_size(mc, 27, 6, 100.0) == 6
     whole = evaluate_with(pe, "duplicate_string", memory_gb=100.0)
     one_by_one = evaluate_with(pe, "duplicate_string", memory_gb=tiny)
@@ -31,7 +30,7 @@ def test_chunked_evaluation_equals_unchunked(pe):
 
 def test_chunk_size_respects_the_budget():
     config = make_config("duplicate_string", "dape-kerple-log", "paper")
-    mc = model_config(config, TASKS.get("duplicate_string"))
+    mc = config.model_for(TASKS.get("duplicate_string"))
     assert chunk_size(mc, 1500, 64, 4.0) < 64
     assert chunk_size(mc, 20, 64, 4.0) == 64
     assert chunk_size(mc, 1500, 64, 1e-9) == 1
@@ -57,9 +56,9 @@ def test_no_rand_at_eval_uses_consecutive_positions():
     plain = make_config("reverse_string", "alibi", "smoke", max_test_length=9, eval_samples=8, eval_batch_size=8)
     task = TASKS.get("reverse_string")
     torch.manual_seed(0)
-    randomized = Transformer(model_config(config, task))
+    randomized = Transformer(config.model_for(task))
     torch.manual_seed(0)
-    consecutive = Transformer(model_config(plain, task))
+    consecutive = Transformer(plain.model_for(task))
     assert evaluate(randomized, task, config, torch.device("cpu")) == \
         evaluate(consecutive, task, plain, torch.device("cpu"))
 

@@ -6,10 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from che.models import ModelConfig, Transformer
+from che.config import ModelConfig
+from che.models import Transformer
 from che.models.transformer import PackedLinear
 from che.models.positional import parse_pe
-from che.models.positional.dape import VARIANTS
+from che.config import DAPE_VARIANTS as VARIANTS
 
 
 def model(pe="none", **kw):

@@ -25,7 +25,8 @@ from che.models.positional.biases import (FIRE, T5, ALiBi, KerpleLog, KerpleLogS
 from che.models.positional.cope import CoPE
 from che.models.positional.relative import Relative
 from che.models.positional.rotary import RoPE, rotate_pairs
-from che.models.transformer import ModelConfig, Transformer
+from che.config import ModelConfig
+from che.models.transformer import Transformer
 
 CONFIG = ModelConfig(input_size=2, output_size=2)
 
@@ -214,10 +215,9 @@ def test_fire_threshold_is_an_eighth_of_the_training_sequence():
     lengths the normaliser psi(max(L, p_i)) follows the query position."""
     from che.config import make_config
     from che.registry import TASKS
-    from che.runners.train import model_config
 
     task = TASKS.get("reverse_string")
-    mc = model_config(make_config("reverse_string", "fire", "paper"), task)
+    mc = make_config("reverse_string", "fire", "paper").model_for(task)
     assert mc.fire_threshold == 80 / 8          # N = 40: 40 inputs + 40 outputs
     pe = FIRE(mc)
     x = fire_inputs(pe, torch.arange(80))

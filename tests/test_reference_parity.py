@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from che.errors import CheError
-from che.models import ModelConfig, Transformer
+from che.config import ModelConfig
+from che.models import Transformer
 from che.models.haiku import haiku_arrays, load_haiku_params
 from che.models.positional import base
 from che.runners.optim import PackedAdam

@@ -264,7 +264,7 @@ BAD_FILES = {
                          "unknown sweep-file key 'seed'; did you mean 'seeds'?"),
     "not_toml.toml": ('tasks = ["parity_check"\n', "not valid TOML"),
     "bad_override.toml": ('tasks = ["parity_check"]\npes = ["none"]\n[overrides]\nstepz = 3\n',
-                          "unknown RunConfig field 'stepz'; did you mean 'steps'?"),
+                          "unknown setting 'stepz'; did you mean 'steps'?"),
     "override_type.toml": ('tasks = ["parity_check"]\npes = ["none"]\n[overrides]\nsteps = "many"\n',
                            "steps must be int, got 'many'"),
     "override_axis.toml": ('tasks = ["parity_check"]\npes = ["none"]\n[overrides]\nseed = 2\n',
@@ -294,7 +294,7 @@ def test_bad_sweep_file_is_a_one_line_error(cli, tmp_path, name):
     (("--tasks", "parity_check", "--pes", "none", "--seeds", "x"), "--seeds must be a count N"),
     (("--tasks", "parity_check", "--pes", "none", "--lrs", "3"), "a learning rate must be in (0, 1)"),
     (("--tasks", "parity_check", "--pes", "none", "--executor", "pbs"), "unknown executor 'pbs'"),
-    (("--tasks", "parity_check", "--pes", "none", "--steps", "0"), "--steps must be at least 1"),
+    (("--tasks", "parity_check", "--pes", "none", "--steps", "0"), "steps must be at least 1"),
     (("cpu_leaderbord",), "unknown sweep 'cpu_leaderbord'; did you mean 'cpu_leaderboard'?"),
     (("no/such/sweep.toml",), "sweep file 'no/such/sweep.toml' does not exist"),
 ])
@@ -330,7 +330,7 @@ def test_shipped_sweeps_by_name():
     assert grid.preset == "paper" and len(grid.tasks) == 14 and "binary_multiplication" not in grid.tasks
     assert grid.lrs == [1e-4, 3e-4, 5e-4] and grid.seeds == [0, 1, 2] and len(grid.pes) == 10
     assert len(grid.configs()) == 14 * 10 * 3 * 3
-    assert all(c.rand_mode == "reference" for c in grid.configs())   # the RPE code's randomization
+    assert all(c.model.rand_mode == "reference" for c in grid.configs())   # the RPE code's randomization
 
 
 def test_ctrl_c_stops_cleanly_and_the_next_sweep_completes(tmp_path):

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from che.errors import CheError
 from che.models.positional.dape import CITATION as DAPE_CITATION
-from che.models.positional.base import (RAND_MODES, AbsolutePE, AttentionPE, BiasPE,  # noqa: F401
-                                        PositionalEncoding)
+from che.models.positional.base import AbsolutePE, AttentionPE, BiasPE, PositionalEncoding  # noqa: F401
+from che import registry
 from che.registry import BUILTIN, PES
 
 # Importing a PE module registers its PEs (the @register_pe decorator).
@@ -87,9 +87,7 @@ def parse_pe(name: str, config) -> PEBuild:
         raise CheError(f"'{name}': '{cls.name}' uses no positions, so it cannot be randomized "
                        f"(randomizable: {', '.join(n for n, c in classes.items() if c.position_based)})")
     if randomized and config is not None:
-        mode = getattr(config, "rand_mode", "offsets")
-        if mode not in RAND_MODES:
-            raise CheError(f"unknown randomization mode '{mode}' (choices: {', '.join(RAND_MODES)})")
+        mode = config.rand_mode  # one of che.config.RAND_MODES (RunConfig.validate checks it)
         if mode != "positions" and issubclass(cls, BiasPE) and not cls.defines_offsets():
             raise CheError(f"'{name}': '{cls.name}' defines its bias from positions only, so it cannot draw "
                            f"random offsets; use --rand-mode positions")
@@ -100,6 +98,20 @@ def parse_pe(name: str, config) -> PEBuild:
     canonical = ({"dape": "dape-", "dape2": "dape2-"}.get(dape, "")
                  + (RANDOM_PREFIX if randomized else "") + cls.name)
     return PEBuild(canonical, cls, randomized, dape, config)
+
+
+def pe_versions(name: str) -> dict[str, int]:
+    """The versions of the classes a PE name builds (part of a run's identity)."""
+    from che.models.positional.dape import DAPE
+
+    build = parse_pe(name, None)
+    versions = {build.cls.name: getattr(build.cls, "version", 1)}
+    if build.dape:
+        versions["dape"] = DAPE.version
+    return versions
+
+
+registry.pe_versions = pe_versions
 
 
 def canonical_pe_name(name: str) -> str:
@@ -180,7 +192,7 @@ def initial_bias(name: str, length: int, heads: int):
     """(bias [H, T, T] or None, note) that PE `name` adds to the scaled scores at initialisation."""
     import torch
 
-    from che.models.transformer import ModelConfig
+    from che.config import ModelConfig
 
     config = ModelConfig(input_size=2, output_size=2, n_heads=heads, d_model=8 * heads, pe=name)
     build = parse_pe(name, config)

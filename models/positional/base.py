@@ -34,9 +34,6 @@ from torch import nn
 
 _generator: torch.Generator | None = None
 
-# How randomized relative and bias PEs draw (absolute and rotary PEs always draw positions):
-# RPE's random offsets as intended, bit-compatible with RPE's released code, or random positions.
-RAND_MODES = ("offsets", "reference", "positions")
 
 
 @contextlib.contextmanager

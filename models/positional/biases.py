@@ -306,7 +306,7 @@ class FIRE(BiasPE):
     The threshold L0 (`fire_threshold`): the DAPE code builds FIRE with init_L = 128 for training
     sequences of 512 tokens and halves it (`init_L // 2`), so L0 = 64 = 1/8 of the training length.
     `che` keeps that ratio: L0 = 1/8 of the longest sequence the model trains on (10 for
-    reverse_string at N = 40, 80 tokens; see `che.runners.train.model_config`), so that
+    reverse_string at N = 40, 80 tokens; see `che.config.RunConfig.model_for`), so that
     psi(max(L, p_i)) normalises by the query's position from the first positions on, as in the
     authors' setting. (With the FIRE paper's init_L = 512, a fixed L would never act at CHE's
     training lengths: every input would be divided by psi(512).)

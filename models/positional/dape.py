@@ -28,7 +28,7 @@ Two implementations compute the same function with the same parameters (`dape_im
   runs as one channels-last pass.
 
 Initialisation (`dape_init`): Haiku's (the default, as the CHE model's other Linear layers) or
-PyTorch's (as DAPE's released code); see INITIALISATIONS.
+PyTorch's (as DAPE's released code).
 """
 
 from __future__ import annotations
@@ -41,12 +41,9 @@ from torch import nn
 
 from che.models.positional.base import AttentionPE
 
-VARIANTS = ("S+B+f(S,B)", "S+B+f(S+B)", "S+f(S,B)", "S+B+f(B)")
-IMPLEMENTATIONS = ("fast", "literal")
-# "haiku": trunc-normal(1/sqrt(fan_in)) at 2 sigma and zero biases, as every Linear of the CHE JAX
-# model (what a JAX port of DAPE onto the CHE code would do); "torch": PyTorch's default
-# (kaiming-uniform), as DAPE's released code.
-INITIALISATIONS = ("haiku", "torch")
+# Initialisations (`dape_init`, che.config.DAPE_INITIALISATIONS): "haiku": trunc-normal(1/sqrt(fan_in))
+# at 2 sigma and zero biases, as every Linear of the CHE JAX model (what a JAX port of DAPE onto the
+# CHE code would do); "torch": PyTorch's default (kaiming-uniform), as DAPE's released code.
 NEGATIVE_SLOPE = 0.01  # nn.LeakyReLU's default, as in the DAPE code
 CITATION = "Zheng et al. 2024, DAPE: Data-Adaptive Positional Encoding for Length Extrapolation (NeurIPS)"
 
@@ -60,11 +57,6 @@ class DAPE(AttentionPE):
 
     def __init__(self, config, base: AttentionPE, kernel: int = 1):
         super().__init__(config)
-        if config.dape_variant not in VARIANTS:
-            raise ValueError(f"unknown DAPE variant '{config.dape_variant}' (choices: {', '.join(VARIANTS)})")
-        if config.dape_impl not in IMPLEMENTATIONS:
-            raise ValueError(f"unknown DAPE implementation '{config.dape_impl}' "
-                             f"(choices: {', '.join(IMPLEMENTATIONS)})")
         self.base = base
         self.name = ("dape2-" if kernel > 1 else "dape-") + base.name
         self.has_bias = base.name != "none"
@@ -80,9 +72,6 @@ class DAPE(AttentionPE):
             padding = (0, kernel // 2)
             self.hidden = nn.Conv2d(in_channels, width, (1, kernel), padding=padding)
             self.output = nn.Conv2d(width, heads, (1, kernel), padding=padding)
-        if config.dape_init not in INITIALISATIONS:
-            raise ValueError(f"unknown DAPE initialisation '{config.dape_init}' "
-                             f"(choices: {', '.join(INITIALISATIONS)})")
         if config.dape_init == "haiku":
             for layer in (self.hidden, self.output):
                 std = 1.0 / math.sqrt(layer.weight[0].numel())  # fan_in
