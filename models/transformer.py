@@ -14,9 +14,9 @@ randomized_positional_encodings):
 - a linear head with bias.
 With the defaults it has 248,962 parameters on a binary task with a PE without parameters.
 
-Packs. One model holds the weights of K runs that differ only in their seeds and learning rates
-(`Transformer(config, seeds=[...])`): every weight of the transformer is stacked, [K, ...], and
-every layer has one PE module per run. Activations are [K, B, T, d]; the K runs share each
+Packs (`che.models.packed`). One model holds the weights of K runs that differ only in their seeds
+and learning rates (`Transformer(config, seeds=[...])`): every weight of the transformer is stacked,
+[K, ...], and every layer has one PE module per run (`run_layout` says which tensor is whose). Activations are [K, B, T, d]; the K runs share each
 operation (one batched matmul instead of K small ones), which is what makes small models cheap on a
 GPU. A single run is the pack of one: the same code with K = 1, and `model(inputs [B, N], T_out)`
 is the shorthand for it. Linear weights are stored as Haiku stores them, [in, out] (y = x @ w).
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 from collections.abc import Sequence
 
 import torch
@@ -38,98 +37,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from che.config import ModelConfig
+from che.models.packed import (PackedDropout, PackedLayerNorm, PackedLinear, RunTensor, per_run,
+                                 stack)
 from che.models.positional import parse_pe
-from che.models.positional.base import use_generator
-
-
-# -- stacked layers: K independent copies applied in one batched operation -------------------------
-def haiku_linear_init_(weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
-    """Haiku's Linear initialisation: w ~ trunc-normal(1/sqrt(fan_in)) cut at 2 sigma (no variance
-    correction), b = 0. `weight` is [in, out] (fan_in = its first dimension)."""
-    std = 1.0 / math.sqrt(weight.shape[0])
-    nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
-    if bias is not None:
-        nn.init.zeros_(bias)
-
-
-class PackedLinear(nn.Module):
-    """K linear maps: y[k] = x[k] @ weight[k] + bias[k]; weight [K, in, out], bias [K, out]."""
-
-    def __init__(self, pack: int, d_in: int, d_out: int, bias: bool = True):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(pack, d_in, d_out))
-        self.bias = nn.Parameter(torch.zeros(pack, d_out)) if bias else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(x.shape[0], -1, x.shape[-1])
-        y = (torch.bmm(rows, self.weight) if self.bias is None
-             else torch.baddbmm(self.bias[:, None, :], rows, self.weight))
-        return y.view(*x.shape[:-1], y.shape[-1])
-
-    def init_run_(self, run: int) -> None:
-        haiku_linear_init_(self.weight[run], None if self.bias is None else self.bias[run])
-
-
-class PackedLayerNorm(nn.Module):
-    """K layer norms over the last axis (eps 1e-5, as hk.LayerNorm); scale and offset [K, d]."""
-
-    def __init__(self, pack: int, d: int, eps: float = 1e-5):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(pack, d))
-        self.bias = nn.Parameter(torch.zeros(pack, d))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
-        normed = F.layer_norm(x, x.shape[-1:], eps=self.eps)
-        return torch.addcmul(self.bias.view(shape), normed, self.weight.view(shape))
-
-
-class PackedDropout(nn.Module):
-    """Dropout whose mask for run k comes from run k's generator (inverted scaling, as F.dropout)."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor, generators: Sequence[torch.Generator | None]) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        mask = torch.empty_like(x)
-        for k, generator in enumerate(generators):
-            mask[k].uniform_(generator=generator)
-        # keep with probability 1 - p, scaled by 1 / (1 - p), in place: one product with x remains
-        return x * mask.ge_(self.p).mul_(1.0 / (1.0 - self.p))
-
-
-def draw(generator, fn, *args):
-    with use_generator(generator):
-        return fn(*args)
-
-
-def per_run(modules, generators, fn, *tensors):
-    """[fn(module_k, t_k...) for each run k], each under run k's generator."""
-    return [draw(g, fn, m, *(t[k] for t in tensors)) for k, (m, g) in enumerate(zip(modules, generators))]
-
-
-def check_shape(pe, what: str, value: torch.Tensor, shape) -> torch.Tensor:
-    """A PE's bias or logits of the shape attention needs ([B, H, T, T]; a bias may leave out B), or
-    a one-line error naming the PE and where it comes from (a plugin's mistake)."""
-    shape = tuple(shape)
-    if not isinstance(value, torch.Tensor) or tuple(value.shape) not in (shape, shape[1:] if what == "bias" else shape):
-        import sys
-
-        from che.errors import CheError
-
-        source = getattr(sys.modules.get(type(pe).__module__), "__file__", type(pe).__module__)
-        got = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-        raise CheError(f"PE '{pe.name}' ({source}) returned a {what} of shape {got}; attention needs "
-                       f"{list(shape[1:]) if what == 'bias' else list(shape)}" + (f" or {list(shape)}" if what == "bias" else ""))
-    return value
-
-
-def stack(values: list[torch.Tensor]) -> torch.Tensor:
-    return values[0].unsqueeze(0) if len(values) == 1 else torch.stack(values)
 
 
 # -- the model --------------------------------------------------------------------------------------
@@ -286,21 +196,33 @@ class Transformer(nn.Module):
         """Parameters of one run."""
         return sum(p.numel() for p in self.parameters()) // self.pack
 
-    # -- one run's weights ----------------------------------------------------------------------
+    # -- which tensor is whose ----------------------------------------------------------------
+    def run_layout(self, buffers: bool = False) -> list[RunTensor]:
+        """Every parameter (and with `buffers`, every saved buffer: what a state_dict holds) with the
+        run it belongs to and its name in a model of one run: the stacked weights belong to all
+        runs, each PE module to its own."""
+        owners: dict[int, tuple[str, int]] = {}
+        for prefix, modules in [("absolute_pes", self.absolute_pes)] + [
+                (f"blocks.{i}.attention.pes", block.attention.pes) for i, block in enumerate(self.blocks)]:
+            for run, module in enumerate(modules or ()):
+                for name, tensor in module.state_dict(keep_vars=True).items():
+                    owners[id(tensor)] = (f"{prefix}.0.{name}", run)
+        tensors = self.state_dict(keep_vars=True).items() if buffers else self.named_parameters()
+        layout = []
+        for name, tensor in tensors:
+            single, run = owners.get(id(tensor), (name, None))
+            layout.append(RunTensor(single, tensor, run))
+        return layout
+
     def run_state_dict(self, run: int) -> dict[str, torch.Tensor]:
         """The weights of run `run` as the state_dict of a single-run model (copies, on the CPU)."""
         state = {}
-        for name, tensor in self.state_dict().items():
-            match = PER_RUN_NAME.match(name)
-            if match is None:  # a stacked transformer weight
-                state[name] = tensor[run:run + 1].detach().cpu().clone()
-            elif int(match["run"]) == run:  # a PE weight of this run
-                state[f"{match['modules']}.0.{match['rest']}"] = tensor.detach().cpu().clone()
+        for entry in self.run_layout(buffers=True):
+            if entry.run is None:
+                state[entry.name] = entry.tensor[run:run + 1].detach().cpu().clone()
+            elif entry.run == run:
+                state[entry.name] = entry.tensor.detach().cpu().clone()
         return state
-
-
-# PE weights belong to one run's module: "blocks.3.attention.pes.<run>.r1", "absolute_pes.<run>.table".
-PER_RUN_NAME = re.compile(r"^(?P<modules>(?:.*\.)?(?:pes|absolute_pes))\.(?P<run>\d+)\.(?P<rest>.+)$")
 
 
 @contextlib.contextmanager
@@ -320,3 +242,19 @@ def record_attention(model: Transformer):
             block.attention.record = None
             for pe in block.attention.pes or ():
                 pe.record = None
+
+
+def check_shape(pe, what: str, value: torch.Tensor, shape) -> torch.Tensor:
+    """A PE's bias or logits of the shape attention needs ([B, H, T, T]; a bias may leave out B), or
+    a one-line error naming the PE and where it comes from (a plugin's mistake)."""
+    shape = tuple(shape)
+    if not isinstance(value, torch.Tensor) or tuple(value.shape) not in (shape, shape[1:] if what == "bias" else shape):
+        import sys
+
+        from che.errors import CheError
+
+        source = getattr(sys.modules.get(type(pe).__module__), "__file__", type(pe).__module__)
+        got = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise CheError(f"PE '{pe.name}' ({source}) returned a {what} of shape {got}; attention needs "
+                       f"{list(shape[1:]) if what == 'bias' else list(shape)}" + (f" or {list(shape)}" if what == "bias" else ""))
+    return value

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from che.models.transformer import PackedDropout
+from che.models.packed import PackedDropout
 from che.runners.train import autocast, masked_accuracy_counts, matmul_precision
 
 

@@ -19,8 +19,6 @@ from collections.abc import Sequence
 
 import torch
 
-from che.models.transformer import PER_RUN_NAME
-
 
 class PackedAdam:
     def __init__(self, model: torch.nn.Module, lrs: Sequence[float], max_grad_norm: float = 1.0,
@@ -29,23 +27,22 @@ class PackedAdam:
         if len(lrs) != pack:
             raise ValueError(f"{len(lrs)} learning rates for a pack of {pack} runs")
         self.betas, self.eps, self.max_grad_norm = betas, eps, max_grad_norm
-        parameters = list(model.named_parameters())
-        first = parameters[0][1]
-        # Columns of each parameter in a run's row; a run's PE weights share their offsets.
+        layout = model.run_layout()
+        first = layout[0].tensor
+        # Columns of each parameter in a run's row: a stacked weight's row k, or run k's own PE weight.
         offsets: dict[str, tuple[int, int]] = {}
         columns = 0
-        for name, p in parameters:
-            key, size = _column_key(name, p)
-            if key not in offsets:
-                offsets[key] = (columns, size)
+        for entry in layout:
+            size = entry.tensor[0].numel() if entry.run is None else entry.tensor.numel()
+            if entry.name not in offsets:
+                offsets[entry.name] = (columns, size)
                 columns += size
         self.flat = torch.zeros(pack, columns, device=first.device, dtype=first.dtype)
         self.grad = torch.zeros_like(self.flat)
-        for name, p in parameters:
-            key, size = _column_key(name, p)
-            start, size = offsets[key]
-            match = PER_RUN_NAME.match(name)
-            rows = slice(None) if match is None else int(match["run"])  # all runs, or one run's PE
+        for entry in layout:
+            start, size = offsets[entry.name]
+            rows = slice(None) if entry.run is None else entry.run  # all runs, or one run's PE
+            p = entry.tensor
             view = self.flat[rows, start:start + size].view(p.shape)
             view.copy_(p.detach())
             p.data = view
@@ -88,11 +85,3 @@ class PackedAdam:
                 raise ValueError(f"optimizer state '{name}' has shape {tuple(value.shape)}, "
                                  f"this pack needs {tuple(target.shape)}")
             target.copy_(value)
-
-
-def _column_key(name: str, p: torch.Tensor) -> tuple[str, int]:
-    """(the name a parameter has in a single-run model, the number of its elements per run)."""
-    match = PER_RUN_NAME.match(name)
-    if match is None:
-        return name, p[0].numel()
-    return f"{match['modules']}.0.{match['rest']}", p.numel()

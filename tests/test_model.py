@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from che.config import ModelConfig
 from che.models import Transformer
-from che.models.transformer import PackedLinear
+from che.models.packed import PackedLinear
 from che.models.positional import parse_pe
 from che.config import DAPE_VARIANTS as VARIANTS
 
