@@ -677,7 +677,7 @@ def eval_command(
     result."""
     from che.progress import LogReporter, RichReporter, accuracy_chart
     from che.runners.estimate import format_duration
-    from che.runners.inspect import evaluation_seconds, reevaluate
+    from che.runners.inspection import evaluation_seconds, reevaluate
     from che.runners.run import check_writable, pick_device
     from che.runners.stored import find_run, read_weights, stored_config
 
@@ -730,7 +730,7 @@ def show_command(
 
     For one test input, per head: the PE's bias B, DAPE's correction f(S, B) and the attention (as
     the DAPE paper's figures)."""
-    from che.runners.inspect import show
+    from che.runners.inspection import show
     from che.runners.run import pick_device
     from che.runners.stored import find_run
 

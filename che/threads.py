@@ -51,13 +51,6 @@ def configure(threads: int | None = None) -> int:
     return threads
 
 
-def current() -> int:
-    """The torch thread count in use (imports torch)."""
-    import torch
-
-    return torch.get_num_threads()
-
-
 def chosen_by_user() -> bool:
     """Whether the thread count came from --threads or OMP_NUM_THREADS (else `che` may pick one)."""
     return _chosen_by_user

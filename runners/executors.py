@@ -142,11 +142,6 @@ def _stop_relay():
 
 
 # -- resources ------------------------------------------------------------------------------------
-def machine_cores() -> int:
-    """CPU cores this process may use (its affinity mask, where the OS has one)."""
-    return usable_cores()
-
-
 def visible_gpus() -> list[str]:
     """The CUDA devices this process sees, as CUDA_VISIBLE_DEVICES entries for one worker each."""
     import torch
@@ -185,7 +180,7 @@ def local_plan(device: str, jobs: int | None, jobs_per_gpu: int, pending: int) -
     from che.runners.run import pick_device
 
     resolved = pick_device(device).type
-    cores = machine_cores()
+    cores = usable_cores()
     gpus = visible_gpus() if resolved == "cuda" else []
     capacity = len(gpus) * jobs_per_gpu if gpus else cores
     count = max(1, min(jobs or capacity, pending))
@@ -421,7 +416,7 @@ class RayExecutor:
                     ray.init(address=address, **quiet)
                 else:
                     with _sigint_blocked():  # Ray's daemons inherit the mask: Ctrl-C is ours to handle
-                        ray.init(num_cpus=machine_cores(), include_dashboard=False, **quiet)
+                        ray.init(num_cpus=usable_cores(), include_dashboard=False, **quiet)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise CheError(f"cannot start or join Ray{f' at {address}' if address else ''}: {exc}") from None
         try:

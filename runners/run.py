@@ -1,7 +1,7 @@
 """Runs, from configs to result files: what `che run` and `che sweep` share.
 
 `execute_pack` trains a pack of runs that differ only in seed and learning rate together (one run
-is the pack of one; `execute` is that case) and writes one result per run, as each would alone.
+is the pack of one) and writes one result per run, as each would alone.
 It is idempotent: finished results with the same configuration are returned as they are (unless
 `force`), an interrupted pack continues from its checkpoint (with `resume`), results are written
 atomically, and the checkpoint is removed at the end.
@@ -110,12 +110,6 @@ def check_resumable(results: Path, configs: list[RunConfig], force: bool, resume
     if checkpoint.exists() and not force and not resume:
         raise CheError(f"an unfinished run of this configuration has a checkpoint at {checkpoint}; "
                        f"pass --resume to continue it or --force to start over")
-
-
-def execute(config: RunConfig, results: Path, *, device: str = "auto", force: bool = False,
-            resume: bool = False, reporter: Reporter | None = None) -> Outcome:
-    """One run: `execute_pack` of one."""
-    return execute_pack([config], results, device=device, force=force, resume=resume, reporter=reporter)[0]
 
 
 def execute_pack(configs: list[RunConfig], results: Path, *, device: str = "auto", force: bool = False,

@@ -49,14 +49,20 @@ def run_che(*args, env=None, cwd=None, timeout=300):
                           env=full_env, cwd=cwd or REPO, timeout=timeout)
 
 
+def run_alone(config, results, **options):
+    """One run, as che run makes it (the pack of one): its Outcome."""
+    from che.runners.run import execute_pack
+
+    return execute_pack([config], results, **options)[0]
+
+
 @pytest.fixture(scope="session")
 def smoke_result(tmp_path_factory):
     """A real finished result file of a smoke run (parity_check x alibi, seed 0), made once."""
     from che.config import make_config
-    from che.runners.run import execute
 
     folder = tmp_path_factory.mktemp("smoke-result")
-    return execute(make_config("parity_check", "alibi", "smoke"), folder / "runs", device="cpu").path
+    return run_alone(make_config("parity_check", "alibi", "smoke"), folder / "runs", device="cpu").path
 
 
 def write_results(folder, template, runs):

@@ -137,13 +137,13 @@ def test_the_cli_lists_the_choices_the_code_has():
     """The fixed choices typed into the CLI (so that --help lists them) are the code's own."""
     from typing import get_args
 
+    from che.runners.run import DEVICES
+
     from che import cli
-    from che.config import PRESETS
     from che.config import DAPE_IMPLEMENTATIONS as IMPLEMENTATIONS
     from che.config import DAPE_INITIALISATIONS as INITIALISATIONS
     from che.config import DAPE_VARIANTS as VARIANTS
-    from che.config import RAND_MODES
-    from che.runners.run import DEVICES
+    from che.config import PRESETS, RAND_MODES
 
     assert set(get_args(cli.Preset)) == set(PRESETS) and set(get_args(cli.Device)) == set(DEVICES)
     hints = cli.run_command.__wrapped__.__annotations__

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from che.runners.evaluate import evaluate
+from che.runners.train import Trainer
 
 from che.config import make_config
 from che.registry import TASKS
-from che.runners.evaluate import evaluate
-from che.runners.train import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

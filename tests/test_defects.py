@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from conftest import run_che
+from conftest import run_alone, run_che
 
 BAD_SAMPLERS = {
     "wrong_input_length": ("torch.zeros(b, n + 1, dtype=torch.long)", "torch.zeros(b, 1, dtype=torch.long)",
@@ -45,10 +44,9 @@ def test_a_broken_plugin_sampler_is_refused_with_one_line(cli, tmp_path, case):
 def one_result(tmp_path_factory):
     """A real finished result file (smoke run)."""
     from che.config import make_config
-    from che.runners.run import execute
 
     folder = tmp_path_factory.mktemp("one")
-    return execute(make_config("parity_check", "alibi", "smoke"), folder / "runs", device="cpu").path
+    return run_alone(make_config("parity_check", "alibi", "smoke"), folder / "runs", device="cpu").path
 
 
 @pytest.mark.parametrize("field, value, reason", [
@@ -100,9 +98,10 @@ def test_an_unwritable_results_folder_is_refused_before_training(cli, tmp_path):
 
 
 def test_a_result_that_cannot_be_written_is_kept_somewhere_safe(tmp_path, monkeypatch):
+    from che.runners import run as run_module
+
     from che.config import make_config
     from che.errors import CheError
-    from che.runners import run as run_module
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     real = run_module.write_json_atomic
@@ -115,7 +114,7 @@ def test_a_result_that_cannot_be_written_is_kept_somewhere_safe(tmp_path, monkey
     monkeypatch.setattr(run_module, "write_json_atomic", full_disk)
     config = make_config("parity_check", "none", "smoke")
     with pytest.raises(CheError, match="the disk is full.*saved in .*cache/che/rescued"):
-        run_module.execute(config, tmp_path / "runs", device="cpu")
+        run_alone(config, tmp_path / "runs", device="cpu")
     rescued = json.loads((tmp_path / "cache" / "che" / "rescued" / f"parity_check--none--{config.run_id}.json")
                          .read_text())
     assert rescued["status"] == "finished" and rescued["run_id"] == config.run_id
@@ -203,12 +202,11 @@ def test_html_leaderboard_escapes_what_comes_from_results(cli, one_result, tmp_p
 
 def test_a_tampered_checkpoint_is_refused(tmp_path):
     import torch
+    from che.runners.train import Trainer
 
     from che.config import make_config
     from che.errors import CheError
     from che.results import checkpoint_path
-    from che.runners.run import execute
-    from che.runners.train import Trainer
 
     config = make_config("parity_check", "none", "smoke")
     trainer = Trainer([config], __import__("che.registry").registry.TASKS.get("parity_check"), torch.device("cpu"))
@@ -219,7 +217,7 @@ def test_a_tampered_checkpoint_is_refused(tmp_path):
     payload["step"] = payload["state"]["step"] = config.steps     # "finished", without training
     torch.save(payload, path)
     with pytest.raises(CheError, match="cannot resume .* says step 10, but its optimiser made 1 steps"):
-        execute(config, tmp_path, device="cpu", resume=True)
+        run_alone(config, tmp_path, device="cpu", resume=True)
     assert not list(tmp_path.rglob("*.json"))
 
 

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from che.runners import run as run_module
+from che.runners.run import execute_pack, find_checkpoint, pack_checkpoint_path
+from conftest import run_alone
 
 from che.config import make_config
 from che.errors import CheError
-from che.runners import run as run_module
-from che.runners.run import execute, execute_pack, find_checkpoint, pack_checkpoint_path
 
 SMOKE = dict(steps=12, checkpoint_every=4)
 
@@ -83,7 +84,7 @@ def test_a_full_disk_at_a_checkpoint_is_a_warning_and_the_run_finishes(tmp_path,
 
     monkeypatch.setattr(torch, "save", failing_checkpoints)
     with pytest.warns(UserWarning, match="could not save the checkpoint .*training goes on"):
-        outcome = execute(config, results, device="cpu")
+        outcome = run_alone(config, results, device="cpu")
     assert outcome.status == "finished" and json.loads(outcome.path.read_text())["status"] == "finished"
 
 
@@ -111,7 +112,7 @@ def test_a_full_disk_is_one_line_from_the_command(tmp_path):
 def test_a_partly_written_pack_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     results = tmp_path / "runs"
     configs = pack()
-    alone = [execute(c, tmp_path / "alone", device="cpu").record for c in configs]
+    alone = [run_alone(c, tmp_path / "alone", device="cpu").record for c in configs]
     real_write = run_module.write_result
     written = []
 
@@ -161,7 +162,7 @@ def test_che_run_says_resume_before_estimating_and_says_where_it_resumes(cli, tm
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        execute(config, results, device="cpu", reporter=StopAtSix())
+        run_alone(config, results, device="cpu", reporter=StopAtSix())
     args = ("run", "--task", "parity_check", "--pe", "alibi", "--preset", "smoke", "--steps", 12,
             "--checkpoint-every", 4, "--results", results, "--quiet")
     real = estimate.estimate_seconds
@@ -185,7 +186,7 @@ def test_max_grad_norm_must_be_a_positive_number(value):
 @pytest.fixture
 def kept_run(tmp_path):
     """A finished smoke run with its kept model, in a folder of its own."""
-    outcome = execute(pack(seeds=(0,))[0], tmp_path / "runs", device="cpu")
+    outcome = run_alone(pack(seeds=(0,))[0], tmp_path / "runs", device="cpu")
     return outcome.path
 
 
@@ -207,14 +208,14 @@ def test_a_damaged_model_file_is_one_line(cli, kept_run, tmp_path, damage, comma
 def test_che_eval_refuses_another_runs_weights(cli, kept_run, tmp_path):
     from che.runners.stored import model_path
 
-    other = execute(pack(seeds=(1,))[0], tmp_path / "other", device="cpu").path
+    other = run_alone(pack(seeds=(1,))[0], tmp_path / "other", device="cpu").path
     model_path(kept_run).write_bytes(model_path(other).read_bytes())
     result = cli("eval", kept_run, "--out-results", tmp_path / "evals")
     assert result.exit_code == 2 and "not 'seed0-" in result.stderr and "seed1-" in result.stderr
 
 
 def test_che_eval_refuses_an_unwritable_output_before_evaluating(cli, kept_run, tmp_path, monkeypatch):
-    from che.runners import inspect as inspect_module
+    from che.runners import inspection as inspect_module
 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -297,6 +298,8 @@ class WrongShape(BiasPE):
 RAISING_TASK = """
 from che import register_task
 from che.tasks import Task
+
+from conftest import run_alone
 
 
 @register_task

@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-
 from conftest import write_results
 
 
@@ -201,8 +200,9 @@ def test_a_missing_config_file_is_called_a_config_file(cli, tmp_path):
 @pytest.mark.parametrize("pe", ["dape-fire", "dape-alibi", "dape2-kerple-log", "fire", "learned", "t5",
                                 "rand-relative", "alibi"])
 def test_che_pes_counts_the_parameters_a_model_trains_for_the_pe(cli, pe):
-    from che.config import ModelConfig
     from che.models import Transformer
+
+    from che.config import ModelConfig
 
     def parameters(name):
         return Transformer(ModelConfig(input_size=2, output_size=2, pe=name)).num_parameters()

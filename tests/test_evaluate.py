@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from che.models import Transformer
+from che.runners.evaluate import chunk_size, evaluate, summarize
 
 from che.config import make_config
-from che.models import Transformer
 from che.registry import TASKS
-from che.runners.evaluate import chunk_size, evaluate, summarize
 
 
 def evaluate_with(pe, task_name, memory_gb, **overrides):

@@ -5,8 +5,9 @@ import json
 import subprocess
 import sys
 
-from che import listings
 from conftest import REPO
+
+from che import listings
 
 
 def test_the_listings_are_current():

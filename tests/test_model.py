@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
-from che.config import ModelConfig
 from che.models import Transformer
 from che.models.packed import PackedLinear
 from che.models.positional import parse_pe
+
 from che.config import DAPE_VARIANTS as VARIANTS
+from che.config import ModelConfig
 
 
 def model(pe="none", **kw):
@@ -218,7 +218,11 @@ def test_dape_parameter_count():
 def test_blockwise_and_dense_positionwise_mlp_agree(monkeypatch, saved_bytes):
     """The CPU kernel (blocks) and the GPU path (one dense pass): values and gradients."""
     from che.models.positional import dape
-    from che.models.positional.dape import PositionwiseMLP, dense_positionwise_mlp, position_blocks
+    from che.models.positional.dape import (
+        PositionwiseMLP,
+        dense_positionwise_mlp,
+        position_blocks,
+    )
 
     monkeypatch.setattr(dape, "SAVED_BYTES", saved_bytes)
     torch.manual_seed(0)

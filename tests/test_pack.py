@@ -7,12 +7,13 @@ import json
 
 import pytest
 import torch
+from che.runners import run as run_module
+from che.runners.run import execute_pack
+from che.runners.train import Trainer
+from conftest import run_alone
 
 from che.config import make_config
 from che.registry import TASKS
-from che.runners import run as run_module
-from che.runners.run import execute, execute_pack
-from che.runners.train import Trainer
 
 PACK_PES = ["none", "alibi", "relative", "dape-kerple-log", "rand-alibi", "rand-rope", "sin-cos"]
 SEEDS_AND_LRS = [(0, 1e-3), (3, 3e-4), (7, 5e-4)]
@@ -60,7 +61,7 @@ def test_pack_and_solo_results_are_the_same_files(tmp_path):
     packed = execute_pack(pack_configs, tmp_path / "pack", device="cpu")
     assert [o.status for o in packed] == ["finished"] * 3
     for config, outcome in zip(pack_configs, packed):
-        alone = execute(config, tmp_path / "solo", device="cpu")
+        alone = run_alone(config, tmp_path / "solo", device="cpu")
         a, b = outcome.record, alone.record
         assert json.loads(outcome.path.read_text())["run_id"] == config.run_id
         assert a["pack"]["size"] == 3 and b["pack"]["size"] == 1
@@ -124,6 +125,6 @@ def test_a_packed_run_writes_the_bits_of_the_run_alone(tmp_path, pe):
     pack_configs = [make_config("reverse_string", pe, "smoke", seed=seed, **settings) for seed in (0, 1, 2)]
     packed = execute_pack(pack_configs, tmp_path / "pack", device="cpu")
     for config, outcome in zip(pack_configs, packed):
-        alone = execute(config, tmp_path / "solo", device="cpu").record
+        alone = run_alone(config, tmp_path / "solo", device="cpu").record
         assert outcome.record["train_curve"] == alone["train_curve"]
         assert outcome.record["accuracy_by_length"] == alone["accuracy_by_length"]

@@ -14,19 +14,28 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-
-from che.models.positional import PositionalEncoding, parse_pe, pe_names
-from che.models.positional import base
+from che.models.positional import PositionalEncoding, base, parse_pe, pe_names
 from che.models.positional.absolute import Learned, SinCos, sinusoid
 from che.models.positional.base import random_positions, signed_offsets
-from che.models.positional.biases import (FIRE, T5, ALiBi, KerpleLog, KerpleLogSymmetric, KerplePower,
-                                          KerplePowerSymmetric, Sandwich, SandwichSymmetric, alibi_slopes,
-                                          t5_buckets)
+from che.models.positional.biases import (
+    FIRE,
+    T5,
+    ALiBi,
+    KerpleLog,
+    KerpleLogSymmetric,
+    KerplePower,
+    KerplePowerSymmetric,
+    Sandwich,
+    SandwichSymmetric,
+    alibi_slopes,
+    t5_buckets,
+)
 from che.models.positional.cope import CoPE
 from che.models.positional.relative import Relative
 from che.models.positional.rotary import RoPE, rotate_pairs
-from che.config import ModelConfig
 from che.models.transformer import Transformer
+
+from che.config import ModelConfig
 
 CONFIG = ModelConfig(input_size=2, output_size=2)
 
@@ -533,7 +542,8 @@ def test_every_pe_runs_at_1500_tokens(name):
 # -- left and right -------------------------------------------------------------------------------
 def default_bias_pes() -> list[str]:
     """Every built-in additive-bias PE in its default form (not the published symmetric -sym ones)."""
-    from che.models.positional import BiasPE as Bias, base_classes
+    from che.models.positional import BiasPE as Bias
+    from che.models.positional import base_classes
 
     return sorted({cls.name for cls in base_classes().values()
                    if issubclass(cls, Bias) and not cls.name.endswith("-sym") and cls.__module__.startswith("che.")})

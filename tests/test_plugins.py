@@ -2,10 +2,9 @@
 
 import json
 import os
-import tomllib
 
 import pytest
-
+import tomllib
 from conftest import EXAMPLES, run_che
 
 TASK_PLUGIN = EXAMPLES / "count_ones_mod3.py"
@@ -74,9 +73,9 @@ def test_pe_plugin_trains_with_every_modifier(cli, tmp_path, pe):
 def test_pe_plugin_parameters_learn(tmp_path):
     """A few optimiser steps move the plugin's own parameters (gradients reach them)."""
     import torch
+    from che.models import Transformer
 
     from che.config import ModelConfig
-    from che.models import Transformer
     from che.registry import load_plugin
 
     load_plugin(str(PE_PLUGIN))
@@ -95,9 +94,10 @@ def test_pe_plugin_parameters_learn(tmp_path):
 def test_a_positions_only_bias_pe_needs_rand_mode_positions(tmp_path):
     """A plugin bias defined from positions alone cannot take RPE's random offsets: a clear error
     names the way out; with --rand-mode positions it trains."""
-    from che.errors import CheError
-    from che.config import ModelConfig
     from che.models import Transformer
+
+    from che.config import ModelConfig
+    from che.errors import CheError
     from che.registry import load_plugin
 
     plugin = tmp_path / "positions_only.py"

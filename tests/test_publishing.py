@@ -12,8 +12,14 @@ import pytest
 
 import che
 from che.comparisons import across_tasks, summary
-from che.stats import (bootstrap_difference_ci, bootstrap_mean_ci, holm, permutation_p_value, sign_flip_p_value,
-                       smallest_p_value)
+from che.stats import (
+    bootstrap_difference_ci,
+    bootstrap_mean_ci,
+    holm,
+    permutation_p_value,
+    sign_flip_p_value,
+    smallest_p_value,
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +48,6 @@ def test_the_api_runs_loads_and_aggregates(runs_folder):
 def test_every_run_keeps_its_model_and_it_loads_as_the_run(runs_folder):
     """The stored weights (safetensors, about 1 MB) reproduce the run's own evaluation exactly."""
     import torch
-
     from che.runners.evaluate import evaluate
     from che.runners.stored import find_run, load_model, model_path
 
@@ -78,10 +83,10 @@ def test_che_eval_evaluates_a_stored_run_again_for_the_leaderboard(cli, runs_fol
 
 def test_che_eval_changes_only_the_evaluation(runs_folder):
     import torch
+    from che.runners.inspection import reevaluate
+    from che.runners.stored import find_run
 
     from che.errors import CheError
-    from che.runners.inspect import reevaluate
-    from che.runners.stored import find_run
 
     record, path = find_run(str(next(runs_folder.rglob("*.json"))))
     with pytest.raises(CheError, match="changes only the evaluation"):
@@ -94,8 +99,7 @@ def test_che_show_draws_bias_correction_and_attention(cli, tmp_path):
                  tmp_path / "runs", "--quiet")
     assert result.exit_code == 0, result.stderr
     import torch
-
-    from che.runners.inspect import attention_maps
+    from che.runners.inspection import attention_maps
     from che.runners.stored import find_run
 
     record, path = find_run(str(next((tmp_path / "runs").rglob("*.json"))))

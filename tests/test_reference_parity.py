@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from che.errors import CheError
-from che.config import ModelConfig
 from che.models import Transformer
 from che.models.haiku import haiku_arrays, load_haiku_params
 from che.models.positional import base
 from che.runners.optim import PackedAdam
+
+from che.config import ModelConfig
+from che.errors import CheError
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "reference_parity").glob("*.npz"))
 ADAM_EPS = 1e-8

@@ -7,12 +7,12 @@ import sys
 import time
 
 import pytest
+from che.runners.run import Reporter
+from conftest import REPO, run_alone
 
 from che.config import make_config
 from che.errors import CheError
 from che.results import checkpoint_path, result_path
-from che.runners.run import Reporter, execute
-from conftest import REPO
 
 
 def test_smoke_run_writes_a_complete_result_the_leaderboard_reads(cli, tmp_path):
@@ -78,14 +78,14 @@ class Crash(Reporter):
 @pytest.mark.parametrize("pe", ["alibi", "rand-rope", "dape-kerple"])
 def test_killed_run_resumes_to_the_same_result(tmp_path, pe):
     config = make_config("reverse_string", pe, "smoke", steps=12, checkpoint_every=4, dropout=0.1)
-    straight = execute(config, tmp_path / "a").record
+    straight = run_alone(config, tmp_path / "a").record
     with pytest.raises(RuntimeError, match="killed"):
-        execute(config, tmp_path / "b", reporter=Crash(at=10))
+        run_alone(config, tmp_path / "b", reporter=Crash(at=10))
     assert checkpoint_path(tmp_path / "b", config).exists()  # from step 8
     assert not result_path(tmp_path / "b", config).exists()
     with pytest.raises(CheError, match="pass --resume"):
-        execute(config, tmp_path / "b")
-    resumed = execute(config, tmp_path / "b", resume=True).record
+        run_alone(config, tmp_path / "b")
+    resumed = run_alone(config, tmp_path / "b", resume=True).record
     assert resumed["resumed_from_step"] == 8
     assert not checkpoint_path(tmp_path / "b", config).exists()
     for key in ("accuracy_by_length", "train_curve", "final_loss", "ood_accuracy"):
@@ -146,7 +146,7 @@ def test_training_learns_an_easy_task_well_above_chance(tmp_path):
     """bucket_sort (chance 20% per token) with a short budget: the model must clearly learn."""
     config = make_config("bucket_sort", "alibi", "smoke", steps=300, batch_size=32, lr=1e-3, train_length=8,
                          max_test_length=12, eval_samples=64, eval_batch_size=64, n_layers=2)
-    record = execute(config, tmp_path).record
+    record = run_alone(config, tmp_path).record
     assert record["in_distribution_accuracy"] > 0.75, record["accuracy_by_length"]
     assert record["ood_accuracy"] > 0.40, record["accuracy_by_length"]
     curve = record["train_curve"]

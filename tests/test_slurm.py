@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO, run_alone
+from test_sweep import FAILING_PLUGIN, snapshot, sweep
 
 from che.config import make_config
-from che.results import checkpoint_path, failure_path, result_path
 from che.locks import is_locked
-from conftest import REPO
-from test_sweep import FAILING_PLUGIN, snapshot, sweep
+from che.results import checkpoint_path, failure_path, result_path
 
 pytest.importorskip("submitit", reason="submitit is not installed (pip install 'che-bench[slurm]'); CI installs it")
 
@@ -44,8 +44,6 @@ def slurm_swept(tmp_path_factory):
 def test_slurm_sweep_writes_each_run_as_che_run_would(slurm_swept, tmp_path):
     import torch
 
-    from che.runners.run import execute
-
     results, outcome = slurm_swept
     assert outcome.exit_code == 0, outcome.stderr
     assert "done 4, skipped 0, failed 0, interrupted 0" in outcome.stdout
@@ -58,7 +56,7 @@ def test_slurm_sweep_writes_each_run_as_che_run_would(slurm_swept, tmp_path):
     try:
         for config in CONFIGS:
             record = json.loads(result_path(results, config).read_text())
-            alone = execute(config, tmp_path, device="cpu").record
+            alone = run_alone(config, tmp_path, device="cpu").record
             assert record["status"] == "finished" and record["config"] == config.to_dict()
             assert record["pack"]["size"] == 2
             assert record["accuracy_by_length"] == pytest.approx(alone["accuracy_by_length"], abs=1e-6)
@@ -158,7 +156,6 @@ def fake_slurm(tmp_path, monkeypatch):
 
 def test_a_dispatch_round_is_one_sbatch_array_and_job_states_become_outcomes(fake_slurm, monkeypatch):
     import submitit
-
     from che.runners import executors
 
     monkeypatch.setattr(executors, "SLURM_CHECK_S", 0.0)  # look at the jobs at every poll

@@ -9,14 +9,14 @@ import sys
 import time
 
 import pytest
+from che.runners.sweep import build_grid, read_spec
+from conftest import REPO, run_alone, run_che
 from typer.testing import CliRunner
 
 from che.config import make_config
-from che.results import checkpoint_path, failure_path, result_path
-from che.runners.executors import machine_cores
 from che.locks import is_locked, lock_path
-from che.runners.sweep import build_grid, read_spec
-from conftest import REPO, run_che
+from che.results import checkpoint_path, failure_path, result_path
+from che.threads import usable_cores
 
 SMOKE_GRID = ("--tasks", "parity_check,reverse_string", "--pes", "none,alibi", "--preset", "smoke", "--device", "cpu")
 SMOKE_CONFIGS = [("parity_check", "none"), ("parity_check", "alibi"), ("reverse_string", "none"),
@@ -93,12 +93,10 @@ def swept(tmp_path_factory):
 def test_local_sweep_writes_every_result_exactly_as_che_run(swept, tmp_path):
     import torch
 
-    from che.runners.run import execute
-
     results, outcome = swept
     assert outcome.exit_code == 0, outcome.stderr
     assert "done 4, skipped 0, failed 0, interrupted 0" in outcome.stdout
-    workers_threads = max(1, machine_cores() // 2)
+    workers_threads = max(1, usable_cores() // 2)
     assert f"local: 2 parallel run(s) x {workers_threads} torch thread(s) on cpu" in outcome.stderr
     assert not leftovers(results)
     threads = torch.get_num_threads()
@@ -107,7 +105,7 @@ def test_local_sweep_writes_every_result_exactly_as_che_run(swept, tmp_path):
         for task, pe in SMOKE_CONFIGS:
             config = make_config(task, pe, "smoke")
             record = json.loads(result_path(results, config).read_text())
-            direct = execute(config, tmp_path, device="cpu").record
+            direct = run_alone(config, tmp_path, device="cpu").record
             assert record["status"] == "finished" and record["config"] == config.to_dict()
             for key in ("accuracy_by_length", "train_curve", "final_loss", "ood_accuracy", "parameters"):
                 assert record[key] == direct[key], (task, pe, key)
@@ -226,13 +224,12 @@ def test_runs_locked_by_a_live_process_are_left_to_it(tmp_path):
 
 def test_ray_sweep_on_a_local_instance(tmp_path):
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'che-bench[ray]'); CI installs it")
-    from che.runners.run import execute
 
     results = tmp_path / "runs"
     result = run_che("sweep", "--tasks", "parity_check", "--pes", "none,alibi", "--preset", "smoke",
                      "--results", results, "--executor", "ray", "--quiet", "--device", "cpu", timeout=300)
     assert result.returncode == 0, result.stderr
-    workers_threads = max(1, machine_cores() // 2)
+    workers_threads = max(1, usable_cores() // 2)
     assert f"ray (local instance): 2 parallel run(s) x {workers_threads} torch thread(s) on cpu" in result.stderr
     assert "done 2, skipped 0, failed 0, interrupted 0" in result.stdout
     assert not leftovers(results)
@@ -242,7 +239,7 @@ def test_ray_sweep_on_a_local_instance(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(workers_threads)
     try:
-        direct = execute(config, tmp_path / "direct", device="cpu").record
+        direct = run_alone(config, tmp_path / "direct", device="cpu").record
     finally:
         torch.set_num_threads(threads)
     record = json.loads(result_path(results, config).read_text())
@@ -367,12 +364,11 @@ def test_ctrl_c_stops_cleanly_and_the_next_sweep_completes(tmp_path):
 
 def test_local_plan_packs_runs_per_gpu_and_pins_each_worker(monkeypatch):
     import torch
-
     from che.runners import executors, run
 
     monkeypatch.setattr(run, "pick_device", lambda name: torch.device("cuda"))
     monkeypatch.setattr(executors, "visible_gpus", lambda: ["0", "1"])
-    monkeypatch.setattr(executors, "machine_cores", lambda: 16)
+    monkeypatch.setattr(executors, "usable_cores", lambda: 16)
     plan = executors.local_plan("auto", None, 3, pending=100)
     assert (plan.device, plan.jobs, plan.threads) == ("cuda", 6, 2)
     assert plan.gpus == ["0", "1", "0", "1", "0", "1"]
@@ -403,8 +399,9 @@ class FakeRay:
 
 
 def test_ray_plan_declares_fractional_gpus_and_fits_a_node():
-    from che.errors import CheError
     from che.runners.executors import RayExecutor
+
+    from che.errors import CheError
 
     executor = RayExecutor.__new__(RayExecutor)  # only the planning, without a cluster
     executor.ray = FakeRay(cpus=32, gpus=4)
@@ -436,7 +433,6 @@ def test_make_packs_groups_runs_differing_in_seed_and_lr_only():
 
 def test_packed_sweep_writes_each_run_as_a_solo_run_would(tmp_path):
     """--pack 3: the three seeds of a cell train as one model; each result equals the run alone."""
-    from che.runners.run import execute
 
     results = tmp_path / "runs"
     outcome = sweep("--tasks", "reverse_string", "--pes", "rand-alibi", "--seeds", 3, "--preset", "smoke",
@@ -448,7 +444,7 @@ def test_packed_sweep_writes_each_run_as_a_solo_run_would(tmp_path):
         config = make_config("reverse_string", "rand-alibi", "smoke", seed=seed)
         record = json.loads(result_path(results, config).read_text())
         assert record["pack"]["size"] == 3
-        alone = execute(config, tmp_path / "alone", device="cpu").record
+        alone = run_alone(config, tmp_path / "alone", device="cpu").record
         assert record["accuracy_by_length"] == pytest.approx(alone["accuracy_by_length"], abs=1e-6)
 
 

@@ -17,15 +17,15 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from che.registry import TASKS
 from che.tasks.base import Task
 from che.tasks.cs import bucket_sort, compute_sqrt, duplicate_string, odds_first
 from che.tasks.dcf import reverse_string, stack_manipulation
 from che.tasks.dcf.solve_equation import hide_one_digit
 from che.tasks.regular import cycle_navigation, even_pairs, modular_arithmetic
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from che.registry import TASKS
 
 # -- the tasks' summary table ----------------------------------------------------------------------
 # name: (level, input_size, output_size, classification, T_out(N), terminator)

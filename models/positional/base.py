@@ -48,10 +48,6 @@ def use_generator(generator: torch.Generator | None):
         _generator = previous
 
 
-def current_generator() -> torch.Generator | None:
-    return _generator
-
-
 def uniform(shape, device, dtype=torch.float32) -> torch.Tensor:
     """U[0, 1) numbers from the current generator (capture-safe on CUDA: no host synchronisation)."""
     return torch.empty(shape, device=device, dtype=dtype).uniform_(generator=_generator)
