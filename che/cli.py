@@ -358,7 +358,7 @@ def run_command(
     from che.runners.estimate import (available_memory_bytes, estimate_seconds, evaluation_memory_bytes,
                                       format_duration, training_memory_bytes)
     from che.runners.run import check_resumable, diverged_message, execute_pack, find_checkpoint, pick_device
-    from che.runners.sweep import build_grid, read_spec
+    from che.runners.grid import build_grid, read_spec
     from che.runners.train import Interrupted
 
     label, values = read_spec(str(config_file), "config file") if config_file is not None else ("command line", {})
@@ -884,8 +884,11 @@ def sweep_command(
     130 after Ctrl-C.
     """
     from che.registry import loaded_plugins
+    from che.progress import LogSweepReporter, RichSweepReporter
+    from che.runners import grid as grids
     from che.runners import sweep as sw
     from che.runners.executors import EXECUTORS, make_executor
+    from che.runners.packs import parse_pack
     from che.runners.run import check_writable
 
     if executor not in EXECUTORS:
@@ -895,15 +898,15 @@ def sweep_command(
     _check_range("--jobs-per-gpu", jobs_per_gpu, 1, 64)
     slurm = _slurm_options(executor, device, slurm_partition, slurm_gpus_per_job, slurm_cpus_per_job, slurm_time,
                            slurm_mem_gb, slurm_array_parallelism, slurm_local)
-    label, values = sw.read_spec(spec) if spec else ("command line", {})
-    grid = sw.build_grid(values, label, tasks=tasks, pes=pes, seeds=seeds, lrs=lrs, preset=preset,
+    label, values = grids.read_spec(spec) if spec else ("command line", {})
+    grid = grids.build_grid(values, label, tasks=tasks, pes=pes, seeds=seeds, lrs=lrs, preset=preset,
                          results=results, plugins=plugin, steps=steps)
     configs = grid.configs()
     out = err_console if quiet else console
     out.print(f"sweep {label}: {len(configs)} runs ({grid.describe()}), results in {grid.results}",
               highlight=False, soft_wrap=True)
     measure_on = _measuring_device(device, slurm)
-    pack_size = sw.parse_pack(pack, configs, measure_on)
+    pack_size = parse_pack(pack, configs, measure_on)
     if slurm and slurm.gpus and pack == "auto":
         out.print("--pack auto: nothing is measured on the machine that submits SLURM jobs, so each job "
                   "trains one run (--pack K trains K runs per job)", soft_wrap=True)
@@ -919,7 +922,7 @@ def sweep_command(
                             slurm, force=force)
     check_writable(grid.results)  # before any run starts, not in every worker after it trained
     live = not quiet and console.is_terminal
-    reporter = sw.RichSweepReporter(console) if live else sw.LogSweepReporter(err_console)
+    reporter = RichSweepReporter(console) if live else LogSweepReporter(err_console)
     summary = sw.run_sweep(configs, grid.results, factory, reporter, pack=pack_size, force=force)
     console.print(summary.line(), highlight=False, soft_wrap=True)
     if summary.failures:
@@ -939,7 +942,7 @@ def sweep_command(
 
 def _slurm_options(executor: str, device: str, partition, gpus, cpus, time_min, mem_gb, array_parallelism, local):
     """The checked --slurm-* options as SlurmOptions (None for the other executors, which refuse them)."""
-    from che.runners.executors import slurm_options
+    from che.runners.executors.slurm import slurm_options
 
     given = {"--slurm-partition": partition, "--slurm-gpus-per-job": gpus, "--slurm-cpus-per-job": cpus,
              "--slurm-time": time_min, "--slurm-mem-gb": mem_gb, "--slurm-array-parallelism": array_parallelism,
@@ -970,9 +973,11 @@ def _sweep_dry_run(grid, configs, executor: str, jobs: int | None, jobs_per_gpu:
     """The runs with their state, and the estimated cost of those left (`che.runners.cost`: counted
     work x a calibration of the device; nothing is trained to estimate it)."""
     from che.runners import cost
-    from che.runners import sweep as sw
+    from che.runners import planning as sw
     from che.runners.estimate import format_duration
-    from che.runners.executors import SLURM_MAX_IN_FLIGHT, local_plan
+    from che.runners.packs import make_packs
+    from che.runners.executors import local_plan
+    from che.runners.executors.slurm import SLURM_MAX_IN_FLIGHT
 
     rows = sw.plan(configs, grid.results)
     table = Table(title=f"che sweep --dry-run: {len(rows)} runs")
@@ -989,7 +994,7 @@ def _sweep_dry_run(grid, configs, executor: str, jobs: int | None, jobs_per_gpu:
         return
     if not estimate:
         return
-    packs = sw.make_packs(todo, pack)
+    packs = make_packs(todo, pack)
     if slurm is None:  # where the runs will go: this machine's device, measured once and cached
         import torch
 

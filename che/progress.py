@@ -1,4 +1,4 @@
-"""How a run reports progress: a rich live display, plain log lines (--quiet), TensorBoard."""
+"""How runs and sweeps report progress: a rich live display, plain log lines (--quiet), TensorBoard."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from che.config import RunConfig
+from che.runners.estimate import format_duration
 from che.runners.run import Reporter
+from che.runners.sweep import Summary, SweepReporter, label
 
 
 class RecentRate:
@@ -156,3 +159,101 @@ def accuracy_chart(accuracies: list[float], train_length: int, buckets: int = 10
         tag = "seen" if hi <= train_length else "unseen"
         lines.append(f"{lo + 1:>5}-{hi:<5} {bar} {100 * acc:5.1f}%  {tag}")
     return lines
+
+
+# -- sweeps ------------------------------------------------------------------------------------------
+def eta(elapsed: float, finished: int, remaining: int) -> float | None:
+    """Seconds left at the rate runs have finished so far (None before the first)."""
+    if finished <= 0:
+        return None
+    return elapsed / finished * remaining if remaining else 0.0
+
+
+def describe_outcome(config: RunConfig, status: str, outcome: dict) -> str:
+    """One line about a run that ended."""
+    text = f"{status} {label(config)}"
+    record = outcome.get("record")
+    if status == "finished" and record:
+        text += f": unseen lengths {100 * record['ood_accuracy']:.1f}%"
+    elif status == "failed":
+        text += f": {outcome.get('error_type', 'Error')}: {outcome.get('error', '')}"
+    elif status == "interrupted" and outcome.get("step") is not None:
+        text += f" at step {outcome['step']} (checkpoint saved)"
+    if outcome.get("seconds") is not None:
+        text += f" ({outcome['seconds']:.0f} s)"
+    return text
+
+
+class _Counts:
+    """What the progress displays share: runs settled this sweep, and the ETA from their rate."""
+
+    def start(self, summary: Summary, pending: int) -> None:
+        self.pending, self.skipped_before = pending, summary.skipped
+        self.started_at = time.monotonic()
+
+    def settled(self, summary: Summary) -> int:
+        return (summary.done + summary.failed + summary.interrupted + summary.elsewhere
+                + summary.skipped - self.skipped_before)
+
+    def eta_text(self, summary: Summary) -> str:
+        settled = self.settled(summary)
+        left = eta(time.monotonic() - self.started_at, settled, self.pending - settled)
+        return "eta ?" if left is None else f"eta {format_duration(left)}"
+
+
+class RichSweepReporter(_Counts, SweepReporter):
+    """A live bar: runs settled / to run, running, failed, elapsed and ETA; lines above it for
+    failures and notes."""
+
+    def __init__(self, console):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]sweep"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
+            console=console, transient=False,
+        )
+        self.bar = None
+
+    def start(self, summary, pending):
+        super().start(summary, pending)
+        if pending:
+            self.progress.start()
+            self.bar = self.progress.add_task("sweep", total=pending, info="", eta="eta ?")
+
+    def run_ended(self, config, status, outcome, summary):
+        if status in ("failed", "interrupted"):
+            self.progress.console.print(describe_outcome(config, status, outcome), highlight=False, markup=False)
+
+    def note(self, text):
+        self.progress.console.print(text, highlight=False, markup=False)
+
+    def tick(self, running, summary):
+        if self.bar is None:
+            return
+        info = f"running {running}  done {summary.done}  failed {summary.failed}"
+        self.progress.update(self.bar, completed=self.settled(summary), info=info, eta=self.eta_text(summary))
+
+    def close(self):
+        self.progress.stop()
+
+
+class LogSweepReporter(_Counts, SweepReporter):
+    """Plain lines, one when a run starts and one when it ends (for logs and --quiet)."""
+
+    def __init__(self, console):
+        self.console = console
+
+    def _print(self, text):
+        self.console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    def run_started(self, config):
+        self._print(f"started {label(config)}")
+
+    def run_ended(self, config, status, outcome, summary):
+        self._print(f"[{self.settled(summary)}/{self.pending}, {self.eta_text(summary)}] "
+                    + describe_outcome(config, status, outcome))
+
+    def note(self, text):
+        self._print(text)

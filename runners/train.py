@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import threading
 import time
 import warnings
@@ -42,6 +41,7 @@ from che.models import Transformer
 from che.registry import CheWarning
 from che.results import disk_problem
 from che.runners.optim import PackedAdam
+from che.runners.stopping import StopRequested
 
 # The stacked weights of a pack are views with gaps between the runs (see PackedAdam); autograd
 # notes that their gradients' strides are unusual, which is harmless here.
@@ -90,31 +90,6 @@ def check_pack(configs: list[RunConfig]) -> None:
         raise ValueError("the runs of a pack must differ only in seed and learning rate")
     if len({c.run_id for c in configs}) != len(configs):
         raise ValueError("a pack holds each run once")
-
-
-class StopRequested:
-    """Ctrl-C (SIGINT) asks the loop to stop at the next step boundary; a second one interrupts."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        # A process started with SIGINT ignored (`che run &` in a script, nohup) keeps ignoring it.
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            self._previous = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
 
 
 class Interrupted(Exception):

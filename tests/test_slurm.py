@@ -157,9 +157,10 @@ def fake_slurm(tmp_path, monkeypatch):
 def test_a_dispatch_round_is_one_sbatch_array_and_job_states_become_outcomes(fake_slurm, monkeypatch):
     import submitit
     from che.runners import executors
+    from che.runners.executors import slurm
 
-    monkeypatch.setattr(executors, "SLURM_CHECK_S", 0.0)  # look at the jobs at every poll
-    options = executors.slurm_options("auto", partition="gpu", time_min=90, mem_gb=32, array_parallelism=2)
+    monkeypatch.setattr(slurm, "SLURM_CHECK_S", 0.0)  # look at the jobs at every poll
+    options = slurm.slurm_options("auto", partition="gpu", time_min=90, mem_gb=32, array_parallelism=2)
     results = fake_slurm / "runs"
     executor = executors.make_executor("slurm", results, [], "auto", None, 1, slurm=options)(3)
     packs = [[make_config("parity_check", "alibi", "smoke", seed=seed)] for seed in range(3)]

@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from che.runners.sweep import build_grid, read_spec
+from che.runners.grid import build_grid, read_spec
 from conftest import REPO, run_alone, run_che
 from typer.testing import CliRunner
 
@@ -365,6 +365,7 @@ def test_ctrl_c_stops_cleanly_and_the_next_sweep_completes(tmp_path):
 def test_local_plan_packs_runs_per_gpu_and_pins_each_worker(monkeypatch):
     import torch
     from che.runners import executors, run
+    from che.runners.executors.local import LocalExecutor
 
     monkeypatch.setattr(run, "pick_device", lambda name: torch.device("cuda"))
     monkeypatch.setattr(executors, "visible_gpus", lambda: ["0", "1"])
@@ -372,7 +373,7 @@ def test_local_plan_packs_runs_per_gpu_and_pins_each_worker(monkeypatch):
     plan = executors.local_plan("auto", None, 3, pending=100)
     assert (plan.device, plan.jobs, plan.threads) == ("cuda", 6, 2)
     assert plan.gpus == ["0", "1", "0", "1", "0", "1"]
-    pool = executors.LocalExecutor(plan, "runs", [])  # starts no process until a run is submitted
+    pool = LocalExecutor(plan, "runs", [])  # starts no process until a run is submitted
     assert [pool._env(slot)["CUDA_VISIBLE_DEVICES"] for slot in range(6)] == plan.gpus
     assert pool._env(0)["OMP_NUM_THREADS"] == "2"
     assert executors.local_plan("auto", None, 3, pending=4).jobs == 4  # never more workers than runs
@@ -399,7 +400,7 @@ class FakeRay:
 
 
 def test_ray_plan_declares_fractional_gpus_and_fits_a_node():
-    from che.runners.executors import RayExecutor
+    from che.runners.executors.ray import RayExecutor
 
     from che.errors import CheError
 
@@ -418,7 +419,7 @@ def test_ray_plan_declares_fractional_gpus_and_fits_a_node():
 
 
 def test_make_packs_groups_runs_differing_in_seed_and_lr_only():
-    from che.runners.sweep import make_packs
+    from che.runners.packs import make_packs
 
     configs = [make_config(task, "alibi", "smoke", seed=seed, lr=lr)
                for task in ("parity_check", "reverse_string") for lr in (1e-3, 3e-4) for seed in range(3)]
