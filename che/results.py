@@ -25,7 +25,6 @@ from typing import Any
 from che.errors import CheError
 from che.registry import CheWarning
 
-SCHEMA_VERSION = 2
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 DEFAULT_RESULTS = Path("results/runs")
@@ -108,10 +107,10 @@ def read_json_file(path: Path) -> dict:
 
 def load_results(results: Path | list[Path]) -> list[dict]:
     """Every finished, valid result under a folder (or several), each run once. Files that are not
-    results, or whose values are not what a result holds (`che.schema.FinishedResult`: types,
+    results, or whose values are not what a result holds (`che.result.Result`: types,
     ranges, finite numbers), are skipped with a warning; a run id seen twice (a copied file) counts
     once."""
-    from che.schema import invalid_reason
+    from che.result import invalid_reason
 
     folders = [Path(r) for r in results] if isinstance(results, (list, tuple)) else [Path(results)]
     for folder in folders:

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from che.errors import CheError
-from che.results import SCHEMA_VERSION, describe_device, disk_problem, git_revision, result_path, versions
+from che.result import SCHEMA, make_record
+from che.results import describe_device, disk_problem, git_revision, result_path, versions
 from che.runners.evaluate import evaluate, length_seed, summarize
 from che.runners.run import write_result
 from che.runners.stored import load_model, stored_config
@@ -34,10 +35,9 @@ def reevaluate(record: dict, path: Path, device: torch.device, results: Path, on
     accuracies = evaluate(model, task, new, device, on_length=on_length)[0]
     out = result_path(results, new)
     out = out.with_name(out.name.removesuffix(".json") + "-eval.json")
-    evaluation = {
+    evaluation = make_record(**{
         **{k: v for k, v in record.items() if not k.startswith("_")},
-        "schema": SCHEMA_VERSION,
-        "status": "finished",
+        "schema": SCHEMA,
         "run_id": f"{new.run_id}-eval",
         "config": new.to_dict(),
         **summarize(accuracies, new.train_length),
@@ -49,7 +49,7 @@ def reevaluate(record: dict, path: Path, device: torch.device, results: Path, on
         "git": git_revision(),
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "eval_time_s": round(time.perf_counter() - started, 3),
-    }
+    })
     elsewhere = write_result(out, evaluation)
     if elsewhere is not None:
         raise CheError(f"could not write the evaluation to {out} ({disk_problem(out, elsewhere[1])}); it is saved in "

@@ -27,7 +27,8 @@ from che.config import RunConfig
 from che.errors import CheError
 from che.locks import claim, release
 from che.registry import TASKS, CheWarning, loaded_plugins
-from che.results import (SCHEMA_VERSION, checkpoint_path, command_line, describe_device, disk_problem,
+from che.result import make_record
+from che.results import (checkpoint_path, command_line, describe_device, disk_problem,
                          git_revision, is_finished, result_path, run_dir, versions, write_json_atomic)
 from che.runners.evaluate import evaluate, summarize
 from che.runners.stored import model_path, save_model
@@ -270,10 +271,8 @@ def _train_and_evaluate(configs, task, results, device, force, resume, reporter,
                 "error_type": "Diverged", "step": step,
                 "error": f"the training loss became non-finite (nan or inf) at step {step}"}))
             continue
-        record = {
-            "schema": SCHEMA_VERSION,
-            "status": "finished",
-            "run_id": config.run_id,
+        record = make_record(
+            **{"run_id": config.run_id,
             "task": config.task,
             "pe": config.pe,
             "seed": config.seed,
@@ -294,8 +293,7 @@ def _train_and_evaluate(configs, task, results, device, force, resume, reporter,
             "eval_time_s": round(eval_time, 3),
             "steps_per_s": round(state.step / state.train_time_s, 3) if state.train_time_s else None,
             "resumed_from_step": resumed_from_step,
-            "model": model_path(path).name if config.save_model else None,
-        }
+            "model": model_path(path).name if config.save_model else None})
         outcomes.append(Outcome("finished", path, record))
     rescued = []
     for k, outcome in enumerate(outcomes):  # the checkpoint stays until every result is written
