@@ -19,21 +19,18 @@ __all__ = ["CheError", "register_pe", "register_task", "__version__", "run", "lo
 
 
 def run(task: str, pe: str, preset: str = "cpu", *, seeds=None, lrs=None, results="results/runs",
-        device: str = "auto", force: bool = False, resume: bool = False, **options):
-    """Train and evaluate `task` x `pe` (options: any RunConfig setting, e.g. steps=100), store the
-    result, and return it: the `Outcome` (status, path, record) of the run, or a list of them with
-    several `seeds` / `lrs` (trained together as one pack)."""
+        device: str = "auto", force: bool = False, resume: bool = False, **settings):
+    """Train and evaluate `task` x `pe` as `che run` does (`settings`: any setting, `che settings`,
+    e.g. steps=100), store the result, and return it: the `Outcome` (status, path, record) of the
+    run, or a list of them with several `seeds` / `lrs` (trained together as one pack)."""
     from pathlib import Path
 
-    from che.config import make_config
-    from che.models.positional import canonical_pe_name
-    from che.runners.run import execute_pack
+    from che.runners import launch
 
-    seed_list = [options.pop("seed", 0)] if seeds is None else list(seeds)
-    lr_list = [options.pop("lr", None)] if lrs is None else list(lrs)
-    configs = [make_config(task, canonical_pe_name(pe), preset, seed=s, lr=lr, **options)
-               for lr in lr_list for s in seed_list]
-    outcomes = execute_pack(configs, Path(results), device=device, force=force, resume=resume)
+    plan = launch.plan_run(task, pe, preset=preset, seeds=None if seeds is None else list(seeds),
+                           lrs=None if lrs is None else list(lrs), device=device, results=Path(results),
+                           settings=settings, force=force, resume=resume)
+    outcomes = launch.execute(plan, force=force, resume=resume)
     return outcomes[0] if len(outcomes) == 1 else outcomes
 
 
@@ -70,6 +67,12 @@ def compare(runs, a: str, b: str, tasks=None, protocol: str | None = None):
     """Per task, PE `a` against PE `b` over their runs of one protocol (see che.comparisons):
     difference, interval, p_value, p_adjusted (Holm), runs_a, runs_b."""
     from che.comparisons import compare as compare_pes
+    from che.errors import CheError
     from che.models.positional import canonical_pe_name
 
-    return compare_pes(runs, canonical_pe_name(a), canonical_pe_name(b), tasks, protocol)
+    a, b = canonical_pe_name(a), canonical_pe_name(b)
+    if a == b:
+        raise CheError(f"compare two different PEs, not {a} with itself")
+    table = compare_pes(runs, a, b, tasks, protocol)
+    table.attrs["pes"] = (a, b)
+    return table

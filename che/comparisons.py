@@ -85,3 +85,38 @@ def across_tasks(table: pd.DataFrame) -> dict:
     mean of the per-task differences of means, and an exact two-sided sign-flip test of it."""
     return {"tasks": len(table), "difference": float(table.difference.mean()),
             "p_value": sign_flip_p_value(table.difference.to_numpy())}
+
+
+def render(table: pd.DataFrame, a: str, b: str, fmt: str):
+    """The comparison as text (md, csv, json) or a rich Table and its summary line (table); a
+    statistic that needs two runs a side and has one is n/a."""
+    from che.leaderboards import csv_safe, md_escape
+
+    if fmt == "json":
+        return table.to_json(orient="records", indent=2)
+    if fmt == "csv":
+        return csv_safe(table).to_csv(index=False, float_format="%.4g")
+
+    def number(value, spec):
+        return "n/a" if value != value else f"{value:{spec}}"  # nan: no statistic
+
+    shown = table.assign(**{
+        "A - B (pp)": table.difference.map("{:+.1f}".format),
+        "95% CI": ["n/a" if lo != lo else f"[{lo:+.1f}, {hi:+.1f}]" for lo, hi in zip(table.ci_low, table.ci_high)],
+        "p": [number(v, ".3g") for v in table.p_value], "p (Holm)": [number(v, ".3g") for v in table.p_adjusted],
+        "runs": [f"{x}/{y}" for x, y in zip(table.runs_a, table.runs_b)],
+        "significant": table.significant.map({True: "yes", False: ""})})
+    shown = shown[["task", "A - B (pp)", "95% CI", "p", "p (Holm)", "runs", "significant"]]
+    text = summary(table, a, b)
+    if fmt == "md":
+        return (shown.assign(task=shown.task.map(md_escape)).to_markdown(index=False)
+                + md_escape(f"\n\nA = {a}, B = {b}. {text}"))
+    from rich.table import Table
+    from rich.text import Text
+
+    rich = Table(title=Text(f"{a} (A) vs {b} (B): OOD accuracy over runs"))
+    for column in shown.columns:
+        rich.add_column(column, justify="left" if column == "task" else "right")
+    for row in shown.itertuples(index=False):
+        rich.add_row(*[Text(str(v)) for v in row])
+    return rich, text

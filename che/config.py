@@ -268,9 +268,11 @@ def parse_setting(text: str, what: str = "--set") -> tuple[str, object]:
     key, raw = key.strip().replace("-", "_"), raw.strip()
     if not sep or not key:
         raise CheError(f"{what} takes key=value, got {text!r} (`che settings` lists the keys)")
-    if key in AXES:
-        raise CheError(f"{what}: '{key}' is an option of its own (--{AXES[key]}), not a setting")
-    if key not in SETTINGS or key in ("task", "pe"):
+    if key.startswith("slurm."):  # the slurm executor's table: checked there
+        return key, _slurm_value(raw)
+    if key in ("task", "pe", "preset"):
+        raise CheError(f"{what}: '{key}' is an option of its own (--{key}), not a setting")
+    if key not in SETTINGS:
         raise CheError(f"{what}: {unknown_name_error('setting', key, set(SETTINGS) - set(AXES), 'che settings')}")
     declared = str(SETTINGS[key].type)
     try:
@@ -285,6 +287,16 @@ def parse_setting(text: str, what: str = "--set") -> tuple[str, object]:
     except (ValueError, json.JSONDecodeError):
         raise CheError(f"{what}: {key} must be {declared}, got {raw!r}") from None
     return key, typed_value(key, value, what)
+
+
+def _slurm_value(raw: str):
+    """A [slurm] table value typed on a command line: a number, true/false, or text."""
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(raw.lower(), raw)
 
 
 # Each preset overrides RunConfig's defaults; settings given explicitly override the preset.

@@ -30,3 +30,10 @@ def unknown_name_error(kind: str, name: str, choices: Iterable[str], listed_by: 
     else:
         where = f"{len(choices)} choices: `{listed_by}` lists them"
     return CheError(f"unknown {kind} '{name}'{hint} ({where})")
+
+
+def check_range(what: str, value, low, high=None) -> None:
+    """`value` in [low, high] (or at least `low`), else a one-line CheError naming `what`."""
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise CheError(f"{what} must be {bound}, got {value}")

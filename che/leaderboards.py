@@ -425,3 +425,17 @@ def rich_table(board: Leaderboard, titled: bool = False):
         previous_level = level
         table.add_row(*line)
     return table
+
+
+def render_all(boards: list[Leaderboard], fmt: str):
+    """One leaderboard, or one per protocol, in one output: rich Tables (table), md and html sections
+    titled by their protocol, csv rows with their protocol, a json list."""
+    several = len(boards) > 1
+    if fmt == "table":
+        return [render(board, fmt, titled=several) for board in boards]
+    if fmt == "json" and several:
+        return "[\n" + ",\n".join(render(board, fmt) for board in boards) + "\n]\n"
+    if fmt == "csv" and several:
+        return "".join(render(board, fmt) if i == 0 else render(board, fmt).split("\n", 1)[1]
+                       for i, board in enumerate(boards))
+    return "\n".join(render(board, fmt, titled=several) for board in boards)

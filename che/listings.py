@@ -45,6 +45,45 @@ def describe_all_pes(builtin_only: bool = False) -> list[dict]:
     return [r for r in rows if not builtin_only or r["source"] == BUILTIN]
 
 
+def describe_pe(name: str) -> tuple[dict, list[str]]:
+    """`che pes NAME`: (its rows as JSON: the PE and its modifiers, the text lines) for a PE name
+    with its modifiers (`dape-fire`)."""
+    from che.config import ModelConfig
+    from che.models.positional import _parameters_text, parse_pe
+
+    rows = describe_all_pes()
+    build = parse_pe(name, None)
+    row = next(r for r in rows if r["name"] == build.cls.name)
+    modifiers = [r for r in rows if r["family"] == "modifier" and (
+        (build.randomized and r["name"] == "rand-<pe>") or (build.dape and r["name"].startswith(build.dape + "-")))]
+    model = ModelConfig(input_size=2, output_size=2, pe=build.name, **LISTED_MODEL)
+    trained = _parameters_text(parse_pe(build.name, model))
+    family = row["family"] if not build.dape else f"{build.dape.upper()} over {build.cls.name} ({row['family']})"
+    lines = [f"{build.name}: {family}; a model trains {trained} parameters for it "
+             f"(the CHE model: {LISTED_MODEL['n_layers']} layers, d_model {LISTED_MODEL['d_model']}, "
+             f"{LISTED_MODEL['n_heads']} heads)",
+             f"citation: {row['citation']}", f"both directions: {row['bidirectional']}", "", row["about"]]
+    for modifier in modifiers:
+        lines += ["", f"{modifier['name']}: {modifier['about']}", f"citation: {modifier['citation']}"]
+    return {"name": build.name, "pe": row, "modifiers": modifiers}, lines
+
+
+def describe_settings() -> list[dict]:
+    """`che settings`: every setting a run takes (`--set key=value`, a sweep file's [overrides]),
+    its type, default, the presets' values and what it does."""
+    from che.config import CHOICES, PRESETS, SETTINGS
+
+    rows = []
+    for name, spec in SETTINGS.items():
+        if name in ("task", "pe", "preset"):  # options of their own
+            continue
+        default = spec.default if not callable(spec.default_factory) else spec.default_factory()
+        presets = {preset: values[name] for preset, values in PRESETS.items() if name in values}
+        rows.append({"name": name, "type": str(spec.type), "default": default, "presets": presets,
+                     "choices": list(CHOICES.get(name, ())), "about": spec.metadata.get("about", "")})
+    return rows
+
+
 def write() -> None:
     TASKS_FILE.write_text(json.dumps(describe_tasks(builtin_only=True), indent=1, ensure_ascii=False) + "\n")
     PES_FILE.write_text(json.dumps(describe_all_pes(builtin_only=True), indent=1, ensure_ascii=False) + "\n")

@@ -7,6 +7,7 @@ import functools
 import math
 from pathlib import Path
 
+FORMATS = ("png", "pdf", "svg")  # what a picture may be written as
 LINE_STYLES = ["-", "--", "-.", ":"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 

@@ -136,6 +136,19 @@ class TensorBoardReporter(Reporter):
 
         self.writer = SummaryWriter(log_dir)
 
+    @classmethod
+    def maybe(cls, log_dir: str) -> TensorBoardReporter | None:
+        """A reporter writing to `log_dir` (the `tensorboard` setting), None when it is empty."""
+        if not log_dir:
+            return None
+        try:
+            return cls(log_dir)
+        except ImportError:
+            from che.errors import CheError
+
+            raise CheError("the tensorboard setting needs the tensorboard package: "
+                           "pip install 'che-bench[tensorboard]'") from None
+
     def step(self, state, loss, accuracy):
         self.writer.add_scalar("train/loss", loss, state.step)
         self.writer.add_scalar("train/accuracy", accuracy, state.step)

@@ -80,6 +80,28 @@ def disk_problem(path: Path, exc: BaseException | None) -> str:
     return getattr(exc, "strerror", None) or f"{type(exc).__name__}: {exc}"
 
 
+def check_output(what: str, path: Path | None, suffixes: tuple[str, ...] | None = None) -> None:
+    """Refuse, before any work, an output path that is a folder, has an unknown format or cannot be
+    written (its folder is made if missing)."""
+    if path is None:
+        return
+    path = Path(path)
+    if suffixes is not None and path.suffix.lower().lstrip(".") not in suffixes:
+        raise CheError(f"{what} '{path}': unknown format '{path.suffix or '(none)'}' "
+                       f"(choices: {', '.join('.' + s for s in suffixes)})")
+    if path.is_dir():
+        raise CheError(f"{what} '{path}' is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists()
+        with open(path, "a"):
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as exc:
+        raise CheError(f"{what} '{path}' cannot be written: {exc.strerror or exc}") from None
+
+
 def is_finished(path: Path) -> bool:
     """A readable result file with status 'finished'."""
     try:

@@ -201,6 +201,44 @@ def benchmark(pes: list[str], task_name: str = "reverse_string", length: int = 4
     }
 
 
+def run_benchmark(pes: str | None = None, task: str = "reverse_string", length: int = 40, batch_size: int = 128,
+                  eval_length: int = 500, eval_batch: int = 16, repeats: int = 5, device: str = "auto",
+                  literal: bool = True, pack: int | None = None, cuda_graphs: bool = False, compile: bool = False,
+                  settings: dict | None = None, log=print) -> dict:
+    """`che bench`: its options checked (one-line errors), then `benchmark`. `settings`: d_model,
+    dape_width, attention, tf32, eval_memory_gb (the model's and the run's, as `--set`)."""
+    from che.errors import CheError, check_range
+    from che.models.positional import canonical_pe_name
+    from che.runners.run import pick_device
+
+    TASKS.get(task)
+    names = [canonical_pe_name(p.strip()) for p in pes.split(",")] if pes else DEFAULT_PES
+    check_range("--length", length, 1, 10_000)
+    check_range("--eval-length", eval_length, 1, 10_000)
+    check_range("--batch-size", batch_size, 1, 1_000_000)
+    check_range("--eval-batch", eval_batch, 1, 1_000_000)
+    check_range("--repeats", repeats, 1, 1000)
+    if pack is not None:
+        check_range("--pack", pack, 1, 1024)
+    settings = dict(settings or {})
+    unknown = set(settings) - set(BENCH_SETTINGS)
+    if unknown:
+        raise CheError(f"che bench takes the settings {', '.join(BENCH_SETTINGS)}, not {', '.join(sorted(unknown))}")
+    torch_device = pick_device(device)
+    if cuda_graphs and torch_device.type != "cuda":
+        raise CheError("--cuda-graphs needs a CUDA device (choices here: leave it out)")
+    modes = ("eager",) + (("graphs",) if cuda_graphs else ()) + (("compile",) if compile else ())
+    packs = (1,) if pack in (None, 1) else (1, pack)
+    memory_gb = settings.pop("eval_memory_gb", 4.0)
+    overrides = {"attention": "fused", "tf32": True} | settings
+    return benchmark(names, task, length, batch_size, eval_length, eval_batch, repeats, str(torch_device), literal,
+                     memory_gb, overrides, packs=packs, modes=modes, log=log)
+
+
+# What `che bench --set` may change (the rest of a benchmark's model is the CHE model's).
+BENCH_SETTINGS = ("d_model", "dape_width", "attention", "tf32", "eval_memory_gb", "bf16")
+
+
 def _evaluation_speed(model, inputs, output_length, batch, memory_gb, device, log, label):
     """(sequences/s, peak MB) of one run's model on the evaluation batch, or (None, None)."""
     set_eval_mode(model, False)

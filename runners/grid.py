@@ -35,6 +35,7 @@ class Grid:
     results: Path
     overrides: dict = field(default_factory=dict)
     plugins: list[str] = field(default_factory=list)
+    slurm: dict = field(default_factory=dict)   # the [slurm] table (checked by the slurm executor)
 
     def configs(self) -> list[RunConfig]:
         """One validated RunConfig per distinct run, in grid order (task, PE, lr, seed)."""
@@ -132,6 +133,14 @@ def build_grid(values: dict | None = None, label: str = "command line", *, tasks
     pe_value, what_pe = pick("pes", pes)
     if pe_value is None:
         raise CheError(f"no positional encoding: pass {require_pes} (or give `pes` in a sweep or config file)")
+    for axis, key in (("seeds", "seed"), ("lrs", "lr")):  # --set seed=7: the one seed of a run
+        if overrides.get(key) is not None:
+            if (seeds if axis == "seeds" else lrs) is not None:
+                raise CheError(f"give --{axis} or --set {key}=..., not both")
+            if axis == "seeds":
+                seeds = [overrides.pop(key)]
+            else:
+                lrs = [overrides.pop(key)]
     seed_value, what_seed = pick("seeds", seeds)
     lr_value, what_lr = pick("lrs", lrs)
     results_value, what_results = pick("results", results)
@@ -140,9 +149,18 @@ def build_grid(values: dict | None = None, label: str = "command line", *, tasks
 
     file_overrides = values.get("overrides", {})
     if not isinstance(file_overrides, dict):
-        raise CheError(f"{where}overrides must be a table of RunConfig fields, got {file_overrides!r}")
+        raise CheError(f"{where}overrides must be a table of settings, got {file_overrides!r}")
+    slurm = values.get("slurm", {})
+    if not isinstance(slurm, dict):
+        raise CheError(f"{where}slurm must be a table (partition, time, gpus_per_job, ...), got {slurm!r}")
     merged = dict(file_overrides)
-    merged.update({k: v for k, v in overrides.items() if v is not None})
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key.startswith("slurm."):  # --set slurm.partition=gpu
+            slurm = {**slurm, key.removeprefix("slurm."): value}
+        else:
+            merged[key] = value
     grid = Grid(
         preset=preset_value,
         tasks=parse_tasks(task_value, what),
@@ -152,6 +170,7 @@ def build_grid(values: dict | None = None, label: str = "command line", *, tasks
         results=Path(results_value) if results_value is not None else DEFAULT_RESULTS,
         overrides=check_overrides(merged, f"{where}overrides"),
         plugins=plugin_specs,
+        slurm=dict(slurm),
     )
     size = len(grid.tasks) * len(grid.pes) * len(grid.seeds) * len(grid.lrs)
     if size > MAX_RUNS:

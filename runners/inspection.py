@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from che.config import RunConfig
 from che.errors import CheError
 from che.result import SCHEMA, make_record
 from che.results import describe_device, disk_problem, git_revision, result_path, versions
@@ -55,6 +56,23 @@ def reevaluate(record: dict, path: Path, device: torch.device, results: Path, on
         raise CheError(f"could not write the evaluation to {out} ({disk_problem(out, elsewhere[1])}); it is saved in "
                        f"{elsewhere[0]}: move it there when the folder is writable")
     return out
+
+
+def check_reevaluation(record: dict, path: Path, results: Path, **changes) -> RunConfig:
+    """Everything `reevaluate` could refuse, refused before it evaluates anything: the changes (only
+    evaluation settings, valid values), the run's stored configuration, its weights, the output
+    folder. Returns the configuration it will evaluate with."""
+    from che.runners.run import check_writable
+    from che.runners.stored import read_weights
+
+    unknown = {k for k, v in changes.items() if v is not None} - set(EVALUATION_SETTINGS)
+    if unknown:
+        raise CheError(f"che eval changes only the evaluation ({', '.join(EVALUATION_SETTINGS)}), not "
+                       f"{', '.join(sorted(unknown))}")
+    config = stored_config(record, changes)
+    read_weights(record, path)
+    check_writable(results)
+    return config
 
 
 def evaluation_seconds(record: dict, device: torch.device, **changes) -> float:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from che.config import RunConfig
+from che.config import DEVICES, RunConfig
 from che.errors import CheError
 from che.locks import claim, release
 from che.registry import TASKS, CheWarning, loaded_plugins
@@ -34,7 +34,6 @@ from che.runners.evaluate import evaluate, summarize
 from che.runners.stored import model_path, save_model
 from che.runners.train import Trainer, check_pack
 
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def pick_device(name: str) -> torch.device:
@@ -67,6 +66,7 @@ class Reporter:
     def step(self, state, loss: float, accuracy: float) -> None: ...
     def evaluation_started(self, lengths: int) -> None: ...
     def length_done(self, length: int, accuracy: float) -> None: ...
+    def close(self) -> None: ...
 
 
 def pack_checkpoint_path(results: Path, configs: list[RunConfig]) -> Path:

@@ -28,13 +28,13 @@ timeout 60 che bench --device cuda --pes alibi,dape-kerple-log --pack 9 --cuda-g
   --eval-batch 64 --no-literal --out "$OUT/bench_d64.json" 2>&1 | grep -v "^repeat" | tee -a "$OUT/log.txt"
 
 log "bench, DAPE paper model (d_model 256, DAPE width 64)"
-timeout 60 che bench --device cuda --d-model 256 --pes alibi,dape-kerple-log --pack 9 --cuda-graphs \
+timeout 60 che bench --device cuda --set d_model=256 --pes alibi,dape-kerple-log --pack 9 --cuda-graphs \
   --repeats 10 --eval-batch 64 --no-literal --out "$OUT/bench_d256.json" 2>&1 | grep -v "^repeat" \
   | tee -a "$OUT/log.txt"
 
 log "paper preset, 9 runs packed (seeds 0-2 x lr 1e-4, 3e-4, 5e-4), 400 steps over lengths U(1..40)"
 timeout 75 che run --task reverse_string --pe dape-kerple-log --preset paper --seeds 3 --lrs 1e-4,3e-4,5e-4 \
-  --steps 400 --max-test-length 60 --eval-samples 64 --results "$OUT/runs" --quiet 2>&1 \
+  --steps 400 --set max_test_length=60 --set eval_samples=64 --results "$OUT/runs" --quiet 2>&1 \
   | grep -E "estimated|runs packed|result:" | tee -a "$OUT/log.txt"
 
 log "DAPE Table 2 grid: estimated cost on this GPU, packed"

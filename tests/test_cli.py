@@ -75,10 +75,10 @@ def test_sample_text_uses_the_task_symbols(cli):
     (["run", "--task", "parity_check", "--pe", "alibi", "--preset", "huge"], "'huge' is not one of 'smoke', 'cpu', 'paper'"),
     (["run", "--task", "parity_check", "--pe", "rand-none"], "cannot be randomized"),
     (["run", "--task", "parity_check", "--pe", "dape-rope"], "DAPE needs an additive-bias PE"),
-    (["run", "--task", "parity_check", "--pe", "alibi", "--preset", "smoke", "--max-test-length", 3],
+    (["run", "--task", "parity_check", "--pe", "alibi", "--preset", "smoke", "--set", "max_test_length=3"],
      "max_test_length (3) must be greater than train_length (5)"),
     (["run", "--task", "parity_check", "--pe", "alibi", "--steps", 0], "steps must be at least 1"),
-    (["run", "--task", "parity_check", "--pe", "alibi", "--lr", 2.0], "--lr must be in (0, 1)"),
+    (["run", "--task", "parity_check", "--pe", "alibi", "--lrs", 2.0], "a learning rate must be in (0, 1)"),
     (["run", "--task", "parity_check", "--pe", "alibi", "--device", "tpu"], "'tpu' is not one of 'auto', 'cpu', 'cuda'"),
     (["leaderboard", "--results", "/nonexistent/che-results"], "results folder '/nonexistent/che-results' does not exist"),
     (["leaderboard", "--results", ".", "--format", "pdf"], "'pdf' is not one of 'table', 'md', 'csv', 'html', 'json'"),
@@ -133,29 +133,33 @@ def test_pes_show_heads_option_and_non_bias_pes(cli):
     assert table.exit_code == 0 and "embeddings" in table.stdout
 
 
-def test_the_cli_lists_the_choices_the_code_has():
-    """The fixed choices typed into the CLI (so that --help lists them) are the code's own."""
+def test_the_choices_are_named_once_and_listed_by_che_settings(cli):
+    """The CLI's typed choices are the config's, and `che settings` lists every setting with its
+    choices, type and default."""
     from typing import get_args
 
-    from che.runners.run import DEVICES
+    from che.config import CHOICES, DEVICES, PRESETS, SETTINGS, Device, Preset
 
-    from che import cli
-    from che.config import DAPE_IMPLEMENTATIONS as IMPLEMENTATIONS
-    from che.config import DAPE_INITIALISATIONS as INITIALISATIONS
-    from che.config import DAPE_VARIANTS as VARIANTS
-    from che.config import PRESETS, RAND_MODES
-
-    assert set(get_args(cli.Preset)) == set(PRESETS) and set(get_args(cli.Device)) == set(DEVICES)
-    hints = cli.run_command.__wrapped__.__annotations__
-    text = " ".join(str(hints[name]) for name in ("rand_mode", "dape_variant", "dape_impl", "dape_init"))
-    for choice in (*RAND_MODES, *VARIANTS, *IMPLEMENTATIONS, *INITIALISATIONS):
-        assert repr(choice) in text, choice
+    assert set(get_args(Preset)) == set(PRESETS) and get_args(Device) == DEVICES
+    rows = {row["name"]: row for row in json.loads(cli("settings", "--json").stdout)}
+    assert set(rows) == set(SETTINGS) - {"task", "pe", "seed", "lr", "preset"} | {"seed", "lr"}
+    for name, choices in CHOICES.items():
+        assert rows[name]["choices"] == list(choices)
+    assert rows["steps"]["default"] == 1_000_000 and rows["steps"]["presets"]["smoke"] == 10
 
 
-def test_help_lists_choices_and_defaults_in_plain_text(cli):
+def test_run_help_is_short_grouped_and_keeps_its_brackets(cli):
+    import typer
+
+    from che.cli import app
+
+    command = typer.main.get_command(app).commands["run"]
+    assert len([p for p in command.params if p.param_type_name == "option"]) + 1 <= 15  # --help included
     result = cli("run", "--help")
     assert result.exit_code == 0
-    assert "<offsets|reference|positions>" in result.stdout and "[default: off]" in result.stdout
+    text = " ".join(result.stdout.split())
+    assert "[default: cpu]" in text and "smoke|cpu|paper" in text.replace(" ", "")
+    assert "Settings" in text and "--set" in text and "che settings" in text
 
 
 def test_threads_are_set_before_torch_and_recorded(tmp_path):

@@ -143,19 +143,19 @@ def test_a_run_in_progress_is_not_started_twice(cli, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["run", "--task", "parity_check", "--pe", "dape-alibi", "--dape-variant", "foo"], "'foo' is not one of 'S+B+f(S,B)'"),
-    (["run", "--task", "parity_check", "--pe", "dape-alibi", "--dape-impl", "foo"], "'foo' is not one of 'fast', 'literal'"),
-    (["run", "--task", "parity_check", "--pe", "alibi", "--seed", -1], "--seed must be in [0, 2^32)"),
-    (["run", "--task", "parity_check", "--pe", "alibi", "--seed", 2**32], "--seed must be in [0, 2^32)"),
+    (["run", "--task", "parity_check", "--pe", "dape-alibi", "--set", "dape_variant=foo"], "dape_variant: unknown value 'foo'"),
+    (["run", "--task", "parity_check", "--pe", "dape-alibi", "--set", "dape_impl=foo"], "dape_impl: unknown value 'foo' (choices: fast, literal)"),
+    (["run", "--task", "parity_check", "--pe", "alibi", "--set", "seed=-1"], "seeds must be in [0, 2^32)"),
+    (["run", "--task", "parity_check", "--pe", "alibi", "--set", f"seed={2**32}"], "seeds must be in [0, 2^32)"),
     (["sample", "--task", "parity_check", "--length", 3, "--seed", 99999999999999999999999], "--seed"),
-    (["run", "--task", "parity_check", "--pe", "alibi", "--eval-memory-gb", "nan"], "eval_memory_gb must be"),
-    (["run", "--task", "parity_check", "--pe", "alibi", "--rand-mode", "x"], "'x' is not one of 'offsets', 'reference', 'positions'"),
+    (["run", "--task", "parity_check", "--pe", "alibi", "--set", "eval_memory_gb=nan"], "eval_memory_gb must be"),
+    (["run", "--task", "parity_check", "--pe", "alibi", "--set", "rand_mode=x"], "rand_mode: unknown value 'x' (choices: offsets, reference, positions)"),
     (["leaderboard", "--results", "results/cpu/runs", "--plot", "x.xyz"], "unknown format '.xyz'"),
     (["leaderboard", "--results", "results/cpu/runs", "--out", "/proc/x/y.md"], "cannot be written"),
     (["leaderboard", "--results", "results/cpu/runs", "--out", "tests"], "is a folder"),
     (["bench", "--out", "/proc/x/b.json"], "cannot be written"),
-    (["run", "--task", "reverse_string", "--pe", "alibi", "--train-length", 4000, "--max-test-length", 4001,
-      "--batch-size", 64], "needs up to"),
+    (["run", "--task", "reverse_string", "--pe", "alibi", "--set", "train_length=4000", "--set", "max_test_length=4001",
+      "--set", "batch_size=64"], "needs up to"),
     (["sweep", "--tasks", "parity_check", "--pes", "none", "--seeds", 100000000, "--dry-run"], "--seeds must be"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message):
@@ -246,7 +246,7 @@ def test_ctrl_c_during_evaluation_keeps_the_training(tmp_path):
     from conftest import REPO
 
     args = [sys.executable, "-m", "che", "run", "--task", "reverse_string", "--pe", "alibi", "--preset", "smoke",
-            "--max-test-length", 120, "--eval-samples", 16, "--results", tmp_path, "--quiet"]
+            "--set", "max_test_length=120", "--set", "eval_samples=16", "--results", tmp_path, "--quiet"]
     args = [str(a) for a in args]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     for line in process.stderr:

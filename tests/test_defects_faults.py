@@ -100,7 +100,7 @@ def test_a_full_disk_is_one_line_from_the_command(tmp_path):
         "run.write_json_atomic = full\nfrom che.cli import main\nmain(sys.argv[1:])\n")
     result = __import__("subprocess").run(
         [__import__("sys").executable, script, "run", "--task", "parity_check", "--pe", "none", "--preset", "smoke",
-         "--results", folder, "--quiet", "--no-save-model"], capture_output=True, text=True, timeout=300,
+         "--results", folder, "--quiet", "--set", "save_model=false"], capture_output=True, text=True, timeout=300,
         env=dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent)))
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
@@ -164,7 +164,7 @@ def test_che_run_says_resume_before_estimating_and_says_where_it_resumes(cli, tm
     with pytest.raises(KeyboardInterrupt):
         run_alone(config, results, device="cpu", reporter=StopAtSix())
     args = ("run", "--task", "parity_check", "--pe", "alibi", "--preset", "smoke", "--steps", 12,
-            "--checkpoint-every", 4, "--results", results, "--quiet")
+            "--set", "checkpoint_every=4", "--results", results, "--quiet")
     real = estimate.estimate_seconds
     monkeypatch.setattr(estimate, "estimate_seconds", lambda *a, **k: pytest.fail("estimated before refusing"))
     refused = cli(*args)
@@ -265,13 +265,14 @@ def test_che_show_heads_empty_is_one_line(cli, kept_run, tmp_path):
 
 
 def test_the_help_lists_whole_first_sentences(cli):
-    listing = cli("--help").stdout
-    assert "e.g" not in listing.split("Commands:")[1]
+    listing = " ".join(cli("--help").stdout.replace("│", " ").split())  # the panel's borders aside
+    assert "Evaluate a stored run again on longer lengths or other settings." in listing
+    assert "..." not in listing.split("Commands")[1]  # no description cut short
 
 
 # -- bad input from options and plugins: one line --------------------------------------------------
 def test_rand_max_length_shorter_than_the_sequences_is_one_line(cli, tmp_path):
-    result = cli("run", "--task", "reverse_string", "--pe", "rand-alibi", "--preset", "smoke", "--rand-max-length", 10,
+    result = cli("run", "--task", "reverse_string", "--pe", "rand-alibi", "--preset", "smoke", "--set", "rand_max_length=10",
                  "--results", tmp_path / "runs")
     assert result.exit_code == 2
     assert "rand_max_length (10) must be at least the longest sequence" in result.stderr
@@ -298,8 +299,6 @@ class WrongShape(BiasPE):
 RAISING_TASK = """
 from che import register_task
 from che.tasks import Task
-
-from conftest import run_alone
 
 
 @register_task
@@ -342,7 +341,7 @@ def test_che_run_started_with_sigint_ignored_keeps_ignoring_it(tmp_path):
     import time
 
     command = [sys.executable, "-m", "che", "run", "--task", "parity_check", "--pe", "none", "--preset", "smoke",
-               "--steps", 400, "--results", tmp_path / "runs", "--quiet", "--no-save-model"]
+               "--steps", 400, "--results", tmp_path / "runs", "--quiet", "--set", "save_model=false"]
     process = subprocess.Popen([str(c) for c in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
                                cwd=Path(__file__).parent.parent)
@@ -383,8 +382,8 @@ def test_rerunning_a_pack_whose_run_diverged_says_what_it_trains(cli, tmp_path, 
 
 
 def test_an_evaluation_that_cannot_fit_is_refused_naming_evaluation(cli, tmp_path):
-    result = cli("run", "--task", "duplicate_string", "--pe", "alibi", "--preset", "smoke", "--max-test-length",
-                 10_000, "--results", tmp_path / "runs")
+    result = cli("run", "--task", "duplicate_string", "--pe", "alibi", "--preset", "smoke", "--set",
+                 "max_test_length=10000", "--results", tmp_path / "runs")
     assert result.exit_code == 2
-    assert result.stderr.startswith("error: evaluating duplicate_string at --max-test-length 10000 needs up to")
-    assert "lower --max-test-length" in result.stderr and "training step" not in result.stderr
+    assert result.stderr.startswith("error: evaluating duplicate_string at max_test_length 10000 needs up to")
+    assert "lower max_test_length" in result.stderr and "training step" not in result.stderr

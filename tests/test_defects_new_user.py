@@ -59,9 +59,9 @@ def test_a_plugin_path_with_brackets_is_listed_as_written(cli, tmp_path, monkeyp
     plugin = folder / "my_pe.py"
     plugin.write_text(PE_PLUGIN.replace("{name}", "markup-bias"))
     monkeypatch.chdir(tmp_path)
-    import che.cli
+    from che.cli.common import console
 
-    monkeypatch.setattr(che.cli.console, "width", 400)  # no folded cells: the path reads whole
+    monkeypatch.setattr(console, "width", 400)  # no folded cells: the path reads whole
     if where == "environment":
         monkeypatch.setenv("CHE_PLUGINS", str(plugin))
         result = cli("pes")
@@ -150,7 +150,7 @@ def test_a_slurm_dry_run_of_the_paper_grid_trains_nothing(cli, monkeypatch):
         raise AssertionError("a dry run trained a model")
 
     monkeypatch.setattr(Trainer, "step", no_training)
-    result = cli("sweep", "dape_table2", "--executor", "slurm", "--slurm-partition", "gpu", "--slurm-time", 720,
+    result = cli("sweep", "dape_table2", "--executor", "slurm", "--set", "slurm.partition=gpu", "--set", "slurm.time=720",
                  "--pack", 9, "--results", "/nonexistent/che-dry-run", "--dry-run")
     assert result.exit_code == 0, result.stderr
     assert "1260 pending" in result.stdout and "nodes like cuda: NVIDIA H200" in result.stdout

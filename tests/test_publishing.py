@@ -61,7 +61,7 @@ def test_every_run_keeps_its_model_and_it_loads_as_the_run(runs_folder):
 
 
 def test_no_save_model_keeps_none(cli, tmp_path):
-    result = cli("run", "--task", "parity_check", "--pe", "none", "--preset", "smoke", "--no-save-model",
+    result = cli("run", "--task", "parity_check", "--pe", "none", "--preset", "smoke", "--set", "save_model=false",
                  "--results", tmp_path, "--quiet")
     assert result.exit_code == 0, result.stderr
     assert not list(tmp_path.rglob("*.safetensors")) and json.loads(next(tmp_path.rglob("*.json")).read_text())[

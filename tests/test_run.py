@@ -94,7 +94,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, pe):
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_identically(tmp_path):
     common = ["--task", "parity_check", "--pe", "alibi", "--preset", "smoke", "--steps", "3000",
-              "--checkpoint-every", "100000", "--quiet", "--max-test-length", "6"]
+              "--set", "checkpoint_every=100000", "--quiet", "--set", "max_test_length=6"]
     reference = subprocess.run([sys.executable, "-m", "che", "run", *common, "--results", tmp_path / "a",
                                 "--steps", "60"], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert reference.returncode == 0, reference.stderr
@@ -156,7 +156,7 @@ def test_training_learns_an_easy_task_well_above_chance(tmp_path):
 def test_tensorboard_without_the_package_is_a_one_line_error(cli, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were missing
     result = cli("run", "--task", "parity_check", "--pe", "none", "--preset", "smoke", "--results", tmp_path,
-                 "--tensorboard", tmp_path / "tb")
+                 "--set", f"tensorboard={tmp_path / 'tb'}")
     assert result.exit_code == 2
     assert "pip install 'che-bench[tensorboard]'" in result.stderr and "Traceback" not in result.stderr
 

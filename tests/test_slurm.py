@@ -22,7 +22,7 @@ pytest.importorskip("submitit", reason="submitit is not installed (pip install '
 
 # 2 tasks x 1 PE x 2 seeds: two packs of two runs, so two jobs
 GRID = ("--tasks", "parity_check,reverse_string", "--pes", "alibi", "--seeds", 2, "--pack", 2, "--preset", "smoke",
-        "--device", "cpu", "--executor", "slurm", "--slurm-local", "--quiet")
+        "--device", "cpu", "--executor", "slurm", "--set", "slurm.local=true", "--quiet")
 CONFIGS = [make_config(task, "alibi", "smoke", seed=seed) for task in ("parity_check", "reverse_string")
            for seed in (0, 1)]
 
@@ -82,7 +82,7 @@ def test_failed_jobs_and_runs_are_recorded(tmp_path, monkeypatch):
         monkeypatch.setenv(name, str(tmp_path / name))  # the jobs inherit the environment
     results = tmp_path / "runs"
     result = sweep("--tasks", "parity_check", "--pes", "boom,crash", "--preset", "smoke", "--device", "cpu",
-                   "--executor", "slurm", "--slurm-local", "--plugin", plugin, "--results", results, "--quiet")
+                   "--executor", "slurm", "--set", "slurm.local=true", "--plugin", plugin, "--results", results, "--quiet")
     assert result.exit_code == 1, result.stderr
     assert "done 0, skipped 0, failed 2, interrupted 0" in result.stdout
     boom = json.loads(failure_path(results, make_config("parity_check", "boom", "smoke")).read_text())
@@ -99,7 +99,7 @@ def test_failed_jobs_and_runs_are_recorded(tmp_path, monkeypatch):
 def test_ctrl_c_stops_the_jobs_with_a_checkpoint_and_the_next_sweep_resumes(tmp_path):
     results = tmp_path / "runs"
     args = ("--tasks", "parity_check", "--pes", "alibi", "--preset", "smoke", "--steps", 60, "--device", "cpu",
-            "--executor", "slurm", "--slurm-local", "--quiet", "--results", results)
+            "--executor", "slurm", "--set", "slurm.local=true", "--quiet", "--results", results)
     config = make_config("parity_check", "alibi", "smoke", steps=60)
     # a new session, as a terminal's: Ctrl-C signals every process of its group, local jobs included
     process = subprocess.Popen([sys.executable, "-m", "che", "sweep", *map(str, args)], stdout=subprocess.PIPE,
@@ -124,7 +124,7 @@ def test_ctrl_c_stops_the_jobs_with_a_checkpoint_and_the_next_sweep_resumes(tmp_
 def test_missing_submitit_is_a_one_line_error(cli, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "submitit", None)  # `import submitit` now fails as if not installed
     result = cli("sweep", "--tasks", "parity_check", "--pes", "none", "--preset", "smoke",
-                 "--results", tmp_path / "runs", "--executor", "slurm", "--slurm-local", "--device", "cpu")
+                 "--results", tmp_path / "runs", "--executor", "slurm", "--set", "slurm.local=true", "--device", "cpu")
     assert result.exit_code == 2
     assert result.stderr == "error: the slurm executor needs submitit: pip install 'che-bench[slurm]'\n"
     assert not (tmp_path / "runs").exists()
@@ -195,11 +195,11 @@ def test_a_dispatch_round_is_one_sbatch_array_and_job_states_become_outcomes(fak
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--slurm-gpus-per-job", -1), "--slurm-gpus-per-job must be between 0 and 64, got -1"),
-    (("--slurm-time", 0), "--slurm-time must be between 1 and 527040, got 0"),
-    (("--slurm-array-parallelism", 0), "--slurm-array-parallelism must be between 1 and 100000, got 0"),
-    (("--device", "cpu", "--slurm-gpus-per-job", 1), "--device cpu: the jobs would hold 1 GPU(s) they do not use"),
-    (("--device", "cuda", "--slurm-gpus-per-job", 0), "--device cuda needs GPUs"),
+    (("--set", "slurm.gpus_per_job=-1"), "slurm.gpus_per_job must be between 0 and 64, got -1"),
+    (("--set", "slurm.time=0"), "slurm.time must be between 1 and 527040, got 0"),
+    (("--set", "slurm.array_parallelism=0"), "slurm.array_parallelism must be between 1 and 100000, got 0"),
+    (("--device", "cpu", "--set", "slurm.gpus_per_job=1"), "--device cpu: the jobs would hold 1 GPU(s) they do not use"),
+    (("--device", "cuda", "--set", "slurm.gpus_per_job=0"), "--device cuda needs GPUs"),
     (("--device", "cpu"), "the slurm executor submits jobs with sbatch, which this machine does not have"),
 ])
 def test_slurm_options_are_checked(cli, tmp_path, monkeypatch, args, message):
@@ -213,19 +213,19 @@ def test_slurm_options_are_checked(cli, tmp_path, monkeypatch, args, message):
 
 
 def test_slurm_options_need_the_slurm_executor(cli, tmp_path):
-    result = cli("sweep", "--tasks", "parity_check", "--pes", "none", "--slurm-partition", "gpu",
+    result = cli("sweep", "--tasks", "parity_check", "--pes", "none", "--set", "slurm.partition=gpu",
                  "--results", tmp_path / "runs")
     assert result.exit_code == 2
-    assert result.stderr == "error: --slurm-partition is an option of the slurm executor (add --executor slurm)\n"
+    assert result.stderr == "error: slurm settings (partition) are for the slurm executor (add --executor slurm)\n"
 
 
 def test_dry_run_needs_no_slurm(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     result = sweep("--tasks", "parity_check", "--pes", "alibi", "--seeds", 2, "--pack", 2, "--preset", "smoke",
-                   "--steps", 20, "--device", "cpu", "--executor", "slurm", "--slurm-time", 30,
+                   "--steps", 20, "--device", "cpu", "--executor", "slurm", "--set", "slurm.time=30",
                    "--results", tmp_path / "runs", "--dry-run")
     assert result.exit_code == 0, result.stderr
     assert "2 pending" in result.stdout and "estimated cost of the 2 runs left:" in result.stdout
     assert "on SLURM: 1 job(s), the longest about " in result.stdout
-    assert "(--slurm-time 30 min); about " in result.stdout and " if 1 run at once" in result.stdout
+    assert "(slurm.time 30 min); about " in result.stdout and " if 1 run at once" in result.stdout
     assert not (tmp_path / "runs").exists()

@@ -290,7 +290,7 @@ def test_bad_sweep_file_is_a_one_line_error(cli, tmp_path, name):
     (("--tasks", "parity_check"), "no positional encoding"),
     (("--tasks", "parity_check", "--pes", "none", "--seeds", "x"), "--seeds must be a count N"),
     (("--tasks", "parity_check", "--pes", "none", "--lrs", "3"), "a learning rate must be in (0, 1)"),
-    (("--tasks", "parity_check", "--pes", "none", "--executor", "pbs"), "unknown executor 'pbs'"),
+    (("--tasks", "parity_check", "--pes", "none", "--executor", "pbs"), "'pbs' is not one of 'local', 'ray', 'slurm'"),
     (("--tasks", "parity_check", "--pes", "none", "--steps", "0"), "steps must be at least 1"),
     (("cpu_leaderbord",), "unknown sweep 'cpu_leaderbord'; did you mean 'cpu_leaderboard'?"),
     (("no/such/sweep.toml",), "sweep file 'no/such/sweep.toml' does not exist"),

@@ -101,7 +101,7 @@ def make_executor(kind: str, results: Path, plugins: list[str], device: str, job
         options = slurm or slurm_options(device)
         if not options.local and shutil.which("sbatch") is None:
             raise CheError("the slurm executor submits jobs with sbatch, which this machine does not have (run "
-                           "the sweep on the cluster's login node, or add --slurm-local to run the jobs here)")
+                           "the sweep on the cluster's login node, or --set slurm.local=true to run the jobs here)")
         return lambda pending: SlurmExecutor(results, plugins, device, jobs, options, pending, force)
     from che.runners.executors.local import LocalExecutor
     from che.runners.run import pick_device

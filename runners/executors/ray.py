@@ -66,7 +66,7 @@ class RayExecutor:
         return f"ray ({where}): {self.plan.describe()}"
 
     def _plan(self, device: str, jobs: int | None, jobs_per_gpu: int, pending: int) -> Plan:
-        from che.runners.run import DEVICES
+        from che.config import DEVICES
 
         if device not in DEVICES:
             raise CheError(f"unknown device '{device}' (choices: {', '.join(DEVICES)})")

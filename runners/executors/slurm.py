@@ -55,23 +55,49 @@ class SlurmOptions:
         return ", ".join(parts)
 
 
+# The keys of a sweep's [slurm] table (`--set slurm.KEY=VALUE`): (SlurmOptions field, type, low, high).
+TABLE = {"partition": ("partition", str, None, None), "time": ("time_min", int, 1, 366 * 24 * 60),
+         "gpus_per_job": ("gpus", int, 0, 64), "cpus_per_job": ("cpus", int, 1, 1024),
+         "mem_gb": ("mem_gb", int, 1, 65536), "array_parallelism": ("array_parallelism", int, 1, 100_000),
+         "local": ("local", bool, None, None)}
+
+
+def options_from_table(device: str, table: dict) -> SlurmOptions:
+    """SlurmOptions from a sweep's [slurm] table, each value checked (one-line errors naming it)."""
+    from che.errors import check_range, unknown_name_error
+
+    values = {}
+    for key, value in table.items():
+        if key not in TABLE:
+            raise CheError(f"[slurm]: {unknown_name_error('key', key, TABLE)}")
+        name, kind, low, high = TABLE[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise CheError(f"[slurm]: {key} must be {kind.__name__}, got {value!r}")
+        if low is not None:
+            check_range(f"slurm.{key}", value, low, high)
+        if kind is str and not value.strip():
+            raise CheError(f"[slurm]: {key} is empty")
+        values[name] = value
+    return slurm_options(device, **values)
+
+
 def slurm_options(device: str, gpus: int | None = None, cpus: int | None = None, time_min: int | None = None,
                   partition: str | None = None, mem_gb: int | None = None, array_parallelism: int | None = None,
                   local: bool = False) -> SlurmOptions:
     """SlurmOptions with the defaults: one GPU per job unless --device cpu; 4 CPUs beside a GPU (for
     its host work: sampling batches, evaluation), else 1 (one thread per run uses cores best, as in the
     local pool)."""
-    from che.runners.run import DEVICES
+    from che.config import DEVICES
 
     if device not in DEVICES:
         raise CheError(f"unknown device '{device}' (choices: {', '.join(DEVICES)})")
     if gpus is None:
         gpus = 0 if device == "cpu" else 1
     if device == "cuda" and not gpus:
-        raise CheError("--device cuda needs GPUs: --slurm-gpus-per-job must be at least 1")
+        raise CheError("--device cuda needs GPUs: slurm.gpus_per_job must be at least 1")
     if device == "cpu" and gpus:
         raise CheError(f"--device cpu: the jobs would hold {gpus} GPU(s) they do not use "
-                       f"(--slurm-gpus-per-job 0, or --device auto)")
+                       f"(slurm.gpus_per_job = 0, or --device auto)")
     if cpus is None:
         cpus = 4 if gpus else 1
     return SlurmOptions(gpus, cpus, time_min or SLURM_TIME_MIN, partition, mem_gb,

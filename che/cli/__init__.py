@@ -1,0 +1,70 @@
+"""The `che` command line: a thin layer over the Python API and the runners. A command parses its
+options, calls one function, and prints; one module per group of commands:
+
+    catalog.py   che tasks, che sample, che pes, che settings
+    run.py       che run, che eval, che show
+    results.py   che leaderboard, che compare
+    sweep.py     che sweep
+    bench.py     che bench
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+# Each module registers its commands, in the order `che --help` lists them.
+# isort: off
+from che.cli import catalog, run, results, sweep, bench  # noqa: F401,E402
+# isort: on
+from che.cli.common import app
+from che.threads import configure as configure_threads
+
+
+@app.callback(invoke_without_command=True)
+def main_options(
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    threads: Annotated[Optional[int], typer.Option(
+        "--threads", help="Torch threads [default: OMP_NUM_THREADS, else the usable cores].", min=1, max=1024,
+    )] = None,
+):
+    """Chomsky Hierarchy Evaluation: how well does a positional encoding let a transformer generalize
+    to longer inputs?"""
+    if version:
+        from che import __version__
+
+        print(f"che (distribution che-bench) {__version__}")
+        raise typer.Exit(0)
+    # Before any command imports torch: passive OpenMP waiting and a thread count that fits the machine.
+    configure_threads(threads)
+    if ctx.invoked_subcommand is None:
+        print(ctx.get_help())
+        raise typer.Exit(0)
+
+
+def main(args: list[str] | None = None) -> None:
+    """The `che` command (`args`: the arguments, default sys.argv[1:]): usage errors are one line,
+    `error: ...`, with exit code 2; exits with the command's code."""
+    from typer.exceptions import TyperException
+
+    args = sys.argv[1:] if args is None else list(args)
+    os.environ["CHE_COMMAND"] = shlex.join(["che", *args])  # stored with each result
+    try:
+        code = typer.main.get_command(app).main(args=args, prog_name="che", standalone_mode=False)
+    except TyperException as exc:  # click's usage errors (exit code 2) and other reported errors
+        ctx = getattr(exc, "ctx", None)
+        where = f"che {ctx.command_path.split(' ', 1)[1]}" if ctx is not None and " " in ctx.command_path else "che"
+        print(f"error: {exc.format_message()} (see {where} --help)", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

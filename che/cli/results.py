@@ -1,0 +1,106 @@
+"""`che leaderboard` and `che compare`: the tables and the statistics of a folder of results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import typer
+from rich.console import Console
+
+from che.cli.common import ResultsFoldersOption, app, console, err_console, user_errors, wide_console
+from che.errors import CheError
+from che.results import DEFAULT_RESULTS
+
+ProtocolOption = Annotated[Optional[str], typer.Option(
+    help="Take the runs of this protocol only, where the results hold several (`che leaderboard` names them).",
+    show_default=False)]
+
+
+@app.command("leaderboard")
+@user_errors
+def leaderboard_command(
+    results: ResultsFoldersOption = None,
+    agg: Annotated[Literal["max", "mean"], typer.Option(
+        help="Aggregate runs of a cell: max (as the papers) or mean with a 95% bootstrap interval.")] = "max",
+    format: Annotated[Literal["table", "md", "csv", "html", "json"], typer.Option(
+        "--format", help="Output format.")] = "table",
+    out: Annotated[Optional[Path], typer.Option(help="Write to this file instead of the terminal.")] = None,
+    reference: Annotated[Optional[str], typer.Option(
+        help="Show a published table beside ours, e.g. dape2024_che_table2.")] = None,
+    strict: Annotated[bool, typer.Option(help="With --reference: refuse results of another protocol.")] = False,
+    plot: Annotated[Optional[Path], typer.Option(help="Save accuracy-against-length plots (.png, .pdf or .svg).")] = None,
+    protocol: ProtocolOption = None,
+):
+    """The tasks x PEs table of OOD accuracy, from a folder of results.
+
+    One table per protocol: runs of different steps, lengths or model sizes never share a cell."""
+    import che
+    from che import leaderboards as lb
+    from che.plots import FORMATS
+    from che.results import check_output
+
+    check_output("--out", out)
+    check_output("--plot", plot, FORMATS)
+    runs = che.load_results(results or [DEFAULT_RESULTS])
+    found = lb.protocols(runs)
+    labels = [protocol] if protocol is not None else [p.label for p in found]
+    if protocol is None and len(found) > 1:
+        err_console.print("note: " + lb.mixed_protocols_line(found), soft_wrap=True)
+    boards = [che.leaderboard(runs, agg=agg, reference=reference, strict=strict, protocol=label) for label in labels]
+    for board in boards:
+        if format == "table" and lb.protocol_line(board):
+            err_console.print(lb.protocol_line(board), soft_wrap=True)
+    rendered = lb.render_all(boards, format)
+    if format == "table":
+        target = Console(record=True, width=220, markup=False) if out is not None else wide_console()
+        for table in rendered:
+            target.print(table)
+        rendered = target.export_text() if out is not None else None
+    if out is not None:
+        out.write_text(rendered)
+        err_console.print(f"wrote {out}")
+    elif rendered is not None:
+        print(rendered, end="" if rendered.endswith("\n") else "\n")
+    if plot is not None:
+        from che.plots import accuracy_vs_length
+
+        for board, label in zip(boards, labels):
+            path = plot if len(boards) == 1 else plot.with_name(f"{plot.stem}-{label}{plot.suffix}")
+            accuracy_vs_length(board, path)
+            err_console.print(f"wrote {path}")
+
+
+@app.command("compare")
+@user_errors
+def compare_command(
+    pes: Annotated[str, typer.Option(help="Two PEs, A,B: is A better than B?", show_default=False)],
+    tasks: Annotated[Optional[str], typer.Option(help="Tasks, comma-separated [default: every task with both].",
+                                                 show_default=False)] = None,
+    results: ResultsFoldersOption = None,
+    format: Annotated[Literal["table", "md", "csv", "json"], typer.Option("--format", help="Output format.")] = "table",
+    protocol: ProtocolOption = None,
+):
+    """Per task: A against B, the difference of mean OOD accuracy over their runs.
+
+    With its 95% bootstrap interval, an exact permutation test, p-values adjusted for the number of
+    tasks (Holm), how many tasks A wins significantly, and a sign-flip test across tasks."""
+    import che
+    from che.comparisons import render, single_run_note
+
+    names = [p.strip() for p in pes.split(",") if p.strip()]
+    if len(names) != 2:
+        raise CheError(f"--pes takes two different PEs, A,B; got {pes!r}")
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    table = che.compare(che.load_results(results or [DEFAULT_RESULTS]), names[0], names[1], tasks=task_list,
+                        protocol=protocol)
+    note = single_run_note(table)
+    if note:
+        err_console.print(note, soft_wrap=True)
+    a, b = table.attrs["pes"]
+    rendered = render(table, a, b, format)
+    if format == "table":
+        console.print(rendered[0])
+        console.print(rendered[1], soft_wrap=True)
+    else:
+        print(rendered, end="" if rendered.endswith("\n") else "\n")
