@@ -1,6 +1,6 @@
 """che: the Chomsky Hierarchy Evaluation of positional encodings for length generalization.
 
-The Python API (the `che` command is a thin layer over it):
+The Python API (the `che` command is a thin layer over it; the functions are in che/api.py):
 
     import che
     result = che.run("reverse_string", "dape-kerple", preset="smoke")   # train, evaluate, store
@@ -9,70 +9,10 @@ The Python API (the `che` command is a thin layer over it):
     table = che.compare(runs, "dape-kerple-log", "kerple-log")         # per task, with p-values
 """
 
-__version__ = "0.2.0"
-
+from che.api import compare, leaderboard, load_results, protocols, run
 from che.errors import CheError
 from che.registry import register_pe, register_task
+from che.version import __version__
 
 __all__ = ["CheError", "register_pe", "register_task", "__version__", "run", "load_results", "leaderboard",
            "protocols", "compare"]
-
-
-def run(task: str, pe: str, preset: str = "cpu", *, seeds=None, lrs=None, results="results/runs",
-        device: str = "auto", force: bool = False, resume: bool = False, **settings):
-    """Train and evaluate `task` x `pe` as `che run` does (`settings`: any setting, `che settings`,
-    e.g. steps=100), store the result, and return it: the `Outcome` (status, path, record) of the
-    run, or a list of them with several `seeds` / `lrs` (trained together as one pack)."""
-    from pathlib import Path
-
-    from che.runners import launch
-
-    plan = launch.plan_run(task, pe, preset=preset, seeds=None if seeds is None else list(seeds),
-                           lrs=None if lrs is None else list(lrs), device=device, results=Path(results),
-                           settings=settings, force=force, resume=resume)
-    outcomes = launch.execute(plan, force=force, resume=resume)
-    return outcomes[0] if len(outcomes) == 1 else outcomes
-
-
-def load_results(path="results/runs"):
-    """Every finished, valid result under a folder (or a list of folders) as a pandas DataFrame: one row per run, its
-    configuration's settings as columns, its scores (ood_accuracy, in_distribution_accuracy, in
-    [0, 1]) and its accuracy by length (a list)."""
-    from che.results import load_results as load, results_frame
-
-    return results_frame(load(path))
-
-
-def leaderboard(runs, agg: str = "max", reference: str | None = None, strict: bool = False,
-                protocol: str | None = None):
-    """The tasks x PEs leaderboard of a table of runs (`load_results`): `.cells` holds, per (task,
-    PE), the aggregate in %, the mean with its 95% bootstrap interval, and the number of runs. Runs
-    of different protocols (steps, lengths, model, ...) are never aggregated together: with several
-    in `runs`, name one (`protocol`, see `protocols`)."""
-    from che.leaderboards import build
-
-    return build(runs, agg, reference, strict, protocol)
-
-
-def protocols(runs):
-    """The protocols of a table of runs (`load_results`), the most common first: each has a `label`
-    (its preset's name, made unique), the `settings` its runs share, `differs` (the settings that
-    tell it from the others) and its `runs`."""
-    from che.leaderboards import protocols as find
-
-    return find(runs)
-
-
-def compare(runs, a: str, b: str, tasks=None, protocol: str | None = None):
-    """Per task, PE `a` against PE `b` over their runs of one protocol (see che.comparisons):
-    difference, interval, p_value, p_adjusted (Holm), runs_a, runs_b."""
-    from che.comparisons import compare as compare_pes
-    from che.errors import CheError
-    from che.models.positional import canonical_pe_name
-
-    a, b = canonical_pe_name(a), canonical_pe_name(b)
-    if a == b:
-        raise CheError(f"compare two different PEs, not {a} with itself")
-    table = compare_pes(runs, a, b, tasks, protocol)
-    table.attrs["pes"] = (a, b)
-    return table

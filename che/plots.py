@@ -135,3 +135,28 @@ def heatmaps(panels: list[tuple[str, list]], path: Path, title: str, cmap: str =
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def attention_pictures(recorded: dict, about: dict, out: Path, heads: list[int] | None = None) -> None:
+    """Heatmaps per head of what `che.runners.inspection.attention_maps` recorded: the PE's bias B,
+    DAPE's correction f(S, B) and the attention, as the DAPE paper's figures (the attention alone for
+    a PE without a bias)."""
+    from che.errors import CheError
+
+    n_heads = recorded["probs"].shape[0]
+    heads = list(range(min(n_heads, 8))) if heads is None else heads
+    bad = [h for h in heads if not 0 <= h < n_heads]
+    if bad:
+        raise CheError(f"--heads: the model has heads 0..{n_heads - 1}, not {', '.join(map(str, bad))}")
+    panels = []
+    for h in heads:
+        columns = []
+        if "bias" in recorded:
+            columns.append(("bias B", recorded["bias"][h].numpy()))
+        if "f" in recorded:
+            columns.append(("DAPE f(S, B)", recorded["f"][h].numpy()))
+        columns.append(("attention", recorded["probs"][h].numpy()))
+        panels.append((f"head {h}", columns))
+    title = (f"{about['task']} x {about['pe']}: layer {about['layer']}, length {about['length']} "
+             f"({about['tokens']} tokens), test sample {about['sample']}")
+    heatmaps(panels, out, title)

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from che.config import RunConfig
 from che.runners.estimate import format_duration
-from che.runners.run import Reporter
+from che.runners.reporting import Reporter
 from che.runners.sweep import Summary, SweepReporter, label
 
 

@@ -225,9 +225,9 @@ def versions() -> dict:
     import numpy
     import torch
 
-    import che
+    from che.version import __version__
 
-    return {"che": che.__version__, "torch": torch.__version__, "python": platform.python_version(),
+    return {"che": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "numpy": numpy.__version__, "platform": platform.platform()}
 
 

@@ -1,5 +1,5 @@
 """What `che eval` and `che show` do with a stored run: evaluate it again under other settings, and
-draw what its PE learned."""
+record what its PE computes for one input (`che.plots.attention_pictures` draws it)."""
 
 from __future__ import annotations
 
@@ -107,29 +107,3 @@ def attention_maps(record: dict, path: Path, device: torch.device, layer: int, l
              "tokens": int(recorded["probs"].shape[-1]), "input": task.render(batch.inputs[sample].tolist(),
                                                                                  task.input_symbols)}
     return recorded, about
-
-
-def show(record: dict, path: Path, out: Path, device: torch.device, layer: int = 0, heads: list[int] | None = None,
-         length: int | None = None, sample: int = 0) -> None:
-    """Heatmaps per head: the PE's bias B, DAPE's correction f(S, B) and the attention, as the DAPE
-    paper's figures (the attention alone for a PE without a bias)."""
-    from che.plots import heatmaps
-
-    recorded, about = attention_maps(record, path, device, layer, length, sample)
-    n_heads = recorded["probs"].shape[0]
-    heads = list(range(min(n_heads, 8))) if heads is None else heads
-    bad = [h for h in heads if not 0 <= h < n_heads]
-    if bad:
-        raise CheError(f"--heads: the model has heads 0..{n_heads - 1}, not {', '.join(map(str, bad))}")
-    panels = []
-    for h in heads:
-        columns = []
-        if "bias" in recorded:
-            columns.append(("bias B", recorded["bias"][h].numpy()))
-        if "f" in recorded:
-            columns.append(("DAPE f(S, B)", recorded["f"][h].numpy()))
-        columns.append(("attention", recorded["probs"][h].numpy()))
-        panels.append((f"head {h}", columns))
-    title = (f"{about['task']} x {about['pe']}: layer {layer}, length {about['length']} ({about['tokens']} tokens), "
-             f"test sample {sample}")
-    heatmaps(panels, out, title)

@@ -18,7 +18,8 @@ from che.results import is_finished, result_path
 from che.runners.estimate import (available_memory_bytes, estimate_seconds, evaluation_memory_bytes,
                                   training_memory_bytes)
 from che.runners.grid import build_grid, read_spec
-from che.runners.run import Outcome, Reporter, check_resumable, execute_pack, find_checkpoint, pick_device
+from che.runners.reporting import Reporter
+from che.runners.run import Outcome, check_resumable, execute_pack, find_checkpoint, pick_device
 
 
 @dataclass

@@ -31,6 +31,7 @@ from che.result import make_record
 from che.results import (checkpoint_path, command_line, describe_device, disk_problem,
                          git_revision, is_finished, result_path, run_dir, versions, write_json_atomic)
 from che.runners.evaluate import evaluate, summarize
+from che.runners.reporting import Reporter
 from che.runners.stored import model_path, save_model
 from che.runners.train import Trainer, check_pack
 
@@ -57,16 +58,6 @@ class Outcome:
     status: str          # "finished" or "skipped" (already finished)
     path: Path
     record: dict
-
-
-class Reporter:
-    """Progress callbacks; the default reports nothing."""
-
-    def start(self, config: RunConfig, resumed_from: int) -> None: ...
-    def step(self, state, loss: float, accuracy: float) -> None: ...
-    def evaluation_started(self, lengths: int) -> None: ...
-    def length_done(self, length: int, accuracy: float) -> None: ...
-    def close(self) -> None: ...
 
 
 def pack_checkpoint_path(results: Path, configs: list[RunConfig]) -> Path:

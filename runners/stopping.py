@@ -96,7 +96,7 @@ def deferred_until_training():
 def relay_stop():
     """A Reporter that passes a Ctrl-C noted before training started on to the training loop,
     after its first step, so that it saves a checkpoint and stops."""
-    from che.runners.run import Reporter
+    from che.runners.reporting import Reporter
 
     class StopRelay(Reporter):
         def step(self, state, loss, accuracy):

@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-from che.runners.run import Reporter
+from che.runners.reporting import Reporter
 from conftest import REPO, run_alone
 
 from che.config import make_config

@@ -364,7 +364,8 @@ def test_ctrl_c_stops_cleanly_and_the_next_sweep_completes(tmp_path):
 
 def test_local_plan_packs_runs_per_gpu_and_pins_each_worker(monkeypatch):
     import torch
-    from che.runners import executors, run
+    from che.runners import run
+    from che.runners.executors import plan as executors
     from che.runners.executors.local import LocalExecutor
 
     monkeypatch.setattr(run, "pick_device", lambda name: torch.device("cuda"))

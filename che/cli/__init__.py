@@ -36,7 +36,7 @@ def main_options(
     """Chomsky Hierarchy Evaluation: how well does a positional encoding let a transformer generalize
     to longer inputs?"""
     if version:
-        from che import __version__
+        from che.version import __version__
 
         print(f"che (distribution che-bench) {__version__}")
         raise typer.Exit(0)

@@ -35,19 +35,19 @@ def leaderboard_command(
     """The tasks x PEs table of OOD accuracy, from a folder of results.
 
     One table per protocol: runs of different steps, lengths or model sizes never share a cell."""
-    import che
+    from che import api
     from che import leaderboards as lb
     from che.plots import FORMATS
     from che.results import check_output
 
     check_output("--out", out)
     check_output("--plot", plot, FORMATS)
-    runs = che.load_results(results or [DEFAULT_RESULTS])
+    runs = api.load_results(results or [DEFAULT_RESULTS])
     found = lb.protocols(runs)
     labels = [protocol] if protocol is not None else [p.label for p in found]
     if protocol is None and len(found) > 1:
         err_console.print("note: " + lb.mixed_protocols_line(found), soft_wrap=True)
-    boards = [che.leaderboard(runs, agg=agg, reference=reference, strict=strict, protocol=label) for label in labels]
+    boards = [api.leaderboard(runs, agg=agg, reference=reference, strict=strict, protocol=label) for label in labels]
     for board in boards:
         if format == "table" and lb.protocol_line(board):
             err_console.print(lb.protocol_line(board), soft_wrap=True)
@@ -85,14 +85,14 @@ def compare_command(
 
     With its 95% bootstrap interval, an exact permutation test, p-values adjusted for the number of
     tasks (Holm), how many tasks A wins significantly, and a sign-flip test across tasks."""
-    import che
+    from che import api
     from che.comparisons import render, single_run_note
 
     names = [p.strip() for p in pes.split(",") if p.strip()]
     if len(names) != 2:
         raise CheError(f"--pes takes two different PEs, A,B; got {pes!r}")
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    table = che.compare(che.load_results(results or [DEFAULT_RESULTS]), names[0], names[1], tasks=task_list,
+    table = api.compare(api.load_results(results or [DEFAULT_RESULTS]), names[0], names[1], tasks=task_list,
                         protocol=protocol)
     note = single_run_note(table)
     if note:

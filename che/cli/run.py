@@ -190,9 +190,9 @@ def show_command(
 
     For one test input, per head: the PE's bias B, DAPE's correction f(S, B) and the attention (as
     the DAPE paper's figures)."""
-    from che.plots import FORMATS
+    from che.plots import FORMATS, attention_pictures
     from che.results import check_output
-    from che.runners.inspection import show
+    from che.runners.inspection import attention_maps
     from che.runners.run import pick_device
     from che.runners.stored import find_run
 
@@ -207,5 +207,6 @@ def show_command(
             head_list = []
         if not head_list:
             raise CheError(f"--heads must be head numbers such as 0,1,2, got {heads!r}")
-    show(record, path, out, pick_device(device), layer, head_list, length, sample)
+    recorded, about = attention_maps(record, path, pick_device(device), layer, length, sample)
+    attention_pictures(recorded, about, out, head_list)
     err_console.print(f"wrote {out}")

@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from che.runners.executors import Plan
+from che.runners.executors.plan import Plan
 from che.runners.executors.worker import run_pack
 from che.threads import THREAD_VARIABLES, WAIT_POLICY
 

@@ -9,7 +9,7 @@ import socket
 from pathlib import Path
 
 from che.errors import CheError
-from che.runners.executors import Plan
+from che.runners.executors.plan import Plan
 from che.runners.executors.worker import run_pack
 from che.runners.stopping import sigint_blocked
 from che.threads import usable_cores

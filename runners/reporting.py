@@ -1,0 +1,16 @@
+"""The progress callbacks a run makes: a reporter is told when training starts (and from which
+step), after steps, when evaluation starts and after each length. `che.progress` draws them."""
+
+from __future__ import annotations
+
+from che.config import RunConfig
+
+
+class Reporter:
+    """Progress callbacks; the default reports nothing."""
+
+    def start(self, config: RunConfig, resumed_from: int) -> None: ...
+    def step(self, state, loss: float, accuracy: float) -> None: ...
+    def evaluation_started(self, lengths: int) -> None: ...
+    def length_done(self, length: int, accuracy: float) -> None: ...
+    def close(self) -> None: ...
