@@ -24,11 +24,17 @@ RandMode = Literal["offsets", "reference", "positions"]  # how relative and bias
 DapeVariant = Literal["S+B+f(S,B)", "S+B+f(S+B)", "S+f(S,B)", "S+B+f(B)"]  # DAPE and its ablations
 DapeImpl = Literal["fast", "literal"]
 DapeInit = Literal["haiku", "torch"]
-Attention = Literal["fused", "explicit"]
+Attention = Literal["auto", "fused", "explicit"]
+Precision = Literal["fp32", "tf32", "bf16", "bf16-emulated"]  # see che.runners.precision
 DEVICES, RAND_MODES, DAPE_VARIANTS = get_args(Device), get_args(RandMode), get_args(DapeVariant)
 DAPE_IMPLEMENTATIONS, DAPE_INITIALISATIONS, ATTENTION = get_args(DapeImpl), get_args(DapeInit), get_args(Attention)
+PRECISIONS = get_args(Precision)
 CHOICES = {"rand_mode": RAND_MODES, "dape_variant": DAPE_VARIANTS, "dape_impl": DAPE_IMPLEMENTATIONS,
-           "dape_init": DAPE_INITIALISATIONS, "attention": ATTENTION}
+           "dape_init": DAPE_INITIALISATIONS, "attention": ATTENTION, "precision": PRECISIONS}
+# How results made before the precision setting said it (bf16, tf32 flags); a run's identity keeps
+# saying it so, so that its run id is the one it always had.
+LEGACY_PRECISION = {"fp32": {"bf16": False, "tf32": False}, "tf32": {"bf16": False, "tf32": True},
+                    "bf16": {"bf16": True, "tf32": True}}
 
 FIRE_THRESHOLD_RATIO = 1 / 8  # FIRE's threshold / the longest training sequence, as the DAPE code
 SEED_LIMIT = 2**32
@@ -63,7 +69,8 @@ class ModelConfig:
     dape_impl: str = setting("fast", "DAPE's implementation (the same function): fast or literal")
     dape_init: str = setting("haiku", "DAPE's MLP initialisation: haiku (as the CHE code) or torch (as DAPE's)")
     fire_threshold: float = setting(64.0, "FIRE's initial threshold L (set from the training length)")
-    attention: str = setting("fused", "fused (SDPA) or explicit (materialised scores) attention")
+    attention: str = setting("auto", "fused (SDPA), explicit (materialised scores), or auto: the faster on "
+                                     "the device (explicit on a CPU, fused on CUDA)")
 
     @property
     def d_head(self) -> int:
@@ -82,7 +89,7 @@ class ModelConfig:
         if self.d_model % self.n_heads:
             raise CheError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         for name, choices in CHOICES.items():
-            if getattr(self, name) not in choices:
+            if hasattr(self, name) and getattr(self, name) not in choices:
                 raise CheError(f"{name}: unknown value '{getattr(self, name)}' (choices: {', '.join(choices)})")
 
 
@@ -114,8 +121,8 @@ class RunConfig:
     eval_seed: int = setting(1, "seed of the test data (the same for every run of a task)")
     eval_dropout: bool = setting(False, "keep dropout on at evaluation, as the reference code does")
     # numerics
-    bf16: bool = setting(False, "bf16 autocast")
-    tf32: bool = setting(True, "on CUDA, float32 matmuls in TF32 (as JAX's default precision there)")
+    precision: str = setting("tf32", "fp32, tf32 (float32 with TF32 matmuls on CUDA, as JAX there; fp32 on a CPU), "
+                                     "bf16 (autocast), or bf16-emulated (bf16's rounding in float32)")
     # how it runs, not what it computes (left out of the identity)
     compile: bool = setting(False, "torch.compile the model")
     cuda_graphs: bool = setting(True, "capture each training step as a CUDA graph (on CUDA only)")
@@ -142,6 +149,10 @@ class RunConfig:
     def from_dict(cls, data: dict) -> RunConfig:
         """A RunConfig from its flat dict (a result's "config", a checkpoint's), each value of its
         field's type: a file edited or written by someone else is refused in one line."""
+        data = dict(data)
+        if "bf16" in data or "tf32" in data:  # written before the precision setting
+            flags = (bool(data.pop("bf16", False)), bool(data.pop("tf32", True)))
+            data.setdefault("precision", {(False, False): "fp32", (False, True): "tf32"}.get(flags, "bf16"))
         unknown = set(data) - set(SETTINGS)
         if unknown:
             raise CheError(f"unknown run-config keys: {', '.join(sorted(unknown))}")
@@ -165,6 +176,8 @@ class RunConfig:
         """What determines the result: the settings, and the versions of the task's and the PE's
         implementations (`implementations`)."""
         values = {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY}
+        if values["precision"] in LEGACY_PRECISION:
+            values |= LEGACY_PRECISION[values.pop("precision")]
         return values | {"implementations": self.implementations()}
 
     def implementations(self) -> dict:
@@ -204,6 +217,8 @@ class RunConfig:
             raise CheError(f"lr must be in (0, 1), got {self.lr:g}")
         if not 0 < self.max_grad_norm < math.inf:  # <= 0 would turn clipping into gradient ascent
             raise CheError(f"max_grad_norm must be a positive number, got {self.max_grad_norm}")
+        if self.precision not in PRECISIONS:
+            raise CheError(f"precision: unknown value '{self.precision}' (choices: {', '.join(PRECISIONS)})")
         if not 0 < self.eval_memory_gb < math.inf:
             raise CheError(f"eval_memory_gb must be a positive number, got {self.eval_memory_gb}")
         for name in ("seed", "length_seed", "eval_seed"):
@@ -233,8 +248,8 @@ def _at_least(name: str, value, low: int) -> None:
 FLAT_ORDER = ("task", "pe", "preset", "seed", "steps", "length_seed", "batch_size", "lr", "max_grad_norm",
               "train_length", "max_test_length", "eval_samples", "eval_batch_size", "eval_seed", "eval_dropout",
               "n_layers", "d_model", "n_heads", "ffn_mult", "dropout", "rand_max_length", "rand_at_eval",
-              "rand_mode", "learned_max_length", "dape_width", "dape_variant", "dape_kernel", "dape_init", "bf16",
-              "tf32", "dape_impl", "compile", "cuda_graphs", "attention", "checkpoint_every", "save_model",
+              "rand_mode", "learned_max_length", "dape_width", "dape_variant", "dape_kernel", "dape_init",
+              "precision", "dape_impl", "compile", "cuda_graphs", "attention", "checkpoint_every", "save_model",
               "eval_memory_gb", "tensorboard", "extra")
 _FIELDS = {f.name: f for cls in (RunConfig, ModelConfig) for f in dataclasses.fields(cls)}
 SETTINGS = {name: _FIELDS[name] for name in FLAT_ORDER}  # name -> the dataclass field (type, default, about)

@@ -94,8 +94,11 @@ def draw(generator, fn, *args):
 
 
 def per_run(modules, generators, fn, *tensors):
-    """[fn(module_k, t_k...) for each run k], each under run k's generator."""
-    return [draw(g, fn, m, *(t[k] for t in tensors)) for k, (m, g) in enumerate(zip(modules, generators))]
+    """[fn(module_k, t_k...) for each run k], each under run k's generator. The runs' slices are
+    views whose gradients go back in one pass (unbind, or a squeeze for one run), not through
+    `t[k]`, whose backward writes a zero-filled copy of the whole pack per run."""
+    slices = [(t.squeeze(0),) if t.shape[0] == 1 else t.unbind(0) for t in tensors]
+    return [draw(g, fn, m, *(parts[k] for parts in slices)) for k, (m, g) in enumerate(zip(modules, generators))]
 
 
 def stack(values: list[torch.Tensor]) -> torch.Tensor:

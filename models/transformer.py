@@ -67,35 +67,59 @@ class SelfAttention(nn.Module):
         # view): matmuls over other layouts may take other kernels and round differently, and a run
         # must compute the same bits alone and packed. (The CPU's fused kernel is also ~20% faster.)
         q, k, v = (t.reshape(merged).contiguous() for t in (q, k, v))
-        # Scores materialised when asked for (the same function: tests/test_model.py) or when a PE
-        # transforms them; else SDPA. (On an H200 at d_head 8 neither is faster everywhere:
-        # results/bench/README.md.)
-        if self.record is not None or self.attention == "explicit" or (pes is not None and pes[0].transforms_scores):
-            scores = ((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.d_head))).view(
-                pack, batch, self.n_heads, length, length)
-            logits = scores if pes is None else stack([check_shape(pes[0], "logits", out, scores.shape[1:]) for out in
-                per_run(pes, generators, lambda pe, s, q, k: pe.logits(s, q, k), scores,
-                        q.view(pack, batch, *merged[1:]), k.view(pack, batch, *merged[1:]))])
+        per_run_q, per_run_k = q.view(pack, batch, *merged[1:]), k.view(pack, batch, *merged[1:])
+        transforms = pes is not None and pes[0].transforms_scores
+        if self.record is not None or transforms or self.mode(x.device) == "explicit":
+            # The scores materialised: when a PE transforms them (DAPE), for a picture, or where it is
+            # the faster path (a CPU: tests/test_model.py checks it computes what SDPA does). q is
+            # scaled before the product: a [.., T, d_head] multiply instead of a [.., T, T] one.
+            flat = (q * (1.0 / math.sqrt(self.d_head))) @ k.transpose(-2, -1)  # [K * B, H, T, T]
+            scores = flat.view(pack, batch, self.n_heads, length, length)
+            if transforms:
+                logits = stack([check_shape(pes[0], "logits", out, scores.shape[1:]) for out in per_run(
+                    pes, generators, lambda pe, s, q, k: pe.logits(s, q, k), scores, per_run_q, per_run_k)])
+            else:
+                bias = self.biases(pes, generators, per_run_q, per_run_k, batch)
+                if bias is None:
+                    logits = scores
+                elif pack == 1 and self.record is None:  # the same sum, in place: no [B, H, T, T] copy
+                    logits = flat.add_(bias[0]).view_as(scores)
+                else:
+                    logits = scores + bias
             probs = torch.softmax(logits, dim=-1)
             if self.record is not None:  # `record_attention`: what a picture of the layer needs
                 self.record.update(scores=scores[0].detach(), logits=logits[0].detach(), probs=probs[0].detach())
             y = probs.reshape(pack * batch, self.n_heads, length, length) @ v
         else:
             # Fused attention; SDPA scales QK^T by 1/sqrt(d_head) and then adds the bias.
-            biases = [None] if pes is None else per_run(
-                pes, generators, lambda pe, q, k: pe.bias(q, k), q.view(pack, batch, *merged[1:]),
-                k.view(pack, batch, *merged[1:]))
-            mask = None
-            if biases[0] is not None:
-                for bias in biases:
-                    check_shape(pes[0], "bias", bias, (batch, self.n_heads, length, length))
-                # [H, T, T] (positions only) or [B, H, T, T] (content too) per run
-                mask = stack([b if b.dim() == 4 else b.unsqueeze(0) for b in biases])
+            mask = self.biases(pes, generators, per_run_q, per_run_k, batch)
+            if mask is not None:
                 mask = mask[0] if pack == 1 else mask.expand(pack, batch, -1, -1, -1).reshape(
                     pack * batch, self.n_heads, length, length)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.view(pack, batch, self.n_heads, length, self.d_head).transpose(2, 3)
         return self.out(y.reshape(pack, batch, length, d_model))
+
+
+    def mode(self, device: torch.device) -> str:
+        """How a layer without a PE that transforms the scores attends: `attention`, where auto is
+        explicit on a CPU (at d_head 8, 10-25% faster than SDPA's CPU kernel) and fused on CUDA."""
+        if self.attention != "auto":
+            return self.attention
+        return "explicit" if device.type == "cpu" else "fused"
+
+    def biases(self, pes, generators, q, k, batch: int) -> torch.Tensor | None:
+        """Each run's PE bias, stacked: [K, 1, H, T, T] (positions only) or [K, B, H, T, T] (content
+        too); None for a PE without one."""
+        if pes is None:
+            return None
+        biases = per_run(pes, generators, lambda pe, q, k: pe.bias(q, k), q, k)
+        if biases[0] is None:
+            return None
+        length = q.shape[-2]
+        for bias in biases:
+            check_shape(pes[0], "bias", bias, (batch, self.n_heads, length, length))
+        return stack([b if b.dim() == 4 else b.unsqueeze(0) for b in biases])
 
 
 class Block(nn.Module):

@@ -195,7 +195,8 @@ def benchmark(pes: list[str], task_name: str = "reverse_string", length: int = 4
                     "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
                     **{k: v for k, v in versions().items() if k in ("torch", "che", "python")}},
         "settings": {"task": task_name, "length": length, "batch_size": batch_size, "eval_length": eval_length,
-                     "eval_batch": eval_batch, "repeats": repeats, "dtype": "float32", "packs": list(packs),
+                     "eval_batch": eval_batch, "repeats": repeats, "dtype": overrides.get("precision", "tf32"),
+                     "packs": list(packs),
                      "modes": list(modes), "eval_memory_gb": memory_gb, **overrides},
         "records": [asdict(r) for r in records],
     }
@@ -206,7 +207,7 @@ def run_benchmark(pes: str | None = None, task: str = "reverse_string", length: 
                   literal: bool = True, pack: int | None = None, cuda_graphs: bool = False, compile: bool = False,
                   settings: dict | None = None, log=print) -> dict:
     """`che bench`: its options checked (one-line errors), then `benchmark`. `settings`: d_model,
-    dape_width, attention, tf32, eval_memory_gb (the model's and the run's, as `--set`)."""
+    dape_width, attention, precision, eval_memory_gb (the model's and the run's, as `--set`)."""
     from che.errors import CheError, check_range
     from che.models.positional import canonical_pe_name
     from che.runners.run import pick_device
@@ -230,13 +231,13 @@ def run_benchmark(pes: str | None = None, task: str = "reverse_string", length: 
     modes = ("eager",) + (("graphs",) if cuda_graphs else ()) + (("compile",) if compile else ())
     packs = (1,) if pack in (None, 1) else (1, pack)
     memory_gb = settings.pop("eval_memory_gb", 4.0)
-    overrides = {"attention": "fused", "tf32": True} | settings
+    overrides = {"attention": "auto", "precision": "tf32"} | settings
     return benchmark(names, task, length, batch_size, eval_length, eval_batch, repeats, str(torch_device), literal,
                      memory_gb, overrides, packs=packs, modes=modes, log=log)
 
 
 # What `che bench --set` may change (the rest of a benchmark's model is the CHE model's).
-BENCH_SETTINGS = ("d_model", "dape_width", "attention", "tf32", "eval_memory_gb", "bf16")
+BENCH_SETTINGS = ("d_model", "dape_width", "attention", "precision", "eval_memory_gb")
 
 
 def _evaluation_speed(model, inputs, output_length, batch, memory_gb, device, log, label):

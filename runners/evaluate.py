@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from che.models.packed import PackedDropout
-from che.runners.train import autocast, masked_accuracy_counts, matmul_precision
+from che.runners.precision import numerics
+from che.runners.train import masked_accuracy_counts
 
 
 def length_seed(eval_seed: int, length: int) -> int:
@@ -76,7 +77,7 @@ def evaluate(model: nn.Module, task, config, device: torch.device,
              runs: list[int] | None = None) -> list[list[float]]:
     """Accuracy of each run of the model's pack for every length 1..max_test_length: a list per
     run (index 0 is length 1). `runs` restricts the progress report to those runs (the live ones)."""
-    with matmul_precision(device, config.tf32):
+    with numerics(device, config.precision):
         return _evaluate(model, task, config, device, on_length, runs)
 
 
@@ -102,8 +103,7 @@ def _evaluate(model: nn.Module, task, config, device: torch.device,
                 # every chunk of a sub-batch draws the same random positions
                 generators = eval_generators(pack, length_seed(config.eval_seed, length) * 1009 + sub_batch, device)
                 inputs = batch.inputs[i:i + step].to(device).expand(pack, -1, -1)
-                with autocast(device, config.bf16):
-                    logits = model(inputs, output_length, generators)
+                logits = model(inputs, output_length, generators)
                 c, k = masked_accuracy_counts(logits, batch.targets[i:i + step].to(device).expand(pack, -1, -1),
                                               batch.mask[i:i + step].to(device).expand(pack, -1, -1))
                 correct, counted = correct + c, counted + k

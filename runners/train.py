@@ -25,7 +25,6 @@ for bit.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -41,6 +40,7 @@ from che.models import Transformer
 from che.registry import CheWarning
 from che.results import disk_problem
 from che.runners.optim import PackedAdam
+from che.runners.precision import matmul_precision, numerics
 from che.runners.stopping import StopRequested
 
 # The stacked weights of a pack are views with gaps between the runs (see PackedAdam); autograd
@@ -62,26 +62,6 @@ def masked_accuracy_counts(logits: torch.Tensor, targets: torch.Tensor, mask: to
     logits [K, B, T_out, C], targets and mask [K, B, T_out] -> two [K] tensors."""
     correct = (logits.argmax(dim=-1) == targets) & mask
     return correct.flatten(1).sum(1), mask.flatten(1).sum(1)
-
-
-def autocast(device: torch.device, bf16: bool):
-    if not bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-@contextlib.contextmanager
-def matmul_precision(device: torch.device, tf32: bool):
-    """On CUDA, float32 matmuls in TF32 or not for the duration (torch's flag is process-wide)."""
-    if device.type != "cuda":
-        yield
-        return
-    previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
 
 
 def check_pack(configs: list[RunConfig]) -> None:
@@ -200,7 +180,7 @@ class Trainer:
         is what a CUDA graph captures)."""
         self.model.train()
         self.optimizer.zero_grad()
-        with autocast(self.device, self.config.bf16):
+        with numerics(self.device, self.config.precision):
             logits = self.forward(inputs, targets.shape[-1], self.noise)
         losses = F.cross_entropy(logits.float().flatten(0, 2), targets.flatten(),
                                  reduction="none").view(self.pack, -1).mean(1)
@@ -213,7 +193,7 @@ class Trainer:
     def step(self, batch) -> None:
         if self.device.type == "cuda":
             batch = [t.pin_memory().to(self.device, non_blocking=True) for t in batch]
-        with matmul_precision(self.device, self.config.tf32):
+        with matmul_precision(self.device, self.config.precision):
             if self.graphs is not None:
                 self.graphs(*batch)
             else:

@@ -21,13 +21,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def stage(target: Path) -> Path:
-    """The che package as it installs (pyproject.toml's package-dir), copied under `target`."""
-    setup = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+def stage(target: Path, root: Path = REPO, data: bool = False) -> Path:
+    """The che package of the source tree at `root` as it installs (its pyproject.toml's
+    package-dir), copied under `target` (with `data`, its data files too)."""
+    setup = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    skip = ("__pycache__", "*.pyc") if data else ("__pycache__", "*.pyc", "*.json", "*.csv", "*.md", "*.toml")
     for package, folder in sorted(setup["package-dir"].items(), key=lambda item: item[0].count(".")):
         destination = target.joinpath(*package.split("."))
-        shutil.copytree(REPO / folder, destination, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.json", "*.csv", "*.md", "*.toml"))
+        shutil.copytree(root / folder, destination, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*skip))
     return target
 
 

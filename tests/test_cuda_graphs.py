@@ -25,7 +25,7 @@ def pack(pe, **overrides):
     replayed. Float32 matmuls (not TF32): TF32's rounding depends on the matmul's shape, so a pack
     and a run alone would differ by ~1e-3 for that reason alone."""
     return [make_config("reverse_string", pe, "smoke", seed=seed, lr=lr, batch_size=8, train_length=2,
-                        dropout=0.1, tf32=False, **overrides) for seed, lr in [(0, 1e-3), (5, 3e-4)]]
+                        dropout=0.1, precision="fp32", **overrides) for seed, lr in [(0, 1e-3), (5, 3e-4)]]
 
 
 def train(configs, steps=STEPS):

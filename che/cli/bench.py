@@ -31,7 +31,7 @@ def bench_command(
     cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Also time CUDA-graph-captured steps.")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="Also time torch.compile'd steps.")] = False,
     set_: Annotated[Optional[list[str]], typer.Option(
-        "--set", help="A setting of the timed model, key=value: d_model, dape_width, attention, tf32, bf16, "
+        "--set", help="A setting of the timed model, key=value: d_model, dape_width, attention, precision, "
                       "eval_memory_gb.", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Also write the JSON to this file.")] = None,

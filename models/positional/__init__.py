@@ -188,9 +188,20 @@ def short_citation(citation: str) -> str:
     return citation.split(";")[0].split(",")[0].strip()
 
 
+MAX_SHOWN_ENTRIES = 2_000_000  # heads x T x T numbers `che pes --show` prints or draws
+
+
 def initial_bias(name: str, length: int, heads: int):
     """(bias [H, T, T] or None, note) that PE `name` adds to the scaled scores at initialisation."""
     import torch
+
+    from che.errors import check_range
+
+    check_range("--length", length, 1, 4096)
+    check_range("--heads", heads, 1, 64)
+    if heads * length * length > MAX_SHOWN_ENTRIES:
+        raise CheError(f"--heads x --length^2 = {heads * length * length:,} numbers is more than --show prints "
+                       f"({MAX_SHOWN_ENTRIES:,}); lower --length or --heads")
 
     from che.config import ModelConfig
 

@@ -10,7 +10,7 @@ import traceback
 from pathlib import Path
 
 from che.runners import stopping
-from che.threads import WAIT_POLICY
+from che.threads import WAIT_POLICY, keep_freed_memory
 
 
 def run_pack(configs: list[dict], results: str, device: str = "auto", plugins: list[str] | tuple = (),
@@ -29,6 +29,7 @@ def run_pack(configs: list[dict], results: str, device: str = "auto", plugins: l
     outcomes = [dict(common, run_id=None) for _ in configs]
     for name, value in WAIT_POLICY.items():
         os.environ.setdefault(name, value)  # effective where torch is not loaded yet
+    keep_freed_memory()
     with stopping.deferred_until_training():
         try:
             import torch
