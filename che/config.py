@@ -22,7 +22,7 @@ from che.errors import CheError, unknown_name_error
 Device = Literal["auto", "cpu", "cuda"]
 RandMode = Literal["offsets", "reference", "positions"]  # how relative and bias PEs randomize (`rand-`)
 DapeVariant = Literal["S+B+f(S,B)", "S+B+f(S+B)", "S+f(S,B)", "S+B+f(B)"]  # DAPE and its ablations
-DapeImpl = Literal["fast", "literal"]
+DapeImpl = Literal["fast", "literal", "triton"]
 DapeInit = Literal["haiku", "torch"]
 Attention = Literal["auto", "fused", "explicit"]
 Precision = Literal["fp32", "tf32", "bf16", "bf16-emulated"]  # see che.runners.precision
@@ -66,7 +66,8 @@ class ModelConfig:
     dape_width: int = setting(64, "D, the hidden width of DAPE's MLP")
     dape_variant: str = setting("S+B+f(S,B)", "DAPE or one of the paper's ablations")
     dape_kernel: int = setting(3, "k of DAPE V2's 1 x k convolutions")
-    dape_impl: str = setting("fast", "DAPE's implementation (the same function): fast or literal")
+    dape_impl: str = setting("fast", "DAPE's implementation (the same function): fast, literal, or triton (fused "
+                                     "kernels, CUDA)")
     dape_init: str = setting("haiku", "DAPE's MLP initialisation: haiku (as the CHE code) or torch (as DAPE's)")
     fire_threshold: float = setting(64.0, "FIRE's initial threshold L (set from the training length)")
     attention: str = setting("auto", "fused (SDPA), explicit (materialised scores), or auto: the faster on "

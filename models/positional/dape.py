@@ -19,13 +19,15 @@ DAPE V2 (`dape2-`, arXiv 2410.04798) replaces both linear maps by 2-D convolutio
 spans one query row and k neighbouring keys (padding k // 2), so f also mixes nearby keys. The
 encoder here is not causal, so every key is visible to the convolution.
 
-Two implementations compute the same function with the same parameters (`dape_impl`):
+Three implementations compute the same function with the same parameters (`dape_impl`):
 - "literal": concatenate [S; B] into [batch, T, T, 2H] and apply the MLP, as the published code;
 - "fast": split the first layer into its S and B halves and compute the B half (and its bias)
   once per forward pass, since B is the same for every batch element; no concatenation; the MLP
   runs block by block over positions on the CPU (`PositionwiseMLP`), so its [batch, D, T, T]
   hidden activations are never stored; on a GPU, where a loop of small blocks is launch-bound, it
-  runs as one channels-last pass.
+  runs as one channels-last pass;
+- "triton": the fast form's MLP as fused Triton kernels, forward and backward (`dape_triton.py`),
+  which never write the [batch, T, T, D] hidden activations: on CUDA (or Triton's interpreter).
 
 Initialisation (`dape_init`): Haiku's (the default, as the CHE model's other Linear layers) or
 PyTorch's (as DAPE's released code).
@@ -137,6 +139,10 @@ class DAPE(AttentionPE):
             const = const.expand(-1, length, length).to(content.dtype)
             args = (content, const, w_content.to(content.dtype), self.output.weight.to(content.dtype),
                     self.output.bias.to(content.dtype))
+            if self.impl == "triton":  # the fused kernels (dape_triton.py): no [.., T, T, D] hidden tensor
+                from che.models.positional.dape_triton import fused_positionwise_mlp
+
+                return fused_positionwise_mlp(*args)
             # On a GPU a Python loop over blocks is launch-bound: one dense pass there instead.
             return dense_positionwise_mlp(*args) if content.is_cuda else PositionwiseMLP.apply(*args)
         padding = (0, self.kernel // 2)
