@@ -24,7 +24,7 @@ RandMode = Literal["offsets", "reference", "positions"]  # how relative and bias
 DapeVariant = Literal["S+B+f(S,B)", "S+B+f(S+B)", "S+f(S,B)", "S+B+f(B)"]  # DAPE and its ablations
 DapeImpl = Literal["fast", "literal", "triton"]
 DapeInit = Literal["haiku", "torch"]
-Attention = Literal["auto", "fused", "explicit"]
+Attention = Literal["auto", "fused", "explicit", "flex"]
 Precision = Literal["fp32", "tf32", "bf16", "bf16-emulated"]  # see che.runners.precision
 DEVICES, RAND_MODES, DAPE_VARIANTS = get_args(Device), get_args(RandMode), get_args(DapeVariant)
 DAPE_IMPLEMENTATIONS, DAPE_INITIALISATIONS, ATTENTION = get_args(DapeImpl), get_args(DapeInit), get_args(Attention)
@@ -70,8 +70,8 @@ class ModelConfig:
                                      "kernels, CUDA)")
     dape_init: str = setting("haiku", "DAPE's MLP initialisation: haiku (as the CHE code) or torch (as DAPE's)")
     fire_threshold: float = setting(64.0, "FIRE's initial threshold L (set from the training length)")
-    attention: str = setting("auto", "fused (SDPA), explicit (materialised scores), or auto: the faster on "
-                                     "the device (explicit on a CPU, fused on CUDA)")
+    attention: str = setting("auto", "fused (SDPA), explicit (materialised scores), flex (FlexAttention, the bias "
+                                     "read in its score modification), or auto: explicit on a CPU, fused on CUDA")
 
     @property
     def d_head(self) -> int:

@@ -29,6 +29,7 @@ computes the same alone, in a pack, eagerly or inside a captured CUDA graph.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Sequence
 
@@ -90,6 +91,8 @@ class SelfAttention(nn.Module):
             if self.record is not None:  # `record_attention`: what a picture of the layer needs
                 self.record.update(scores=scores[0].detach(), logits=logits[0].detach(), probs=probs[0].detach())
             y = probs.reshape(pack * batch, self.n_heads, length, length) @ v
+        elif self.mode(x.device) == "flex":
+            y = flex_attention_with_bias(q, k, v, self.biases(pes, generators, per_run_q, per_run_k, batch), batch)
         else:
             # Fused attention; SDPA scales QK^T by 1/sqrt(d_head) and then adds the bias.
             mask = self.biases(pes, generators, per_run_q, per_run_k, batch)
@@ -102,8 +105,9 @@ class SelfAttention(nn.Module):
 
 
     def mode(self, device: torch.device) -> str:
-        """How a layer without a PE that transforms the scores attends: `attention`, where auto is
-        explicit on a CPU (at d_head 8, 10-25% faster than SDPA's CPU kernel) and fused on CUDA."""
+        """How a layer without a PE that transforms the scores attends: `attention` (fused: SDPA,
+        explicit: the scores materialised, flex: FlexAttention), where auto is explicit on a CPU (at
+        d_head 8, 10-25% faster than SDPA's CPU kernel) and fused on CUDA."""
         if self.attention != "auto":
             return self.attention
         return "explicit" if device.type == "cpu" else "fused"
@@ -282,3 +286,29 @@ def check_shape(pe, what: str, value: torch.Tensor, shape) -> torch.Tensor:
         raise CheError(f"PE '{pe.name}' ({source}) returned a {what} of shape {got}; attention needs "
                        f"{list(shape[1:]) if what == 'bias' else list(shape)}" + (f" or {list(shape)}" if what == "bias" else ""))
     return value
+
+
+def flex_attention_with_bias(q, k, v, bias, batch: int):
+    """softmax(q k^T / sqrt(d) + bias) v with FlexAttention: the bias read per (run, head, i, j) from
+    the runs' [K, 1, H, T, T] biases ([K, B, H, T, T] when they depend on content) in the score
+    modification, so no [K * B, H, T, T] copy of it is made, as SDPA's mask for a pack needs. Compiled
+    (FlexAttention's fused kernel) on CUDA; on a CPU, torch 2.13 computes it only without gradients."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    attend = _compiled_flex() if q.is_cuda else flex_attention
+    if bias is None:
+        return attend(q, k, v)
+    if bias.shape[1] == 1:
+        def score_mod(score, b, h, i, j):
+            return score + bias[b // batch, 0, h, i, j]
+    else:
+        def score_mod(score, b, h, i, j):
+            return score + bias[b // batch, b % batch, h, i, j]
+    return attend(q, k, v, score_mod=score_mod)
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_flex():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)

@@ -1,5 +1,6 @@
 """The shared transformer and DAPE against its literal formula."""
 
+import dataclasses
 import math
 
 import pytest
@@ -97,9 +98,12 @@ class ExplicitScores(torch.nn.Module):
         return scores if bias is None else scores + bias
 
 
+@pytest.mark.parametrize("attention", ["fused", "explicit"])
 @pytest.mark.parametrize("pe", ["none", "rope", "alibi", "kerple-log", "t5", "fire", "relative", "sandwich"])
-def test_fused_attention_equals_explicit_scores_values_and_gradients(pe):
-    fused = model(pe, dropout=0.0).double()
+def test_each_attention_path_equals_the_scores_as_written_values_and_gradients(pe, attention):
+    """SDPA (fused) and the explicit path (q scaled first, the bias added in place) against the
+    scores as a PE's `logits` writes them, S + B, in float64."""
+    fused = model(pe, dropout=0.0, attention=attention).double()
     explicit = model(pe, dropout=0.0).double()
     explicit.load_state_dict(fused.state_dict())
     for block in explicit.blocks:
@@ -111,6 +115,24 @@ def test_fused_attention_equals_explicit_scores_values_and_gradients(pe):
     b.square().sum().backward()
     for (name, p), q in zip(fused.named_parameters(), explicit.parameters()):
         assert torch.allclose(p.grad, q.grad, atol=1e-9, rtol=1e-9), name
+
+
+@pytest.mark.parametrize("pe", ["none", "alibi", "kerple-log", "t5", "fire"])
+@pytest.mark.parametrize("runs", [1, 3])
+def test_flex_attention_reads_the_bias_of_each_run(pe, runs):
+    """FlexAttention with the bias read in its score modification computes the explicit path's
+    values, alone and in a pack (on a CPU torch 2.13 has no FlexAttention backward: the gradients are
+    checked on a GPU, scripts/gpu_check.sh)."""
+    from che.config import ModelConfig
+    from che.models.transformer import Transformer
+
+    config = ModelConfig(input_size=2, output_size=2, pe=pe, dropout=0.0, attention="explicit")
+    explicit = Transformer(config, seeds=list(range(runs))).double()
+    flex = Transformer(dataclasses.replace(config, attention="flex"), seeds=list(range(runs))).double()
+    flex.load_state_dict(explicit.state_dict())
+    inputs = torch.randint(0, 2, (runs, 3, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(flex(inputs, 7), explicit(inputs, 7), atol=1e-10, rtol=1e-10)
 
 
 # -- DAPE against the literal per-position formula ------------------------------------------------
