@@ -15,6 +15,7 @@ from typing import ClassVar, NamedTuple
 import torch
 
 LEVELS = ("regular", "dcf", "cs")
+MAX_LENGTH = 10_000  # the longest length a task is asked for (the CHE protocol tests up to 500)
 LEVEL_NAMES = {"regular": "Regular", "dcf": "Deterministic context-free", "cs": "Context-sensitive"}
 
 
@@ -76,6 +77,16 @@ class Task(ABC):
         self._check(inputs, "inputs", (batch_size, self.input_length(length)), self.input_size, length)
         self._check(targets, "targets", (batch_size, self.output_length(length)), self.output_size, length)
         return Batch(inputs, targets, self.accuracy_mask(targets))
+
+    def examples(self, count: int, length: int, seed: int) -> Batch:
+        """`count` examples at length N from a generator seeded with `seed` (`che sample`), the
+        request checked first."""
+        from che.errors import check_range
+
+        check_range("--length", length, 1, MAX_LENGTH)
+        check_range("--count", count, 1, 100_000)
+        check_range("--seed", seed, 0, 2**63 - 1)
+        return self.sample(count, length, torch.Generator().manual_seed(seed))
 
     def _check(self, ids, what: str, shape: tuple[int, int], size: int, length: int) -> None:
         """A sampler's output, checked (a plugin's mistakes would otherwise train quietly into a
