@@ -144,7 +144,7 @@ def test_a_run_in_progress_is_not_started_twice(cli, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["run", "--task", "parity_check", "--pe", "dape-alibi", "--set", "dape_variant=foo"], "dape_variant: unknown value 'foo'"),
-    (["run", "--task", "parity_check", "--pe", "dape-alibi", "--set", "dape_impl=foo"], "dape_impl: unknown value 'foo' (choices: fast, literal)"),
+    (["run", "--task", "parity_check", "--pe", "dape-alibi", "--set", "dape_impl=foo"], "dape_impl: unknown value 'foo' (choices: fast, literal, triton)"),
     (["run", "--task", "parity_check", "--pe", "alibi", "--set", "seed=-1"], "seeds must be in [0, 2^32)"),
     (["run", "--task", "parity_check", "--pe", "alibi", "--set", f"seed={2**32}"], "seeds must be in [0, 2^32)"),
     (["sample", "--task", "parity_check", "--length", 3, "--seed", 99999999999999999999999], "--seed"),
