@@ -36,7 +36,9 @@ import torch
 import torch.nn.functional as F
 
 from che.config import RunConfig
+from che.errors import CheError
 from che.models import Transformer
+from che.models.positional import parse_pe
 from che.registry import CheWarning
 from che.results import disk_problem
 from che.runners.optim import PackedAdam
@@ -141,12 +143,26 @@ class Statistics:
             getattr(self, k).copy_(v)
 
 
+def check_device(config: RunConfig, device: torch.device) -> None:
+    """Refuse, in one line, settings this device cannot train with."""
+    if config.model.attention == "flex" and device.type != "cuda":
+        raise CheError("attention=flex trains on CUDA only (torch has no FlexAttention backward on a CPU; "
+                       "choices here: auto, fused, explicit)")
+    if config.model.dape_impl == "triton" and parse_pe(config.pe, None).dape:
+        from che.models.positional.dape_triton import available
+
+        if not available(device):
+            raise CheError(f"dape_impl=triton needs triton and a CUDA device (or TRITON_INTERPRET=1); "
+                           f"choices here: fast, literal")
+
+
 class Trainer:
     def __init__(self, configs: list[RunConfig] | RunConfig, task, device: torch.device,
                  dtype: torch.dtype = torch.float32):
         """`dtype`: of the weights and the computation (float64 to check equalities tightly)."""
         configs = [configs] if isinstance(configs, RunConfig) else list(configs)
         check_pack(configs)
+        check_device(configs[0], device)
         self.configs, self.config, self.task, self.device = configs, configs[0], task, device
         self.pack = len(configs)
         self.model = Transformer(self.config.model_for(task), seeds=[c.seed for c in configs]).to(device, dtype)

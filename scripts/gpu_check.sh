@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# One prepared pass on a GPU machine (about 5-7 minutes on an H100/H200): the CUDA tests (captured
-# steps equal eager ones, packs equal solo runs); fused vs explicit attention at d_head 8; `che bench` at the CHE and
-# the DAPE model sizes, solo and packed (K = 9), eager and CUDA-graph-captured; the `paper` preset
-# trained packed (9 runs: 3 seeds x 3 learning rates) for a few hundred steps; and the estimated cost
-# of DAPE's Table 2 grid. Everything lands in $OUT (default: results/bench/gpu-<date>).
+# One prepared pass on a GPU machine (about 7-8 minutes on an H100/H200): the CUDA tests (captured
+# steps equal eager ones, packs equal solo runs, FlexAttention and the Triton DAPE kernels equal to the
+# explicit path in values and gradients); the attention paths (fused SDPA, FlexAttention, explicit) and
+# DAPE's forms (fast, triton) at TF32 and bf16; `che bench` at the CHE and the DAPE model sizes, solo and
+# packed (K = 9), eager and CUDA-graph-captured; the `paper` preset trained packed (9 runs: 3 seeds x 3
+# learning rates) for a few hundred steps; and the estimated cost of DAPE's Table 2 grid.
+# Everything lands in $OUT (default: results/bench/gpu-<date>).
 # Usage: bash scripts/gpu_check.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -17,7 +19,10 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
 hasattr(torch.cuda.CUDAGraph, 'register_generator_state'))" | tee -a "$OUT/gpu.txt"
 
 log "CUDA tests: captured steps == eager steps, packs == solo runs (on the GPU)"
-timeout 45 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py 2>&1 | tail -25 | tee -a "$OUT/tests.txt"
+timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py tests/test_gpu_paths.py 2>&1 \
+  | tail -25 | tee -a "$OUT/tests.txt"
+log "Triton DAPE kernels compiled for this GPU (the same tests run under the interpreter on a CPU)"
+timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_dape_triton.py 2>&1 | tail -5 | tee -a "$OUT/tests.txt"
 
 log "attention paths at d_head 8 (d_model 64): fused SDPA vs explicit, TF32, solo and pack 9"
 timeout 60 python3 scripts/gpu_profile.py --d-model 64 --pack 9 --pes none,dape-kerple-log --attention fused,explicit \
@@ -36,6 +41,11 @@ log "paper preset, 9 runs packed (seeds 0-2 x lr 1e-4, 3e-4, 5e-4), 400 steps ov
 timeout 75 che run --task reverse_string --pe dape-kerple-log --preset paper --seeds 3 --lrs 1e-4,3e-4,5e-4 \
   --steps 400 --set max_test_length=60 --set eval_samples=64 --results "$OUT/runs" --quiet 2>&1 \
   | grep -E "estimated|runs packed|result:" | tee -a "$OUT/log.txt"
+
+log "attention paths and DAPE forms at d_model 256 (DAPE's size), pack 9, TF32 and bf16, eager and graphs"
+timeout 150 python3 scripts/gpu_profile.py --d-model 256 --pack 9 --pes none,alibi,dape-kerple-log \
+  --attention fused,flex,explicit --dape-impls fast,triton --precisions tf32,bf16 2>&1 | grep -E "ms/step|Error" \
+  | tee -a "$OUT/log.txt"
 
 log "DAPE Table 2 grid: estimated cost on this GPU, packed"
 timeout 75 che sweep dape_table2 --dry-run --device cuda --quiet > "$OUT/dape_table2_dry_run_full.txt" 2>&1

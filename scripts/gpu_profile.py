@@ -1,7 +1,8 @@
 """Where a training step's GPU time goes, and what TF32 matmuls, bf16 autocast and the attention
 path change.
 
-    python scripts/gpu_profile.py --d-model 64 --pack 9 --pes none,dape-kerple-log [--attention fused,explicit]
+    python scripts/gpu_profile.py --d-model 64 --pack 9 --pes none,dape-kerple-log [--attention fused,flex,explicit]
+        [--dape-impls fast,triton]
 
 For each PE and attention path: the step time of a pack (eager and CUDA-graph-captured) with
 float32 matmuls, TF32 matmuls and bf16 autocast, and (with --kernels N) the N CUDA kernels that take
@@ -30,11 +31,14 @@ def main() -> None:
     parser.add_argument("--kernels", type=int, default=0)
     parser.add_argument("--attention", default="fused")
     parser.add_argument("--precisions", default="fp32,tf32,bf16")
+    parser.add_argument("--dape-impls", default="fast", help="DAPE's forms to time: fast, literal, triton")
     args = parser.parse_args()
     task = TASKS.get("reverse_string")
     device = torch.device("cuda")
     one = task.sample(128, args.length, torch.Generator().manual_seed(0))
-    for pe, attention in [(p, a) for p in args.pes.split(",") for a in args.attention.split(",")]:
+    impls = args.dape_impls.split(",")
+    for pe, attention, impl in [(p, a, i) for p in args.pes.split(",") for a in args.attention.split(",")
+                                for i in (impls if p.startswith("dape") else impls[:1])]:
         for pack in sorted({1, args.pack}):
             batch = tuple(torch.stack([getattr(one, n)] * pack) for n in ("inputs", "targets", "mask"))
             precisions = {"fp32": (False, False), "tf32": (True, False), "bf16": (True, True)}
@@ -42,7 +46,8 @@ def main() -> None:
                 tf32, bf16 = precisions[label]
                 for graphs in (False, True):
                     configs = [make_config("reverse_string", pe, "paper", seed=s, d_model=args.d_model, bf16=bf16,
-                                           tf32=tf32, cuda_graphs=graphs, attention=attention) for s in range(pack)]
+                                           tf32=tf32, cuda_graphs=graphs, attention=attention, dape_impl=impl)
+                               for s in range(pack)]
                     trainer = Trainer(configs, task, device)
                     try:
                         for _ in range(3):
@@ -53,7 +58,7 @@ def main() -> None:
                     timer = torch_benchmark.Timer("trainer.step(batch)", globals={"trainer": trainer, "batch": batch},
                                                   num_threads=torch.get_num_threads())
                     ms = timer.blocked_autorange(min_run_time=1.0).median * 1000
-                    print(f"{pe:16s} {attention:8s} d{args.d_model} pack {pack} {label} {'graphs' if graphs else 'eager ':6s}: "
+                    print(f"{pe:16s} {attention:8s} {impl:6s} d{args.d_model} pack {pack} {label} {'graphs' if graphs else 'eager ':6s}: "
                           f"{ms:7.2f} ms/step, {pack * 1000 / ms:7.1f} run-steps/s", flush=True)
                     if args.kernels and label == "fp32" and not graphs:
                         with profile(activities=[ProfilerActivity.CUDA]) as prof:

@@ -264,3 +264,15 @@ def test_ctrl_c_during_evaluation_keeps_the_training(tmp_path):
     assert "step 1/" not in resumed.stderr                       # no training step was redone
     record = json.loads(next(tmp_path.rglob("*.json")).read_text())
     assert record["resumed_from_step"] == 10 and not list(tmp_path.rglob("*.ckpt"))
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="these settings train on a CUDA device")
+@pytest.mark.parametrize("setting, message", [("attention=flex", "attention=flex trains on CUDA only"),
+                                              ("dape_impl=triton", "dape_impl=triton needs triton and a CUDA")])
+def test_settings_a_cpu_cannot_train_with_are_refused_in_one_line(setting, message, tmp_path, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    result = run_che("run", "--task", "parity_check", "--pe", "dape-alibi", "--preset", "smoke", "--set", setting,
+                     "--results", str(tmp_path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
+    assert not list(tmp_path.rglob("*.json"))
