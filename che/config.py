@@ -70,6 +70,9 @@ class ModelConfig:
                                      "kernels, CUDA)")
     dape_init: str = setting("haiku", "DAPE's MLP initialisation: haiku (as the CHE code) or torch (as DAPE's)")
     fire_threshold: float = setting(64.0, "FIRE's initial threshold L (set from the training length)")
+    rope_fraction: float = setting(0.75, "p of p-rope: the fraction of RoPE's frequency pairs that rotate (the highest)")
+    bipe_segment: int = setting(8, "BiPE's segment length in tokens, for tasks without separator tokens")
+    segment_separators: tuple = setting((), "BiPE's separator token ids (set from the task)")
     attention: str = setting("auto", "fused (SDPA), explicit (materialised scores), flex (FlexAttention, the bias "
                                      "read in its score modification), or auto: explicit on a CPU, fused on CUDA")
 
@@ -83,8 +86,10 @@ class ModelConfig:
     def validate(self) -> None:
         """Impossible or inconsistent model settings, as one-line CheErrors."""
         for name in ("n_layers", "d_model", "n_heads", "ffn_mult", "rand_max_length", "learned_max_length",
-                     "dape_width", "dape_kernel"):
+                     "dape_width", "dape_kernel", "bipe_segment"):
             _at_least(name, getattr(self, name), 1)
+        if not 0 <= self.rope_fraction <= 1:
+            raise CheError(f"rope_fraction must be in [0, 1], got {self.rope_fraction}")
         if not 0 <= self.dropout < 1:
             raise CheError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.d_model % self.n_heads:
@@ -96,7 +101,7 @@ class ModelConfig:
 
 # The fields of a ModelConfig that a run sets (the others come from the task).
 MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig)
-                     if f.name not in ("input_size", "output_size", "fire_threshold"))
+                     if f.name not in ("input_size", "output_size", "fire_threshold", "segment_separators"))
 
 
 @dataclass
@@ -170,13 +175,15 @@ class RunConfig:
         longest training sequence, as the DAPE code)."""
         longest = task.input_length(self.train_length) + task.output_length(self.train_length)
         return dataclasses.replace(self.model, input_size=task.input_size, output_size=task.output_size,
-                                   fire_threshold=longest * FIRE_THRESHOLD_RATIO)
+                                   fire_threshold=longest * FIRE_THRESHOLD_RATIO,
+                                   segment_separators=tuple(task.segment_separators))
 
     # -- identity -------------------------------------------------------------------------------
     def identity(self) -> dict:
         """What determines the result: the settings, and the versions of the task's and the PE's
         implementations (`implementations`)."""
-        values = {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY}
+        values = {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY
+                  and not (k in ADDED_SETTINGS and v == ADDED_SETTINGS[k])}
         if values["precision"] in LEGACY_PRECISION:
             values |= LEGACY_PRECISION[values.pop("precision")]
         return values | {"implementations": self.implementations()}
@@ -250,6 +257,7 @@ FLAT_ORDER = ("task", "pe", "preset", "seed", "steps", "length_seed", "batch_siz
               "train_length", "max_test_length", "eval_samples", "eval_batch_size", "eval_seed", "eval_dropout",
               "n_layers", "d_model", "n_heads", "ffn_mult", "dropout", "rand_max_length", "rand_at_eval",
               "rand_mode", "learned_max_length", "dape_width", "dape_variant", "dape_kernel", "dape_init",
+              "rope_fraction", "bipe_segment",
               "precision", "dape_impl", "compile", "cuda_graphs", "attention", "checkpoint_every", "save_model",
               "eval_memory_gb", "tensorboard", "extra")
 _FIELDS = {f.name: f for cls in (RunConfig, ModelConfig) for f in dataclasses.fields(cls)}
@@ -258,6 +266,9 @@ SETTINGS = {name: _FIELDS[name] for name in FLAT_ORDER}  # name -> the dataclass
 # What only changes how fast or where a run computes, or how it reports: left out of its identity.
 NOT_IDENTITY = {"preset", "dape_impl", "compile", "cuda_graphs", "attention", "checkpoint_every", "eval_memory_gb",
                 "save_model", "tensorboard"}
+# Settings added after results were first stored: at their defaults they are left out of the
+# identity, so that every earlier run keeps its run id.
+ADDED_SETTINGS = {"rope_fraction": 0.75, "bipe_segment": 8}
 # Runs that differ only in these train together as one pack (`che.runners.train.Trainer`).
 PACK_FIELDS = ("seed", "lr")
 # Grid axes of a sweep (set by its own keys, not as overrides)

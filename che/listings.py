@@ -54,11 +54,18 @@ def describe_pe(name: str) -> tuple[dict, list[str]]:
     rows = describe_all_pes()
     build = parse_pe(name, None)
     row = next(r for r in rows if r["name"] == build.cls.name)
+    used = {"rand-<pe>": build.randomized, "fox-<pe>": build.fox, "ssmax-<pe>": build.ssmax,
+            "<pe>+causal": build.causal}
     modifiers = [r for r in rows if r["family"] == "modifier" and (
-        (build.randomized and r["name"] == "rand-<pe>") or (build.dape and r["name"].startswith(build.dape + "-")))]
+        used.get(r["name"]) or (build.dape and r["name"].startswith(build.dape + "-")))]
     model = ModelConfig(input_size=2, output_size=2, pe=build.name, **LISTED_MODEL)
     trained = _parameters_text(parse_pe(build.name, model))
     family = row["family"] if not build.dape else f"{build.dape.upper()} over {build.cls.name} ({row['family']})"
+    wrappers = [label for label, on in (("SSMax", build.ssmax), ("FoX", build.fox)) if on]
+    if wrappers:
+        family = f"{' over '.join(wrappers)} over {build.cls.name if not build.dape else family}"
+    if build.causal:
+        family += ", causal"
     lines = [f"{build.name}: {family}; a model trains {trained} parameters for it "
              f"(the CHE model: {LISTED_MODEL['n_layers']} layers, d_model {LISTED_MODEL['d_model']}, "
              f"{LISTED_MODEL['n_heads']} heads)",

@@ -8,7 +8,7 @@ randomized_positional_encodings):
   PE, if any, is added, followed by dropout (only then, as the reference);
 - `n_layers` post-LN blocks: h = LN(h + drop(MHA(h))); h = LN(h + drop(FFN(h))), FFN = Linear ->
   ReLU -> Linear with width ffn_mult * d_model; q, k, v and the output projection have no bias;
-  no causal mask; attention logits are QK^T / sqrt(d_head), with PE biases added after scaling;
+  no causal mask (a PE name's `+causal` adds one); attention logits are QK^T / sqrt(d_head), with PE biases added after scaling;
 - every Linear of the transformer is initialised as Haiku does: trunc-normal(1/sqrt(fan_in)) cut at
   2 sigma, zero bias (a PE initialises its own parameters, as its authors' code does);
 - a linear head with bias.
@@ -41,12 +41,14 @@ from che.config import ModelConfig
 from che.models.packed import (PackedDropout, PackedLayerNorm, PackedLinear, RunTensor, per_run,
                                  stack)
 from che.models.positional import parse_pe
+from che.models.positional.bilevel import segment_positions
 
 
 # -- the model --------------------------------------------------------------------------------------
 class SelfAttention(nn.Module):
-    def __init__(self, config: ModelConfig, pack: int, pes: bool):
+    def __init__(self, config: ModelConfig, pack: int, pes: bool, causal: bool = False):
         super().__init__()
+        self.causal = causal  # mask keys right of the query (a PE name's `+causal`)
         self.n_heads, self.d_head = config.n_heads, config.d_head
         # q, k, v side by side ([d, 3d] = Haiku's three [d, d] maps), heads as contiguous column blocks
         self.qkv = PackedLinear(pack, config.d_model, 3 * config.d_model, bias=False)
@@ -60,6 +62,8 @@ class SelfAttention(nn.Module):
         qkv = self.qkv(x).view(pack, batch, length, 3, self.n_heads, self.d_head)
         q, k, v = qkv.permute(3, 0, 1, 4, 2, 5)  # each [K, B, H, T, d_head]
         pes = self.pes
+        if pes is not None and getattr(pes[0], "reads_input", False):
+            per_run(pes, generators, lambda pe, x: pe.see(x), x)
         if pes is not None:
             rotated = per_run(pes, generators, lambda pe, q, k: pe.rotate(q, k), q, k)
             q, k = stack([r[0] for r in rotated]), stack([r[1] for r in rotated])
@@ -70,7 +74,8 @@ class SelfAttention(nn.Module):
         q, k, v = (t.reshape(merged).contiguous() for t in (q, k, v))
         per_run_q, per_run_k = q.view(pack, batch, *merged[1:]), k.view(pack, batch, *merged[1:])
         transforms = pes is not None and pes[0].transforms_scores
-        if self.record is not None or transforms or self.mode(x.device) == "explicit":
+        weights = pes[0].attention_weights if pes is not None and getattr(pes[0], "replaces_softmax", False) else None
+        if self.record is not None or transforms or weights is not None or self.mode(x.device) == "explicit":
             # The scores materialised: when a PE transforms them (DAPE), for a picture, or where it is
             # the faster path (a CPU: tests/test_model.py checks it computes what SDPA does). q is
             # scaled before the product: a [.., T, d_head] multiply instead of a [.., T, T] one.
@@ -87,19 +92,24 @@ class SelfAttention(nn.Module):
                     logits = flat.add_(bias[0]).view_as(scores)
                 else:
                     logits = scores + bias
-            probs = torch.softmax(logits, dim=-1)
+            if self.causal:
+                logits = logits.masked_fill(future_keys(length, x.device), float("-inf"))
+            probs = torch.softmax(logits, dim=-1) if weights is None else weights(logits)
             if self.record is not None:  # `record_attention`: what a picture of the layer needs
                 self.record.update(scores=scores[0].detach(), logits=logits[0].detach(), probs=probs[0].detach())
             y = probs.reshape(pack * batch, self.n_heads, length, length) @ v
         elif self.mode(x.device) == "flex":
-            y = flex_attention_with_bias(q, k, v, self.biases(pes, generators, per_run_q, per_run_k, batch), batch)
+            y = flex_attention_with_bias(q, k, v, self.biases(pes, generators, per_run_q, per_run_k, batch), batch,
+                                         self.causal)
         else:
             # Fused attention; SDPA scales QK^T by 1/sqrt(d_head) and then adds the bias.
             mask = self.biases(pes, generators, per_run_q, per_run_k, batch)
             if mask is not None:
                 mask = mask[0] if pack == 1 else mask.expand(pack, batch, -1, -1, -1).reshape(
                     pack * batch, self.n_heads, length, length)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                if self.causal:
+                    mask = mask.masked_fill(future_keys(length, x.device), float("-inf"))
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal and mask is None)
         y = y.view(pack, batch, self.n_heads, length, self.d_head).transpose(2, 3)
         return self.out(y.reshape(pack, batch, length, d_model))
 
@@ -127,9 +137,9 @@ class SelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig, pack: int, attention_pes: bool):
+    def __init__(self, config: ModelConfig, pack: int, attention_pes: bool, causal: bool = False):
         super().__init__()
-        self.attention = SelfAttention(config, pack, attention_pes)
+        self.attention = SelfAttention(config, pack, attention_pes, causal)
         self.norm1 = PackedLayerNorm(pack, config.d_model)
         self.ffn_in = PackedLinear(pack, config.d_model, config.ffn_mult * config.d_model)
         self.ffn_out = PackedLinear(pack, config.ffn_mult * config.d_model, config.d_model)
@@ -155,9 +165,11 @@ class Transformer(nn.Module):
         self.embedding = nn.Parameter(torch.empty(pack, config.input_size + 1, d))  # + the empty token
         self.embedding_dropout = PackedDropout(config.dropout)
         self.head = PackedLinear(pack, d, config.output_size)
-        # One PE module per run: on the embeddings (absolute PEs) or in every attention layer.
-        self.absolute_pes = nn.ModuleList() if build.acts_on_embeddings else None
-        self.blocks = nn.ModuleList(Block(config, pack, attention_pes=not build.acts_on_embeddings)
+        # One PE module per run: on the embeddings (absolute PEs), in every attention layer, or both
+        # (BiPE: positions inside segments on the embeddings, segment indices in attention).
+        self.uses_segments = build.uses_segments
+        self.absolute_pes = nn.ModuleList() if build.on_embeddings else None
+        self.blocks = nn.ModuleList(Block(config, pack, attention_pes=build.in_attention, causal=build.causal)
                                     for _ in range(config.n_layers))
         # Run by run: its PE modules (their own initialisation draws), then its transformer weights,
         # so that run k draws what a model of its own seeded with seeds[k] draws.
@@ -166,8 +178,8 @@ class Transformer(nn.Module):
                 if seeds is not None:
                     torch.manual_seed(seeds[run])
                 if self.absolute_pes is not None:
-                    self.absolute_pes.append(build.make())
-                else:
+                    self.absolute_pes.append(build.make_embedding())
+                if build.in_attention:
                     for block in self.blocks:
                         block.attention.pes.append(build.make())
                 self._init_run_(run)
@@ -206,12 +218,24 @@ class Transformer(nn.Module):
         one_hot = F.one_hot(tokens, self.config.input_size + 1).to(self.embedding.dtype)
         h = torch.bmm(one_hot.view(pack, -1, one_hot.shape[-1]), self.embedding)
         h = h.view(pack, batch, length, self.config.d_model) * math.sqrt(self.config.d_model)
+        if self.uses_segments:
+            self._set_segments(tokens)
         if self.absolute_pes is not None:
             h = stack(per_run(self.absolute_pes, generators, lambda pe, x: pe(x), h))
             h = self.embedding_dropout(h, generators)
         for block in self.blocks:
             h = block(h, generators)
         return h
+
+    def _set_segments(self, tokens: torch.Tensor) -> None:
+        """Hand each run's PE modules the segments of its tokens [K, B, T] (BiPE)."""
+        index, inside = segment_positions(tokens, self.config.segment_separators, self.config.bipe_segment)
+        for run in range(self.pack):
+            owners = [self.absolute_pes] + [block.attention.pes for block in self.blocks]
+            for modules in owners:
+                for module in (modules[run].modules() if modules is not None else ()):
+                    if getattr(module, "uses_segments", False):
+                        module.segments = (index[run], inside[run])
 
     @torch.no_grad()
     def project_(self) -> None:
@@ -288,7 +312,12 @@ def check_shape(pe, what: str, value: torch.Tensor, shape) -> torch.Tensor:
     return value
 
 
-def flex_attention_with_bias(q, k, v, bias, batch: int):
+def future_keys(length: int, device) -> torch.Tensor:
+    """[T, T] True where the key is right of the query (j > i): what a causal model masks."""
+    return torch.ones(length, length, dtype=torch.bool, device=device).triu(1)
+
+
+def flex_attention_with_bias(q, k, v, bias, batch: int, causal: bool = False):
     """softmax(q k^T / sqrt(d) + bias) v with FlexAttention: the bias read per (run, head, i, j) from
     the runs' [K, 1, H, T, T] biases ([K, B, H, T, T] when they depend on content) in the score
     modification, so no [K * B, H, T, T] copy of it is made, as SDPA's mask for a pack needs. Compiled
@@ -297,13 +326,21 @@ def flex_attention_with_bias(q, k, v, bias, batch: int):
 
     attend = _compiled_flex() if q.is_cuda else flex_attention
     if bias is None:
-        return attend(q, k, v)
-    if bias.shape[1] == 1:
-        def score_mod(score, b, h, i, j):
+        def biased(score, b, h, i, j):
+            return score
+    elif bias.shape[1] == 1:
+        def biased(score, b, h, i, j):
             return score + bias[b // batch, 0, h, i, j]
     else:
-        def score_mod(score, b, h, i, j):
+        def biased(score, b, h, i, j):
             return score + bias[b // batch, b % batch, h, i, j]
+    if causal:
+        def score_mod(score, b, h, i, j):
+            return torch.where(j > i, float("-inf"), biased(score, b, h, i, j))
+    elif bias is None:
+        return attend(q, k, v)
+    else:
+        score_mod = biased
     return attend(q, k, v, score_mod=score_mod)
 
 

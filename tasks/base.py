@@ -40,6 +40,8 @@ class Task(ABC):
     # Raise when the sampler's output changes: the version is part of every run's identity, so a
     # finished result of the old sampler is not taken for one of the new.
     version: ClassVar[int] = 1
+    # Input ids that end a segment for segment-based PEs (BiPE); empty: fixed chunks of tokens.
+    segment_separators: ClassVar[tuple[int, ...]] = ()
 
     # -- lengths ------------------------------------------------------------------------------
     def input_length(self, length: int) -> int:

@@ -15,7 +15,8 @@ from conftest import run_alone
 from che.config import make_config
 from che.registry import TASKS
 
-PACK_PES = ["none", "alibi", "relative", "dape-kerple-log", "rand-alibi", "rand-rope", "sin-cos"]
+PACK_PES = ["none", "alibi", "relative", "dape-kerple-log", "rand-alibi", "rand-rope", "sin-cos",
+            "none+causal", "fox", "stick-breaking+causal", "ssmax-alibi", "p-rope", "bipe-alibi"]
 SEEDS_AND_LRS = [(0, 1e-3), (3, 3e-4), (7, 5e-4)]
 
 

@@ -1,9 +1,12 @@
 """The positional-encoding zoo and how PE names are read.
 
-A name is `[dape-|dape2-][rand-]BASE`:
+A name is `[ssmax-][fox-][dape-|dape2-][rand-]BASE[+causal]`:
 - BASE is a registered PE (`che pes`), or one of its aliases (`kerple` is `kerple-log`);
 - `rand-` randomizes its positions (Ruoss et al. 2023); only PEs that use positions accept it;
-- `dape-` / `dape2-` wrap an additive-bias PE (or `none`) in DAPE / DAPE V2 (Zheng et al.).
+- `dape-` / `dape2-` wrap an additive-bias PE (or `none`) in DAPE / DAPE V2 (Zheng et al.);
+- `fox-` adds FoX's forget-gate decays to an attention PE's logits (Lin et al. 2025; `fox` alone is
+  `fox-none`), `ssmax-` scales its logits by s_h log n (Nakanishi 2025);
+- `+causal` makes the model causal: every attention layer masks the keys right of the query.
 """
 
 from __future__ import annotations
@@ -13,36 +16,72 @@ from dataclasses import dataclass
 from che.errors import CheError
 from che.models.positional.dape import CITATION as DAPE_CITATION
 from che.models.positional.base import AbsolutePE, AttentionPE, BiasPE, PositionalEncoding  # noqa: F401
+from che.models.positional.forgetting import CITATION as FOX_CITATION
+from che.models.positional.ssmax import CITATION as SSMAX_CITATION
 from che import registry
 from che.registry import BUILTIN, PES
 
 # Importing a PE module registers its PEs (the @register_pe decorator).
 from che.models.positional import none, absolute, rotary, biases, relative, cope  # noqa: F401,E402,I001
+from che.models.positional import stick_breaking, bilevel  # noqa: F401,E402,I001
 
 DAPE_PREFIXES = {"dape-": "dape", "dape2-": "dape2"}
 RANDOM_PREFIX = "rand-"
+SSMAX_PREFIX, FOX_PREFIX, FOX = "ssmax-", "fox-", "fox"
+CAUSAL_SUFFIX = "+causal"
 
 
 @dataclass(frozen=True)
 class PEBuild:
-    """A parsed PE name: which class, randomized or not, wrapped in DAPE or not."""
+    """A parsed PE name: which class, randomized or not, wrapped in DAPE, FoX or SSMax or not,
+    causal or not."""
 
     name: str          # canonical name, e.g. "dape-kerple-log" for "dape-kerple"
     cls: type          # the base PE class
     randomized: bool
     dape: str | None   # None, "dape" or "dape2"
     config: object
+    fox: bool = False
+    ssmax: bool = False
+    causal: bool = False
 
     @property
     def acts_on_embeddings(self) -> bool:
+        """Only on the token embeddings (absolute PEs): no PE module in attention."""
         return issubclass(self.cls, AbsolutePE) and self.dape is None
+
+    @property
+    def on_embeddings(self) -> bool:
+        return self.acts_on_embeddings or getattr(self.cls, "embedding", None) is not None
+
+    @property
+    def in_attention(self) -> bool:
+        return not self.acts_on_embeddings
+
+    @property
+    def uses_segments(self) -> bool:
+        return self.cls.uses_segments
 
     def make(self) -> PositionalEncoding:
         """A fresh PE module (the model makes one per layer for attention PEs)."""
         from che.models.positional.dape import make_dape
+        from che.models.positional.forgetting import ForgettingAttention
+        from che.models.positional.ssmax import ScalableSoftmax
 
-        base = self.cls(self.config, randomized=self.randomized)
-        return make_dape(self.dape, base, self.config) if self.dape else base
+        module = self.cls(self.config, randomized=self.randomized)
+        module = make_dape(self.dape, module, self.config) if self.dape else module
+        if self.fox:
+            module = ForgettingAttention(self.config, module, self.causal)
+        if self.ssmax:
+            module = ScalableSoftmax(self.config, module)
+        for part in module.modules():
+            if isinstance(part, PositionalEncoding):
+                part.causal = self.causal
+        return module
+
+    def make_embedding(self):
+        """The module on the token embeddings: the absolute PE, or a PE's embedding part (BiPE)."""
+        return self.make() if self.acts_on_embeddings else self.cls.embedding(self.config)
 
 
 def base_classes() -> dict[str, type]:
@@ -60,7 +99,8 @@ def dape_accepts(cls: type) -> bool:
 
 
 def pe_names() -> list[str]:
-    """Every valid PE name (without aliases), modifiers included."""
+    """Every valid PE name (without aliases) with the rand- and DAPE modifiers, and `fox` (`ssmax-`,
+    `fox-` and `+causal` combine further: `che pes`)."""
     names = []
     for entry in PES.entries():
         cls = entry.obj
@@ -68,11 +108,20 @@ def pe_names() -> list[str]:
         names += variants
         if dape_accepts(cls):
             names += [prefix + v for prefix in DAPE_PREFIXES for v in variants]
-    return names
+    return names + [FOX]
 
 
 def parse_pe(name: str, config) -> PEBuild:
-    rest, dape = name, None
+    rest, causal = name, name.endswith(CAUSAL_SUFFIX)
+    if causal:
+        rest = rest[:-len(CAUSAL_SUFFIX)]
+    ssmax = rest.startswith(SSMAX_PREFIX)
+    if ssmax:
+        rest = rest[len(SSMAX_PREFIX):]
+    fox = rest == FOX or rest.startswith(FOX_PREFIX)
+    if fox:
+        rest = "none" if rest == FOX else rest[len(FOX_PREFIX):]
+    dape = None
     for prefix, kind in DAPE_PREFIXES.items():
         if rest.startswith(prefix):
             rest, dape = rest[len(prefix):], kind
@@ -95,9 +144,22 @@ def parse_pe(name: str, config) -> PEBuild:
         accepted = ", ".join(sorted({c.name for c in classes.values() if dape_accepts(c)}))
         raise CheError(f"'{name}': DAPE needs an additive-bias PE or none, not '{cls.name}' "
                        f"(choices: {accepted})")
-    canonical = ({"dape": "dape-", "dape2": "dape2-"}.get(dape, "")
+    if dape == "dape2" and causal:
+        raise CheError(f"'{name}': DAPE V2's convolutions run along the keys, so a query's logits would "
+                       f"read keys right of it; use dape- for a causal model")
+    if fox or ssmax:
+        modifier = "ssmax-" if ssmax else "fox-"
+        if dape or issubclass(cls, AbsolutePE) or cls.logits is not AttentionPE.logits:
+            raise CheError(f"'{name}': {modifier} acts on the logits of an attention PE that does not transform "
+                           f"the scores (none, rope, a bias PE, ...), not on "
+                           f"'{({'dape': 'dape-', 'dape2': 'dape2-'}.get(dape, '')) + cls.name}'")
+    canonical = ((SSMAX_PREFIX if ssmax else "") + (FOX_PREFIX if fox else "")
+                 + {"dape": "dape-", "dape2": "dape2-"}.get(dape, "")
                  + (RANDOM_PREFIX if randomized else "") + cls.name)
-    return PEBuild(canonical, cls, randomized, dape, config)
+    if fox and canonical.endswith(FOX_PREFIX + "none"):
+        canonical = canonical[:-len("-none")]
+    return PEBuild(canonical + (CAUSAL_SUFFIX if causal else ""), cls, randomized, dape, config,
+                   fox=fox, ssmax=ssmax, causal=causal)
 
 
 def pe_versions(name: str) -> dict[str, int]:
@@ -108,6 +170,9 @@ def pe_versions(name: str) -> dict[str, int]:
     versions = {build.cls.name: getattr(build.cls, "version", 1)}
     if build.dape:
         versions["dape"] = DAPE.version
+    for modifier in ("fox", "ssmax"):
+        if getattr(build, modifier):
+            versions[modifier] = 1
     return versions
 
 
@@ -121,13 +186,23 @@ def canonical_pe_name(name: str) -> str:
 
 # -- descriptions for `che pes` -------------------------------------------------------------------
 def parameter_counts(build: PEBuild) -> dict[str, int]:
-    """What one run of a model with this PE trains for it, by part: {"<base pe>": n, "dape": n}
-    per module; the model has one module (absolute PEs) or one per layer (attention PEs)."""
-    module = build.make()
-    if build.dape:
-        base = sum(p.numel() for p in module.base.parameters())
-        return {build.cls.name: base, build.dape: sum(p.numel() for p in module.parameters()) - base}
-    return {build.cls.name: sum(p.numel() for p in module.parameters())}
+    """What one run of a model with this PE trains for it, by part, per module ({"fire": n, "dape": n},
+    modifiers outermost first); the model has one module (absolute PEs) or one per layer (attention
+    PEs), and BiPE also one embedding table (`embedding_parameters`)."""
+    module = build.make() if build.in_attention else build.make_embedding()
+    counts = {}
+    while hasattr(module, "base"):  # DAPE, FoX, SSMax around the base PE
+        label = {"ForgettingAttention": "fox", "ScalableSoftmax": "ssmax"}.get(type(module).__name__, build.dape)
+        counts[label] = sum(p.numel() for p in module.parameters()) - sum(p.numel() for p in module.base.parameters())
+        module = module.base
+    return {build.cls.name: sum(p.numel() for p in module.parameters())} | counts
+
+
+def embedding_parameters(build: PEBuild) -> int:
+    """Parameters of the embedding part of a PE that also acts in attention (BiPE's table)."""
+    if not (build.on_embeddings and build.in_attention):
+        return 0
+    return sum(p.numel() for p in build.make_embedding().parameters())
 
 
 def _parameters_text(build: PEBuild) -> str:
@@ -135,13 +210,15 @@ def _parameters_text(build: PEBuild) -> str:
     it (`build.config`'s size), as a run counts them."""
     parts = {name: n for name, n in parameter_counts(build).items() if n}
     per_module = sum(parts.values())
+    table = embedding_parameters(build)
     if not per_module:
-        return "0"
+        return f"{table:,} (the embedding table)" if table else "0"
     modules = 1 if build.acts_on_embeddings else build.config.n_layers
     inside = " + ".join(f"{n:,} {name}" for name, n in parts.items()) if len(parts) > 1 else f"{per_module:,}"
     if modules == 1:
         return f"{per_module:,}" + (f" = {inside}" if len(parts) > 1 else "")
-    return f"{modules * per_module:,} = {modules} layers x " + (f"({inside})" if len(parts) > 1 else inside)
+    text = f"{modules * per_module:,} = {modules} layers x " + (f"({inside})" if len(parts) > 1 else inside)
+    return text if not table else f"{modules * per_module + table:,} = {table:,} (the embedding table) + {text}"
 
 
 def describe_pes(config) -> list[dict]:
@@ -175,7 +252,28 @@ def describe_pes(config) -> list[dict]:
          "citation": "Zheng et al. 2025, DAPE V2: Process Attention Score as Feature Map (arXiv 2410.04798)",
          "source": BUILTIN},
     ]
-    for row in rows[-3:]:
+    fox = _parameters_text(parse_pe("fox", config))
+    ssmax = _parameters_text(parse_pe("ssmax-none", config))
+    rows += [
+        {"name": "fox-<pe>", "family": "modifier", "parameters": f"<pe> + {fox}",
+         "bidirectional": "FoX's forget gates, f_t = sigmoid(w^T x_t + b) per head from the attention input, add "
+                          "D_ij = sum_{l=j+1..i} log f_l to the logits (`fox` alone: over none, as the paper; gates "
+                          "initialised as the authors' code, w ~ N(0, 0.02), b = 0). Bidirectional (che's form): keys "
+                          "right of the query decay through a second gate, D_ij = sum_{l=i..j-1} log g_l",
+         "citation": FOX_CITATION, "source": BUILTIN},
+        {"name": "ssmax-<pe>", "family": "modifier", "parameters": f"<pe> + {ssmax}",
+         "bidirectional": "Scalable-Softmax: the logits of query i times s_h log n_i (n_i keys seen: T, or i + 1 "
+                          "causal), s_h learned per head and layer, initialised to 0.43 (the value of the paper's "
+                          "Figure 1; the paper does not give its initial s)",
+         "citation": SSMAX_CITATION, "source": BUILTIN},
+        {"name": "<pe>+causal", "family": "modifier", "parameters": "as <pe>",
+         "bidirectional": "a causal model: every attention layer masks the keys right of the query (the outputs "
+                          "are read after the whole input, so they still see all of it). NoPE under a causal mask "
+                          "is Kazemnejad et al.'s baseline. DAPE V2 refuses it (its convolutions read along the keys)",
+         "citation": "Kazemnejad et al. 2023, The Impact of Positional Encoding on Length Generalization in "
+                     "Transformers (NeurIPS 2023)", "source": BUILTIN},
+    ]
+    for row in rows[-6:]:
         row["cite"] = short_citation(row["citation"])
         row["about"] = row["bidirectional"]
         row["aliases"] = {}

@@ -86,6 +86,11 @@ class PositionalEncoding(nn.Module):
     # Raise when what the PE computes changes: the version is part of every run's identity, so a
     # finished result of the old implementation is not taken for one of the new.
     version: ClassVar[int] = 1
+    # Segment-based PEs (BiPE): the model sets `segments` = (segment index, position inside the
+    # segment), each [B, T] int64, from the tokens before every forward pass (`segment_positions`).
+    uses_segments: ClassVar[bool] = False
+    segments: tuple[torch.Tensor, torch.Tensor] | None = None
+    causal: bool = False  # set by PEBuild.make for a causal model (`+causal`): keys j > i are masked
 
     def __init__(self, config, randomized: bool = False):
         super().__init__()
@@ -118,7 +123,25 @@ class AbsolutePE(PositionalEncoding):
 
 
 class AttentionPE(PositionalEncoding):
-    """Acts inside attention; q and k are [B, H, T, d_head], scores are [B, H, T, T] (query, key)."""
+    """Acts inside attention; q and k are [B, H, T, d_head], scores are [B, H, T, T] (query, key).
+
+    Two more hooks, for PEs that need them: `see(x)` is handed the layer's input [B, T, d_model]
+    before q and k (when `reads_input`; FoX's forget gates read it), and `attention_weights(logits)`
+    turns the logits into the attention (softmax by default; stick-breaking replaces it, which
+    makes the attention materialise the logits).
+    """
+
+    reads_input: ClassVar[bool] = False
+
+    def see(self, x: torch.Tensor) -> None:
+        """The layer's input [B, T, d_model] (called before rotate and bias when `reads_input`)."""
+
+    def attention_weights(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits, dim=-1)
+
+    @property
+    def replaces_softmax(self) -> bool:
+        return type(self).attention_weights is not AttentionPE.attention_weights
 
     def rotate(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return q, k

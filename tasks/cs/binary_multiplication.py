@@ -32,6 +32,7 @@ class BinaryMultiplication(Task):
     output_length_rule = "N"
     terminator = TERMINATOR
     input_symbols = ("0", "1", "*")
+    segment_separators = (2,)  # the operator: BiPE reads the operands as two segments
     output_symbols = ("0", "1", "$")
 
     def output_length(self, length):

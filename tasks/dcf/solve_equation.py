@@ -48,6 +48,7 @@ class SolveEquation(Task):
     input_size = 11
     output_size = MODULUS
     input_symbols = ("0", "1", "2", "3", "4", "+", "-", "(", ")", "x", "=")
+    segment_separators = (10,)  # `=`: BiPE reads the two sides of the equation as segments
     output_symbols = ("0", "1", "2", "3", "4")
 
     def _sample(self, batch_size, length, generator):

@@ -1,0 +1,39 @@
+"""ssmax-: Scalable-Softmax (Nakanishi 2025), logits scaled with the log of the number of keys."""
+
+from __future__ import annotations
+
+
+import torch
+from torch import nn
+
+from che.models.positional.forgetting import Wrapper
+
+CITATION = "Nakanishi 2025, Scalable-Softmax Is Superior for Attention (arXiv 2501.19399)"
+INITIAL_SCALE = 0.43  # s of the paper's Figure 1; the paper does not state the initial s of its runs
+
+
+class ScalableSoftmax(Wrapper):
+    """SSMax: the logits of query i are multiplied by s_h * log n_i before the softmax, n_i the number
+    of keys it sees (T; i + 1 in a causal model), s_h learned per head (and per layer: a module per
+    layer), initialised to 0.43. Applied as q_i * s_h log n_i after the wrapped PE's rotation and
+    the same factor on its bias, which equals scaling the logits and keeps fused attention."""
+
+    def __init__(self, config, base):
+        super().__init__(config, base)
+        self.scale = nn.Parameter(torch.full((config.n_heads,), INITIAL_SCALE))
+
+    def factor(self, length: int, device, dtype) -> torch.Tensor:
+        """[H, T, 1]: s_h * log n_i."""
+        keys = torch.arange(1, length + 1, device=device, dtype=torch.float32) if self.causal else \
+            torch.full((length,), float(length), device=device)
+        return (self.scale.float()[:, None] * torch.log(keys)).to(dtype)[..., None]
+
+    def rotate(self, q, k):
+        q, k = self.base.rotate(q, k)
+        return q * self.factor(q.shape[-2], q.device, q.dtype), k
+
+    def bias(self, q, k):
+        base = self.base.bias(q, k)
+        return None if base is None else base * self.factor(q.shape[-2], q.device, base.dtype)
+
+
