@@ -16,7 +16,8 @@ from che.registry import TASKS
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 PES = ["none", "alibi", "relative", "sin-cos", "dape-kerple-log", "dape2-alibi", "rand-alibi", "rand-relative",
-       "rand-rope", "rand-learned", "kerple-log", "fire", "t5", "cope"]
+       "rand-rope", "rand-learned", "kerple-log", "fire", "t5", "cope",
+       "none+causal", "fox+causal", "stick-breaking", "ssmax-alibi", "p-rope", "bipe-alibi"]
 STEPS = 8
 
 
