@@ -32,8 +32,9 @@ TASK_ORDER = [
     "duplicate_string", "missing_duplicate_string", "odds_first", "binary_addition",
     "binary_multiplication", "compute_sqrt", "bucket_sort",
 ]
-PE_ORDER = ["none", "sin-cos", "learned", "rope", "relative", "t5", "alibi", "kerple-log", "kerple-log-sym",
-            "kerple-power", "kerple-power-sym", "sandwich", "sandwich-sym", "fire", "cope"]
+PE_ORDER = ["none", "sin-cos", "learned", "rope", "p-rope", "relative", "t5", "alibi", "kerple-log", "kerple-log-sym",
+            "kerple-power", "kerple-power-sym", "sandwich", "sandwich-sym", "fire", "cope", "stick-breaking",
+            "bipe-rope", "bipe-alibi"]
 AGGREGATIONS = ("max", "mean")
 FORMATS = ("table", "md", "csv", "html", "json")
 # What a protocol is, for comparing ours with a published table's (its .protocol.json).
@@ -42,11 +43,21 @@ PROTOCOL_SETTINGS = ("train_length", "max_test_length", "steps", "batch_size", "
 
 
 def pe_sort_key(pe: str):
+    """Base PEs in the papers' order, each causal column beside its bidirectional one; then the
+    modified ones (rand-, dape-, dape2-, fox-, ssmax-)."""
+    causal = pe.endswith("+causal")
+    pe = pe.removesuffix("+causal")
+    wrapped = 0
+    for rank, prefix in ((2, "ssmax-"), (1, "fox-")):
+        if pe.startswith(prefix):
+            wrapped, pe = wrapped + rank, pe[len(prefix):]
+    if pe == "fox":
+        wrapped, pe = wrapped + 1, "none"
     dape = 2 if pe.startswith("dape2-") else 1 if pe.startswith("dape-") else 0
     base = pe.split("-", 1)[1] if dape else pe
     rand = base.startswith("rand-")
     base = base[5:] if rand else base
-    return (dape, rand, PE_ORDER.index(base) if base in PE_ORDER else len(PE_ORDER), base)
+    return (wrapped, dape, rand, PE_ORDER.index(base) if base in PE_ORDER else len(PE_ORDER), base, causal)
 
 
 def task_sort_key(task: str, level: str):
