@@ -308,3 +308,24 @@ def test_che_pes_describes_each(name, cited):
     result = run_che("pes", name)
     assert result.returncode == 0, result.stderr
     assert cited in " ".join(result.stdout.split())
+
+
+@pytest.mark.parametrize("name", ["fox", "fox+causal", "bipe-alibi", "ssmax-alibi", "stick-breaking", "p-rope",
+                                  "none+causal"])
+def test_che_pes_show_gives_each_bias_at_initialisation(name):
+    """FoX at x = 0: every gate 1/2, so D_ij = -|i - j| log 2; BiPE over chunks of 2: ALiBi x 96 over
+    segment indices."""
+    from che.models.positional import initial_bias
+
+    bias, note = initial_bias(name, 6, 2)
+    if name.startswith("fox"):
+        i = torch.arange(6)
+        expected = -(i[:, None] - i[None, :]).abs() * math.log(2)
+        if name.endswith("+causal"):
+            expected = expected.masked_fill(i[None, :] > i[:, None], 0.0)
+            assert "masked" in note
+        torch.testing.assert_close(bias[0], expected.float())
+    elif name in ("stick-breaking", "p-rope", "none+causal"):
+        assert bias is None
+    else:
+        assert bias is not None and bias.shape[-2:] == (6, 6)

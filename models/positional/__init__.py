@@ -319,7 +319,20 @@ def initial_bias(name: str, length: int, heads: int):
     if build.randomized:
         note = (note + "; " if note else "") + "one draw of randomized positions"
     zeros = torch.zeros(1, heads, length, config.d_head)
+    if build.uses_segments:
+        from che.models.positional.bilevel import segment_positions
+
+        segments = segment_positions(torch.zeros(1, length, dtype=torch.long), (), config.bipe_segment)
+        for part in module.modules():
+            if getattr(part, "uses_segments", False):
+                part.segments = segments
+        note = (note + "; " if note else "") + f"segments: chunks of {config.bipe_segment} tokens"
+    if build.causal:
+        note = (note + "; " if note else "") + "keys right of the query are masked"
     with torch.no_grad():
+        if module.reads_input:
+            module.see(torch.zeros(1, length, config.d_model))
+            note = (note + "; " if note else "") + "for a layer input x = 0"
         bias = module.bias(zeros, zeros)
         if bias is None and module.transforms_scores:
             return None, f"{build.name} transforms the scores from q and k; it has no fixed bias"
