@@ -144,7 +144,7 @@ def load_results(results: Path | list[Path]) -> list[dict]:
                            f"or pass --results)")
     records, seen = [], {}
     for path in [path for folder in folders for path in json_files(folder)]:
-        if path.name.endswith(".failed.json") or path.name.startswith("."):
+        if path.name.endswith((".failed.json", ".ckpt.json")) or path.name.startswith("."):  # not results
             continue
         try:
             record = read_json_file(path)
@@ -181,6 +181,21 @@ def json_files(folder: Path, pattern: str = "*.json") -> list[Path]:
     return sorted(found)
 
 
+def settings_as_now(config: dict) -> dict:
+    """A result's settings in today's terms, so that results made before a setting existed compare
+    with those made after: the legacy bf16/tf32 flags as `precision`, and each later setting at the
+    default that earlier runs had in effect."""
+    from che.config import ADDED_SETTINGS, LEGACY_PRECISION
+
+    row = dict(config)
+    if "precision" not in row:
+        flags = {"bf16": bool(row.get("bf16", False)), "tf32": bool(row.get("tf32", False))}
+        row["precision"] = next((p for p, legacy in LEGACY_PRECISION.items() if legacy == flags), "tf32")
+    for name, default in ADDED_SETTINGS.items():
+        row.setdefault(name, default)
+    return row
+
+
 def results_frame(records: list[dict]):
     """A pandas DataFrame with one row per run: its scores, task, level, PE, run id, path, accuracy
     by length (a list), and every setting of its configuration as a column."""
@@ -188,7 +203,7 @@ def results_frame(records: list[dict]):
 
     rows = []
     for record in records:
-        row = dict(record["config"])
+        row = settings_as_now(record["config"])
         row.update({key: record.get(key) for key in (
             "run_id", "task", "pe", "level", "seed", "ood_accuracy", "ood_accuracy_reference_script",
             "in_distribution_accuracy", "chance_accuracy", "accuracy_by_length", "final_loss")})

@@ -224,3 +224,22 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     exec("import che\n" + block, namespace)
     assert len(namespace["runs"]) == 6 and len(namespace["table"]) == 1
     assert namespace["board"].cell("reverse_string", "dape-kerple-log")["runs"] == 3
+
+
+def test_results_from_before_a_setting_existed_share_the_protocol_of_its_default(cli, tmp_path, smoke_result):
+    """A result written before `precision` (the bf16/tf32 flags instead) and before `rope_fraction`
+    and `bipe_segment` is the protocol of their defaults; a pack's in-flight checkpoint notes
+    (`pack-*.ckpt.json`) are not results and are passed over without a warning."""
+    old = json.loads(open(smoke_result).read())["config"]
+    legacy = {k: v for k, v in old.items() if k not in ("precision", "rope_fraction", "bipe_segment")}
+    legacy |= {"bf16": False, "tf32": True}
+    folder = write_results(tmp_path / "runs", smoke_result, [{"pe": "alibi"}, {"pe": "none"}])
+    for path in (folder / "parity_check" / "none").glob("*.json"):
+        record = json.loads(path.read_text())
+        record["config"] = legacy | {"pe": "none"}
+        path.write_text(json.dumps(record))
+    (folder / "parity_check" / "none" / "pack-0123456789.ckpt.json").write_text('{"members": []}')
+    result = cli("leaderboard", "--results", folder, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert "protocols" not in result.stderr and "skipping" not in result.stderr
+    assert {cell["pe"] for cell in json.loads(result.stdout)["cells"]} == {"alibi", "none"}
