@@ -143,6 +143,8 @@ def benchmark(pes: list[str], task_name: str = "reverse_string", length: int = 4
     def batch_of(pack):
         return tuple(torch.stack([getattr(one, name)] * pack) for name in ("inputs", "targets", "mask"))
 
+    log(f"timing {len(keys)} configurations on {device} with {torch.get_num_threads()} torch thread(s), "
+        f"{repeats} repeats each")
     built = {key: _trainer(task, *key, batch_size, device, overrides) for key in keys}
     for key in keys:  # warm-up: the first steps of each shape (eager, then captured or compiled)
         for _ in range(3 if key[2] != "eager" else 1):
