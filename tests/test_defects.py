@@ -158,9 +158,9 @@ def test_a_run_in_progress_is_not_started_twice(cli, tmp_path):
       "--set", "batch_size=64"], "needs up to"),
     (["sweep", "--tasks", "parity_check", "--pes", "none", "--seeds", 100000000, "--dry-run"], "--seeds must be"),
 ])
-def test_bad_input_is_one_line_and_exit_2(args, message):
-    result = run_che(*args)
-    assert result.returncode == 2, result.stderr
+def test_bad_input_is_one_line_and_exit_2(args, message, cli):
+    result = cli(*args)  # in-process, as the entry point runs it (tests/test_cli.py covers `python -m che`)
+    assert result.exit_code == 2, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr and last.startswith("error: ") and message in last
 
@@ -269,10 +269,10 @@ def test_ctrl_c_during_evaluation_keeps_the_training(tmp_path):
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="these settings train on a CUDA device")
 @pytest.mark.parametrize("setting, message", [("attention=flex", "attention=flex trains on CUDA only"),
                                               ("dape_impl=triton", "dape_impl=triton needs triton and a CUDA")])
-def test_settings_a_cpu_cannot_train_with_are_refused_in_one_line(setting, message, tmp_path, monkeypatch):
+def test_settings_a_cpu_cannot_train_with_are_refused_in_one_line(setting, message, tmp_path, monkeypatch, cli):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    result = run_che("run", "--task", "parity_check", "--pe", "dape-alibi", "--preset", "smoke", "--set", setting,
-                     "--results", str(tmp_path))
-    assert result.returncode == 2 and "Traceback" not in result.stderr
+    result = cli("run", "--task", "parity_check", "--pe", "dape-alibi", "--preset", "smoke", "--set", setting,
+                 "--results", str(tmp_path))
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
     assert not list(tmp_path.rglob("*.json"))

@@ -302,11 +302,9 @@ def test_tasks_declare_their_separators():
 @pytest.mark.parametrize("name, cited", [("fox", "Lin et al. 2025"), ("stick-breaking", "Tan et al. 2025"),
                                          ("ssmax-alibi", "Nakanishi 2025"), ("p-rope", "Barbero et al. 2025"),
                                          ("bipe-alibi", "He et al. 2024"), ("none+causal", "causal")])
-def test_che_pes_describes_each(name, cited):
-    from conftest import run_che
-
-    result = run_che("pes", name)
-    assert result.returncode == 0, result.stderr
+def test_che_pes_describes_each(name, cited, cli):
+    result = cli("pes", name)
+    assert result.exit_code == 0, result.stderr
     assert cited in " ".join(result.stdout.split())
 
 
