@@ -82,3 +82,16 @@ def write_results(folder, template, runs):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record))
     return Path(folder)
+
+
+def assert_same_function(plain, other, inputs, output_length: int, atol: float, grad_atol: float) -> None:
+    """Two models with the same weights compute the same outputs on `inputs` and give every parameter
+    the same gradient (of the squared outputs' sum), within the tolerances."""
+    import torch
+
+    a, b = plain(inputs, output_length), other(inputs, output_length)
+    torch.testing.assert_close(b, a, atol=atol, rtol=atol)
+    a.square().sum().backward()
+    b.square().sum().backward()
+    for (name, p), q in zip(plain.named_parameters(), other.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, atol=grad_atol, rtol=grad_atol, msg=name)

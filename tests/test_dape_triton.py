@@ -29,6 +29,7 @@ pytest.importorskip("triton")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from che.models.positional import dape_triton  # noqa: E402
+from conftest import assert_same_function  # noqa: E402
 from che.models.positional.dape import NEGATIVE_SLOPE, PositionwiseMLP  # noqa: E402
 from che.models.positional.dape_triton import (  # noqa: E402
     FusedPositionwiseMLP,
@@ -311,10 +312,4 @@ def test_dape_with_the_triton_kernels_is_dape_in_the_model():
 
     fast, fused = model("fast"), model("triton")
     fused.load_state_dict(fast.state_dict())
-    inputs = torch.randint(0, 2, (3, 6))
-    a, b = fast(inputs, 6), fused(inputs, 6)
-    torch.testing.assert_close(b, a, atol=1e-10, rtol=1e-10)
-    a.square().sum().backward()
-    b.square().sum().backward()
-    for (name, p), q in zip(fast.named_parameters(), fused.parameters()):
-        torch.testing.assert_close(q.grad, p.grad, atol=1e-9, rtol=1e-9, msg=name)
+    assert_same_function(fast, fused, torch.randint(0, 2, (3, 6)), 6, atol=1e-10, grad_atol=1e-9)

@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import assert_same_function
 
 from che.config import ModelConfig
 from che.models import Transformer
@@ -23,22 +24,17 @@ def pair(pe: str, runs: int, **changes):
     return plain, other
 
 
-def assert_same_function(plain, other, runs: int):
+def same_function(plain, other, runs: int):
     inputs = torch.randint(0, 2, (runs, 4, 9), device="cuda")
-    a, b = plain(inputs, 9), other(inputs, 9)
-    torch.testing.assert_close(b, a, atol=1e-9, rtol=1e-9)
-    a.square().sum().backward()
-    b.square().sum().backward()
-    for (name, p), q in zip(plain.named_parameters(), other.parameters()):
-        torch.testing.assert_close(q.grad, p.grad, atol=1e-8, rtol=1e-8, msg=name)
+    assert_same_function(plain, other, inputs, 9, atol=1e-9, grad_atol=1e-8)
 
 
 @pytest.mark.parametrize("pe", ["alibi", "kerple-log", "t5", "fire"])
 @pytest.mark.parametrize("runs", [1, 3])
 def test_flex_attention_values_and_gradients(pe, runs):
-    assert_same_function(*pair(pe, runs, attention="flex"), runs)
+    same_function(*pair(pe, runs, attention="flex"), runs)
 
 
 @pytest.mark.parametrize("runs", [1, 3])
 def test_dape_kernels_on_the_gpu(runs):
-    assert_same_function(*pair("dape-kerple-log", runs, dape_impl="triton"), runs)
+    same_function(*pair("dape-kerple-log", runs, dape_impl="triton"), runs)
