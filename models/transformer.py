@@ -29,7 +29,6 @@ computes the same alone, in a pack, eagerly or inside a captured CUDA graph.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from collections.abc import Sequence
 
@@ -38,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from che.config import ModelConfig
+from che.models.attention import attend
 from che.models.packed import (PackedDropout, PackedLayerNorm, PackedLinear, RunTensor, per_run,
                                  stack)
 from che.models.positional import parse_pe
@@ -46,6 +46,9 @@ from che.models.positional.bilevel import segment_positions
 
 # -- the model --------------------------------------------------------------------------------------
 class SelfAttention(nn.Module):
+    """Multi-head self-attention with the PE's hooks: the PE sees the layer input, rotates q and k,
+    and adds a bias or transforms the scores; `che.models.attention` computes the rest."""
+
     def __init__(self, config: ModelConfig, pack: int, pes: bool, causal: bool = False):
         super().__init__()
         self.causal = causal  # mask keys right of the query (a PE name's `+causal`)
@@ -73,48 +76,21 @@ class SelfAttention(nn.Module):
         # must compute the same bits alone and packed. (The CPU's fused kernel is also ~20% faster.)
         q, k, v = (t.reshape(merged).contiguous() for t in (q, k, v))
         per_run_q, per_run_k = q.view(pack, batch, *merged[1:]), k.view(pack, batch, *merged[1:])
-        transforms = pes is not None and pes[0].transforms_scores
-        weights = pes[0].attention_weights if pes is not None and getattr(pes[0], "replaces_softmax", False) else None
-        if self.record is not None or transforms or weights is not None or self.mode(x.device) == "explicit":
-            # The scores materialised: when a PE transforms them (DAPE), for a picture, or where it is
-            # the faster path (a CPU: tests/test_model.py checks it computes what SDPA does). q is
-            # scaled before the product: a [.., T, d_head] multiply instead of a [.., T, T] one.
-            flat = (q * (1.0 / math.sqrt(self.d_head))) @ k.transpose(-2, -1)  # [K * B, H, T, T]
-            scores = flat.view(pack, batch, self.n_heads, length, length)
-            if transforms:
-                logits = stack([check_shape(pes[0], "logits", out, scores.shape[1:]) for out in per_run(
+        bias = logits = weights = None
+        if pes is not None and pes[0].transforms_scores:
+            def logits(scores):
+                return stack([check_shape(pes[0], "logits", out, scores.shape[1:]) for out in per_run(
                     pes, generators, lambda pe, s, q, k: pe.logits(s, q, k), scores, per_run_q, per_run_k)])
-            else:
-                bias = self.biases(pes, generators, per_run_q, per_run_k, batch)
-                if bias is None:
-                    logits = scores
-                elif pack == 1 and self.record is None:  # the same sum, in place: no [B, H, T, T] copy
-                    logits = flat.add_(bias[0]).view_as(scores)
-                else:
-                    logits = scores + bias
-            if self.causal:
-                logits = logits.masked_fill(future_keys(length, x.device), float("-inf"))
-            probs = torch.softmax(logits, dim=-1) if weights is None else weights(logits)
-            if self.record is not None:  # `record_attention`: what a picture of the layer needs
-                self.record.update(scores=scores[0].detach(), logits=logits[0].detach(), probs=probs[0].detach())
-            y = probs.reshape(pack * batch, self.n_heads, length, length) @ v
-        elif self.mode(x.device) == "flex":
-            y = flex_attention_with_bias(q, k, v, self.biases(pes, generators, per_run_q, per_run_k, batch), batch,
-                                         self.causal)
-        else:
-            # Fused attention; SDPA scales QK^T by 1/sqrt(d_head) and then adds the bias.
-            mask = self.biases(pes, generators, per_run_q, per_run_k, batch)
-            if mask is not None:
-                mask = mask[0] if pack == 1 else mask.expand(pack, batch, -1, -1, -1).reshape(
-                    pack * batch, self.n_heads, length, length)
-                if self.causal:
-                    mask = mask.masked_fill(future_keys(length, x.device), float("-inf"))
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal and mask is None)
+        elif pes is not None:
+            bias = self.biases(pes, generators, per_run_q, per_run_k, batch)
+        if pes is not None and getattr(pes[0], "replaces_softmax", False):
+            weights = pes[0].attention_weights
+        y = attend(q, k, v, pack=pack, path=self.path(x.device), bias=bias, logits=logits, weights=weights,
+                   causal=self.causal, record=self.record)
         y = y.view(pack, batch, self.n_heads, length, self.d_head).transpose(2, 3)
         return self.out(y.reshape(pack, batch, length, d_model))
 
-
-    def mode(self, device: torch.device) -> str:
+    def path(self, device: torch.device) -> str:
         """How a layer without a PE that transforms the scores attends: `attention` (fused: SDPA,
         explicit: the scores materialised, flex: FlexAttention), where auto is explicit on a CPU (at
         d_head 8, 10-25% faster than SDPA's CPU kernel) and fused on CUDA."""
@@ -125,8 +101,6 @@ class SelfAttention(nn.Module):
     def biases(self, pes, generators, q, k, batch: int) -> torch.Tensor | None:
         """Each run's PE bias, stacked: [K, 1, H, T, T] (positions only) or [K, B, H, T, T] (content
         too); None for a PE without one."""
-        if pes is None:
-            return None
         biases = per_run(pes, generators, lambda pe, q, k: pe.bias(q, k), q, k)
         if biases[0] is None:
             return None
@@ -310,42 +284,3 @@ def check_shape(pe, what: str, value: torch.Tensor, shape) -> torch.Tensor:
         raise CheError(f"PE '{pe.name}' ({source}) returned a {what} of shape {got}; attention needs "
                        f"{list(shape[1:]) if what == 'bias' else list(shape)}" + (f" or {list(shape)}" if what == "bias" else ""))
     return value
-
-
-def future_keys(length: int, device) -> torch.Tensor:
-    """[T, T] True where the key is right of the query (j > i): what a causal model masks."""
-    return torch.ones(length, length, dtype=torch.bool, device=device).triu(1)
-
-
-def flex_attention_with_bias(q, k, v, bias, batch: int, causal: bool = False):
-    """softmax(q k^T / sqrt(d) + bias) v with FlexAttention: the bias read per (run, head, i, j) from
-    the runs' [K, 1, H, T, T] biases ([K, B, H, T, T] when they depend on content) in the score
-    modification, so no [K * B, H, T, T] copy of it is made, as SDPA's mask for a pack needs. Compiled
-    (FlexAttention's fused kernel) on CUDA; on a CPU, torch 2.13 computes it only without gradients."""
-    from torch.nn.attention.flex_attention import flex_attention
-
-    attend = _compiled_flex() if q.is_cuda else flex_attention
-    if bias is None:
-        def biased(score, b, h, i, j):
-            return score
-    elif bias.shape[1] == 1:
-        def biased(score, b, h, i, j):
-            return score + bias[b // batch, 0, h, i, j]
-    else:
-        def biased(score, b, h, i, j):
-            return score + bias[b // batch, b % batch, h, i, j]
-    if causal:
-        def score_mod(score, b, h, i, j):
-            return torch.where(j > i, float("-inf"), biased(score, b, h, i, j))
-    elif bias is None:
-        return attend(q, k, v)
-    else:
-        score_mod = biased
-    return attend(q, k, v, score_mod=score_mod)
-
-
-@functools.lru_cache(maxsize=1)
-def _compiled_flex():
-    from torch.nn.attention.flex_attention import flex_attention
-
-    return torch.compile(flex_attention, dynamic=False)
