@@ -31,6 +31,11 @@ DEFAULT_RESULTS = Path("results/runs")
 
 
 def run_dir(results: Path, task: str, pe: str) -> Path:
+    """`<results>/<task>/<pe>`, refused when a name would lead anywhere else: registered names cannot
+    (`che.registry.NAME_FORM`), but a result file's names are the file's."""
+    for name in (task, pe):
+        if not isinstance(name, str) or name in ("", ".", "..") or any(sep in name for sep in ("/", "\\", os.sep, "\0")):
+            raise CheError(f"the name {name!r:.80} would put files outside the results folder")
     return Path(results) / task / pe
 
 

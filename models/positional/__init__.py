@@ -19,16 +19,14 @@ from che.models.positional.base import AbsolutePE, AttentionPE, BiasPE, Position
 from che.models.positional.forgetting import CITATION as FOX_CITATION
 from che.models.positional.ssmax import CITATION as SSMAX_CITATION
 from che import registry
-from che.registry import BUILTIN, PES
+from che.registry import (BUILTIN, CAUSAL_SUFFIX, DAPE2_PREFIX, DAPE_PREFIX, FOX, FOX_PREFIX, PES, RANDOM_PREFIX,
+                          SSMAX_PREFIX)
 
 # Importing a PE module registers its PEs (the @register_pe decorator).
 from che.models.positional import none, absolute, rotary, biases, relative, cope  # noqa: F401,E402,I001
 from che.models.positional import stick_breaking, bilevel  # noqa: F401,E402,I001
 
-DAPE_PREFIXES = {"dape-": "dape", "dape2-": "dape2"}
-RANDOM_PREFIX = "rand-"
-SSMAX_PREFIX, FOX_PREFIX, FOX = "ssmax-", "fox-", "fox"
-CAUSAL_SUFFIX = "+causal"
+DAPE_PREFIXES = {DAPE_PREFIX: "dape", DAPE2_PREFIX: "dape2"}
 
 
 @dataclass(frozen=True)
