@@ -17,7 +17,6 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 
@@ -237,10 +236,10 @@ def build(runs: pd.DataFrame, aggregation: str = "max", reference: str | None = 
     return board
 
 
-def reference_tables() -> dict[str, Path]:
+def reference_tables() -> dict:
     """Published tables shipped in results/reference (the package data che.reference), by name."""
     folder = importlib.resources.files("che.reference")
-    return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".csv")}
+    return {p.name.removesuffix(".csv"): p for p in folder.iterdir() if p.name.endswith(".csv")}
 
 
 def load_reference(name: str) -> tuple[str, dict[tuple[str, str], float], dict]:
@@ -252,15 +251,16 @@ def load_reference(name: str) -> tuple[str, dict[tuple[str, str], float], dict]:
     matches = [stem for stem in tables if stem == name or stem.startswith(name)]
     if len(matches) != 1:
         raise unknown_name_error("reference table", name, tables)
-    table = pd.read_csv(tables[matches[0]])
+    with tables[matches[0]].open() as file:
+        table = pd.read_csv(file)
     values = {}
     for _, row in table.iterrows():
         for column in table.columns:
             if column in ("level", "task") or pd.isna(row[column]):
                 continue
             values[(row["task"], canonical_pe_name(column))] = float(row[column])
-    protocol_file = tables[matches[0]].with_suffix(".protocol.json")
-    protocol = json.loads(protocol_file.read_text()) if protocol_file.exists() else {}
+    protocol_file = importlib.resources.files("che.reference") / f"{matches[0]}.protocol.json"
+    protocol = json.loads(protocol_file.read_text()) if protocol_file.is_file() else {}
     return matches[0], values, protocol
 
 

@@ -8,10 +8,10 @@ describe it live instead.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
-from pathlib import Path
 
-FOLDER = Path(__file__).parent / "data"
+FOLDER = importlib.resources.files("che") / "data"  # package data: found in a wheel too
 # The model whose parameters `che pes` counts: the CHE papers' (RunConfig's defaults).
 LISTED_MODEL = {"n_layers": 5, "d_model": 64, "n_heads": 8}
 TASKS_FILE, PES_FILE = FOLDER / "tasks.json", FOLDER / "pes.json"
