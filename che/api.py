@@ -52,12 +52,12 @@ def protocols(runs):
 
 def compare(runs, a: str, b: str, tasks=None, protocol: str | None = None):
     """Per task, PE `a` against PE `b` over their runs of one protocol (see che.comparisons):
-    difference, interval, p_value, p_adjusted (Holm), runs_a, runs_b."""
-    from che.comparisons import compare as compare_pes
+    difference, interval, p_value, p_adjusted (Holm), runs_a, runs_b. The PEs are those of the
+    runs (a plugin's PE needs no plugin loaded); an alias names its PE (`dape-kerple`)."""
+    from che.comparisons import compare as compare_pes, pe_in_results
     from che.errors import CheError
-    from che.models.positional import canonical_pe_name
 
-    a, b = canonical_pe_name(a), canonical_pe_name(b)
+    a, b = pe_in_results(runs, a), pe_in_results(runs, b)
     if a == b:
         raise CheError(f"compare two different PEs, not {a} with itself")
     table = compare_pes(runs, a, b, tasks, protocol)

@@ -30,6 +30,9 @@ def compare(runs: pd.DataFrame, a: str, b: str, tasks: list[str] | None = None,
     for pe in (a, b):
         if pe not in set(runs.pe):
             raise CheError(f"no runs of '{pe}' in these results (PEs there: {', '.join(sorted(set(runs.pe)))})")
+    for task in tasks or []:
+        if task not in set(runs.task):
+            raise not_in_results("task", task, runs.task)
     chosen = runs if tasks is None else runs[runs.task.isin(tasks)]
     rows = []
     levels = dict(zip(runs.task, runs.level))
@@ -48,6 +51,33 @@ def compare(runs: pd.DataFrame, a: str, b: str, tasks: list[str] | None = None,
     table["p_adjusted"] = holm(table["p_value"])
     table["significant"] = table["p_adjusted"] < ALPHA  # False where there is no test (nan)
     return table[COLUMNS]
+
+
+def pe_in_results(runs: pd.DataFrame, name: str) -> str:
+    """The PE of `runs` that `name` means: itself, or its canonical form (`dape-kerple` means
+    `dape-kerple-log`). The names come from the results, so a plugin's PE needs no plugin loaded."""
+    present = set(runs.pe)
+    if name in present:
+        return name
+    from che.models.positional import canonical_pe_name
+
+    try:
+        canonical = canonical_pe_name(name)
+    except CheError:  # not a name che knows (a plugin's, not loaded): only the results can have it
+        canonical = None
+    if canonical in present:
+        return canonical
+    raise not_in_results("PE", name, runs.pe)
+
+
+def not_in_results(kind: str, name: str, found) -> CheError:
+    """`no runs of PE 'x' in these results; did you mean 'y'? (PEs there: ...)`."""
+    from che.errors import closest
+
+    names = sorted(set(found))
+    close = closest(name, names)
+    hint = "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?" if close else ""
+    return CheError(f"no runs of {kind} '{name}' in these results{hint} ({kind}s there: {', '.join(names)})")
 
 
 def single_run_note(table: pd.DataFrame) -> str | None:

@@ -243,3 +243,43 @@ def test_results_from_before_a_setting_existed_share_the_protocol_of_its_default
     assert result.exit_code == 0, result.stderr
     assert "protocols" not in result.stderr and "skipping" not in result.stderr
     assert {cell["pe"] for cell in json.loads(result.stdout)["cells"]} == {"alibi", "none"}
+
+
+# -- a plugin's PE beside the committed baselines: the results name it, no plugin needed ----------
+def test_compare_and_leaderboard_take_a_plugin_pe_from_the_results_without_the_plugin(cli, tmp_path, smoke_result):
+    """`che compare --pes gaussian,alibi --results results/cpu/runs --results results/mine` said
+    "unknown positional encoding 'gaussian'" unless the plugin was loaded (and --plugin is no option
+    of che compare). "gauss-window" is no PE any test registers."""
+    import che
+
+    base = write_results(tmp_path / "base", smoke_result, [{"pe": "alibi", "ood": v} for v in (0.5, 0.52, 0.54)]
+                         + [{"pe": "kerple-log", "ood": v, "seed": 3 + i} for i, v in enumerate((0.5, 0.5, 0.5))])
+    mine = write_results(tmp_path / "mine", smoke_result, [{"pe": "gauss-window", "ood": v, "seed": 10 + i}
+                                                           for i, v in enumerate((0.6, 0.62, 0.64))])
+    folders = ["--results", base, "--results", mine]
+    compared = cli("compare", "--pes", "gauss-window,alibi", *folders, "--format", "json")
+    assert compared.exit_code == 0, compared.stderr
+    assert json.loads(compared.stdout)[0]["difference"] == pytest.approx(10.0)
+    board = cli("leaderboard", *folders, "--agg", "mean", "--format", "json")
+    assert board.exit_code == 0 and {"gauss-window", "alibi"} <= {c["pe"] for c in json.loads(board.stdout)["cells"]}
+    alias = che.compare(che.load_results([base, mine]), "kerple", "gauss-window")  # an alias still names its PE
+    assert alias.attrs["pes"] == ("kerple-log", "gauss-window")
+
+    typo = cli("compare", "--pes", "gauss-windw,alibi", *folders)
+    assert typo.exit_code == 2 and typo.stderr == (
+        "error: no runs of PE 'gauss-windw' in these results; did you mean 'gauss-window'? "
+        "(PEs there: alibi, gauss-window, kerple-log)\n")
+    task = cli("compare", "--pes", "gauss-window,alibi", "--tasks", "parity_chek", *folders)
+    assert task.exit_code == 2 and "no runs of task 'parity_chek' in these results; did you mean 'parity_check'?" \
+        in task.stderr
+
+
+def test_every_command_that_builds_a_model_or_lists_names_takes_plugin():
+    """What the README says: --plugin on every command but those that only read results (and settings)."""
+    import typer
+
+    from che.cli import app
+
+    commands = typer.main.get_command(app).commands
+    without = {name for name, command in commands.items() if not any("--plugin" in p.opts for p in command.params)}
+    assert without == {"settings", "leaderboard", "compare"}
