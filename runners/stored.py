@@ -76,7 +76,7 @@ def read_weights(record: dict, path: Path) -> dict[str, torch.Tensor]:
 
     weights = model_path(path)
     if not weights.is_file():
-        raise CheError(f"{path} has no stored model ({weights.name}): the run was made with --no-save-model "
+        raise CheError(f"{path} has no stored model ({weights.name}): the run was made with --set save_model=false "
                        f"or before models were kept; run it again to keep one")
     try:
         with safe_open(str(weights), framework="pt") as handle:

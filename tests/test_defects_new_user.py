@@ -283,3 +283,43 @@ def test_every_command_that_builds_a_model_or_lists_names_takes_plugin():
     commands = typer.main.get_command(app).commands
     without = {name for name, command in commands.items() if not any("--plugin" in p.opts for p in command.params)}
     assert without == {"settings", "leaderboard", "compare"}
+
+
+# -- no text che ships or shows names an option that does not exist ------------------------------
+# Options of the other programs the tree runs or names (pip, git, pytest, scancel).
+OTHER_PROGRAMS_OPTIONS = {"--help", "--no-deps", "--no-build-isolation", "--target", "--index-url", "--no-index",
+                          "--no-cache-dir", "--no-compile", "--upgrade", "--disable-pip-version-check", "--porcelain",
+                          "--untracked-files", "--strict-markers", "--state", "--signal", "--query-gpu", "--null",
+                          "--no-cache"}
+
+
+def test_no_text_in_the_tree_names_an_option_that_does_not_exist():
+    """examples/gaussian_pe.py and a PE error told users to use --rand-mode, which became
+    --set rand_mode=...; a missing model blamed --no-save-model."""
+    import re
+    import subprocess
+
+    import typer
+    from conftest import REPO
+
+    from che.cli import app
+
+    group = typer.main.get_command(app)
+    options = {o for command in [group, *group.commands.values()] for p in command.params
+               for o in p.opts + p.secondary_opts}
+    scripts = REPO / "scripts"
+    options |= {m for path in scripts.glob("*.py") for m in re.findall(r'add_argument\("(--[a-z0-9-]+)"', path.read_text())}
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    stale = set()
+    for name in files:
+        # tests name bad options on purpose; result files keep the command lines they were made with
+        if name.startswith("tests/") or (name.startswith("results/") and not name.endswith(".md")):
+            continue
+        path = REPO / name
+        if path.suffix not in (".py", ".md", ".json", ".toml", ".sh", ".txt", ".ipynb", "") or not path.is_file():
+            continue
+        for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]+", path.read_text(errors="replace")):
+            if option not in options | OTHER_PROGRAMS_OPTIONS:
+                stale.add(f"{name}: {option}")
+    assert not stale
+
