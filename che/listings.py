@@ -35,6 +35,22 @@ def describe_tasks(builtin_only: bool = False) -> list[dict]:
     return [e.obj.describe() | {"source": e.source} for e in entries]
 
 
+def describe_task(name: str, rows: list[dict]) -> list[str]:
+    """`che tasks NAME`: the task's row of `rows` (what `che tasks` lists) in full, with its
+    docstring; an unknown name is the registry's error."""
+    from che.registry import TASKS
+
+    row = next((r for r in rows if r["name"] == name), None)
+    if row is None:
+        raise TASKS.unknown(name, [r["name"] for r in rows])
+    output = (f"{row['output_length']} positions" + (", accuracy counted up to the terminator" if row["masked"] else "")
+              if row["kind"] == "sequence" else "one label")
+    return [f"{row['name']} (level {row['level']}): {row['input_size']} input symbols, {row['output_size']} output "
+            f"classes; output: {output}; chance accuracy {100 * row['chance_accuracy']:.0f}%",
+            f"source: {row['source']}", "", row.get("about", ""), "",
+            f"samples: che sample --task {row['name']} --length 8"]
+
+
 def describe_all_pes(builtin_only: bool = False) -> list[dict]:
     """Every registered PE (and the modifiers) as `che pes` lists it (imports torch)."""
     from che.config import ModelConfig

@@ -323,3 +323,27 @@ def test_no_text_in_the_tree_names_an_option_that_does_not_exist():
                 stale.add(f"{name}: {option}")
     assert not stale
 
+
+# -- che tasks NAME: a task in full, with the docstring the README sends readers to -----------------
+def test_che_tasks_name_shows_the_task_with_its_docstring(cli):
+    shown = cli("tasks", "odds_first")
+    assert shown.exit_code == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == ("odds_first (level cs): 2 input symbols, 2 output classes; output: N positions; "
+                        "chance accuracy 50%")
+    from che.tasks.cs.odds_first import OddsFirst
+    import inspect
+
+    assert inspect.cleandoc(OddsFirst.__doc__) in shown.stdout
+    assert json.loads(cli("tasks", "odds_first", "--json").stdout)["about"] == inspect.cleandoc(OddsFirst.__doc__)
+    typo = cli("tasks", "odds_frist")
+    assert typo.exit_code == 2 and typo.stderr.startswith("error: unknown task 'odds_frist'; did you mean 'odds_first'?")
+
+
+def test_che_tasks_name_shows_a_plugin_task(cli):
+    from conftest import EXAMPLES
+
+    shown = cli("tasks", "count_ones_mod3", "--plugin", EXAMPLES / "count_ones_mod3.py")
+    assert shown.exit_code == 0, shown.stderr
+    assert shown.stdout.startswith("count_ones_mod3 (level regular): 2 input symbols, 3 output classes; output: one label")
+    assert "count_ones_mod3.py" in shown.stdout.splitlines()[1] and "a regular language" in shown.stdout
