@@ -23,8 +23,10 @@ def run(task: str, pe: str, preset: str = "cpu", *, seeds=None, lrs=None, result
 
 def load_results(path="results/runs"):
     """Every finished, valid result under a folder (or a list of folders) as a pandas DataFrame: one row per run, its
-    configuration's settings as columns, its scores (ood_accuracy, in_distribution_accuracy, in
-    [0, 1]) and its accuracy by length (a list)."""
+    configuration's settings as columns, its scores and its accuracy by length (a list). Scores are
+    fractions in [0, 1] as result files store them (ood_accuracy, in_distribution_accuracy,
+    chance_accuracy), and in percent, the unit of `che`'s output and of `leaderboard` and `compare`,
+    as ood_accuracy_percent, in_distribution_accuracy_percent and chance_accuracy_percent."""
     from che.results import load_results as load, results_frame
 
     return results_frame(load(path))
@@ -33,7 +35,9 @@ def load_results(path="results/runs"):
 def leaderboard(runs, agg: str = "max", reference: str | None = None, strict: bool = False,
                 protocol: str | None = None):
     """The tasks x PEs leaderboard of a table of runs (`load_results`): `.cells` holds, per (task,
-    PE), the aggregate in %, the mean with its 95% bootstrap interval, and the number of runs. Runs
+    PE), the aggregate in %, the mean with its 95% bootstrap interval, and the number of runs;
+    `.to_markdown()` is what `che leaderboard --format md` prints, `.to_frame()` that table as a
+    DataFrame of its printed cells. Runs
     of different protocols (steps, lengths, model, ...) are never aggregated together: with several
     in `runs`, name one (`protocol`, see `protocols`)."""
     from che.leaderboards import build

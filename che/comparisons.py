@@ -23,7 +23,7 @@ def compare(runs: pd.DataFrame, a: str, b: str, tasks: list[str] | None = None,
     points, its confidence interval, p_value, p_adjusted (Holm over the tasks compared) and whether
     it is significant at 5% after the adjustment. Runs of one protocol only (`protocol` chooses
     one where `runs` hold several, see che.leaderboards.protocols)."""
-    from che.leaderboards import select_protocol, task_sort_key
+    from che.leaderboards import plumbing_check, select_protocol, task_sort_key
 
     runs = select_protocol(runs, protocol).runs
 
@@ -50,7 +50,9 @@ def compare(runs: pd.DataFrame, a: str, b: str, tasks: list[str] | None = None,
     table = pd.DataFrame(rows)
     table["p_adjusted"] = holm(table["p_value"])
     table["significant"] = table["p_adjusted"] < ALPHA  # False where there is no test (nan)
-    return table[COLUMNS]
+    table = table[COLUMNS]
+    table.attrs["plumbing"] = plumbing_check(runs)
+    return table
 
 
 def pe_in_results(runs: pd.DataFrame, name: str) -> str:
@@ -80,6 +82,13 @@ def not_in_results(kind: str, name: str, found) -> CheError:
     return CheError(f"no runs of {kind} '{name}' in these results{hint} ({kind}s there: {', '.join(names)})")
 
 
+def plumbing_note(table: pd.DataFrame) -> str | None:
+    """A line saying that smoke runs were compared (`che.leaderboards.plumbing_check`), else None."""
+    from che.leaderboards import PLUMBING
+
+    return f"note: these are {PLUMBING}" if table.attrs.get("plumbing") else None
+
+
 def single_run_note(table: pd.DataFrame) -> str | None:
     """A line about the tasks where a PE has a single run, whose interval and test are n/a; None
     when every task has at least two runs of each PE."""
@@ -103,6 +112,11 @@ def summary(table: pd.DataFrame, a: str, b: str) -> str:
     elif floor >= ALPHA:
         text += (f" With these runs per PE the permutation test cannot give p below {floor:.2g}: no task can be "
                  f"significant; use more seeds (5 against 5 reach p = 0.008).")
+    apart = tested[((tested.ci_low > 0) | (tested.ci_high < 0)) & (tested.p_value >= ALPHA)]
+    if not apart.empty:
+        text += (f" On {len(apart)} task(s) the 95% interval excludes 0 while p >= {ALPHA:.2g}: the interval (a "
+                 f"bootstrap over runs) estimates the difference's size and is too narrow with few runs; p (an exact "
+                 f"permutation test) tests whether there is a difference at all: trust p.")
     if len(table) > 1:
         overall = across_tasks(table)
         text += (f" Across the {overall['tasks']} tasks (each task one unit): mean difference "

@@ -201,9 +201,14 @@ def settings_as_now(config: dict) -> dict:
     return row
 
 
+SCORES = ("ood_accuracy", "in_distribution_accuracy", "chance_accuracy")
+
+
 def results_frame(records: list[dict]):
     """A pandas DataFrame with one row per run: its scores, task, level, PE, run id, path, accuracy
-    by length (a list), and every setting of its configuration as a column."""
+    by length (a list), and every setting of its configuration as a column. Scores are fractions
+    in [0, 1], as result files store them; each also as `<score>_percent`, the unit che's
+    commands print."""
     import pandas as pd
 
     rows = []
@@ -213,6 +218,7 @@ def results_frame(records: list[dict]):
             "run_id", "task", "pe", "level", "seed", "ood_accuracy", "ood_accuracy_reference_script",
             "in_distribution_accuracy", "chance_accuracy", "accuracy_by_length", "final_loss")})
         row["level"] = row["level"] or "other"
+        row.update({f"{score}_percent": 100 * record[score] for score in SCORES})
         row["path"] = record.get("_path")
         rows.append(row)
     return pd.DataFrame(rows)

@@ -347,3 +347,67 @@ def test_che_tasks_name_shows_a_plugin_task(cli):
     assert shown.exit_code == 0, shown.stderr
     assert shown.stdout.startswith("count_ones_mod3 (level regular): 2 input symbols, 3 output classes; output: one label")
     assert "count_ones_mod3.py" in shown.stdout.splitlines()[1] and "a regular language" in shown.stdout
+
+
+# -- what a table of smoke runs is, and what a comparison's interval and p say -------------------
+def test_a_leaderboard_of_smoke_runs_says_it_is_a_plumbing_check_and_marks_no_best(cli, tmp_path, smoke_result):
+    smoke = write_results(tmp_path / "smoke", smoke_result, [{"pe": "alibi", "ood": 0.5}, {"pe": "none", "ood": 0.4}])
+    for agg in ("max", "mean"):
+        table = cli("leaderboard", "--results", smoke, "--agg", agg)
+        assert table.exit_code == 0, table.stderr
+        assert "CHE leaderboard (smoke runs: a plumbing check, not a measurement)" in " ".join(table.stdout.split())
+    md = cli("leaderboard", "--results", smoke, "--format", "md").stdout
+    assert "These are smoke runs, which train too few steps to learn" in md and "**" not in md
+    assert "Best per task marked" not in md
+    board = json.loads(cli("leaderboard", "--results", smoke, "--format", "json").stdout)
+    assert board["plumbing_check"] is True and not any(c["best"] for c in board["cells"])
+    compared = cli("compare", "--pes", "alibi,none", "--results", smoke)
+    assert "note: these are smoke runs" in compared.stderr
+
+    longer = write_results(tmp_path / "longer", smoke_result, [{"pe": "alibi", "ood": 0.5, "config": {"steps": 11}},
+                                                               {"pe": "none", "ood": 0.4, "config": {"steps": 11}}])
+    measured = cli("leaderboard", "--results", longer, "--format", "md").stdout
+    assert "plumbing" not in measured and "**50.0 (1)**" in measured and "Best per task marked" in measured
+
+
+def test_compare_says_why_an_interval_excludes_0_beside_a_large_p(cli, tmp_path, smoke_result):
+    """3 runs against 3, all of A above all of B: the bootstrap interval excludes 0, and the exact
+    permutation test cannot go below p = 0.1."""
+    runs = [{"pe": "alibi", "ood": v, "config": {"steps": 100}} for v in (0.60, 0.62, 0.64)]
+    runs += [{"pe": "none", "ood": v, "config": {"steps": 100}} for v in (0.50, 0.52, 0.54)]
+    folder = write_results(tmp_path / "runs", smoke_result, runs)
+    result = cli("compare", "--pes", "alibi,none", "--results", folder)
+    assert result.exit_code == 0, result.stderr
+    record = json.loads(cli("compare", "--pes", "alibi,none", "--results", folder, "--format", "json").stdout)[0]
+    assert record["ci_low"] > 0 and record["p_value"] == pytest.approx(0.1)
+    text = " ".join(result.stdout.split())
+    assert ("On 1 task(s) the 95% interval excludes 0 while p >= 0.05: the interval (a bootstrap over runs) "
+            "estimates the difference's size and is too narrow with few runs; p (an exact permutation test) tests "
+            "whether there is a difference at all: trust p.") in text
+    overlapping = write_results(tmp_path / "overlap", smoke_result, [
+        {"pe": "alibi", "ood": v, "config": {"steps": 100}} for v in (0.5, 0.6, 0.7)] + [
+        {"pe": "none", "ood": v, "config": {"steps": 100}} for v in (0.45, 0.55, 0.65)])
+    assert "excludes 0" not in cli("compare", "--pes", "alibi,none", "--results", overlapping).stdout
+
+
+# -- the Python API: a leaderboard renders as the command prints it; scores say their unit --------
+def test_the_python_leaderboard_renders_what_the_command_prints(cli, tmp_path, smoke_result):
+    import che
+
+    folder = write_results(tmp_path / "runs", smoke_result, [
+        {"pe": pe, "ood": v, "config": {"steps": 100}} for pe, v in (("alibi", 0.6), ("alibi", 0.7), ("none", 0.5))])
+    board = che.leaderboard(che.load_results(folder), agg="mean")
+    assert board.to_markdown() == cli("leaderboard", "--results", folder, "--agg", "mean", "--format", "md").stdout
+    frame = board.to_frame()
+    assert list(frame.columns) == ["level", "task", "chance", "none", "alibi"]
+    assert frame.iloc[0].tolist() == ["regular", "parity_check", "50", "50.0 (1)", "65.0 [60.0, 70.0] (2)"]
+    assert frame.task.tolist()[1:] == ["average: Regular", "average: All tasks"]
+
+
+def test_load_results_gives_each_score_as_a_fraction_and_in_percent(tmp_path, smoke_result):
+    import che
+
+    runs = che.load_results(write_results(tmp_path / "runs", smoke_result, [{"pe": "alibi", "ood": 0.625}]))
+    assert runs.ood_accuracy[0] == pytest.approx(0.625) and runs.ood_accuracy_percent[0] == pytest.approx(62.5)
+    assert runs.chance_accuracy_percent[0] == pytest.approx(50.0)
+    assert runs.in_distribution_accuracy_percent[0] == pytest.approx(100 * runs.in_distribution_accuracy[0])
