@@ -411,3 +411,14 @@ def test_load_results_gives_each_score_as_a_fraction_and_in_percent(tmp_path, sm
     assert runs.ood_accuracy[0] == pytest.approx(0.625) and runs.ood_accuracy_percent[0] == pytest.approx(62.5)
     assert runs.chance_accuracy_percent[0] == pytest.approx(50.0)
     assert runs.in_distribution_accuracy_percent[0] == pytest.approx(100 * runs.in_distribution_accuracy[0])
+
+
+def test_eval_and_show_of_a_plugin_run_name_the_plugin_to_load(cli, tmp_path, smoke_result):
+    folder = write_results(tmp_path / "runs", smoke_result, [
+        {"pe": "gauss-window", "plugins": [str(tmp_path / "my_pe.py")]}])
+    result = next(folder.rglob("*.json"))
+    for args in (("eval", result, "--out-results", tmp_path / "evals"), ("show", result, "--out", tmp_path / "a.png")):
+        refused = cli(*args)
+        assert refused.exit_code == 2 and refused.stdout == ""
+        assert refused.stderr.startswith("error: unknown positional encoding 'gauss-window'")
+        assert refused.stderr.endswith(f"was made with the plugin(s) {tmp_path / 'my_pe.py'}: load them with --plugin\n")
