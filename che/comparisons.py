@@ -25,14 +25,14 @@ def compare(runs: pd.DataFrame, a: str, b: str, tasks: list[str] | None = None,
     one where `runs` hold several, see che.leaderboards.protocols)."""
     from che.leaderboards import plumbing_check, select_protocol, task_sort_key
 
-    runs = select_protocol(runs, protocol).runs
-
+    chosen_protocol = select_protocol(runs, protocol)
+    runs, where = chosen_protocol.runs, f"the runs of protocol {chosen_protocol.label}"
     for pe in (a, b):
         if pe not in set(runs.pe):
-            raise CheError(f"no runs of '{pe}' in these results (PEs there: {', '.join(sorted(set(runs.pe)))})")
+            raise not_in_results("PE", pe, runs.pe, where)
     for task in tasks or []:
         if task not in set(runs.task):
-            raise not_in_results("task", task, runs.task)
+            raise not_in_results("task", task, runs.task, where)
     chosen = runs if tasks is None else runs[runs.task.isin(tasks)]
     rows = []
     levels = dict(zip(runs.task, runs.level))
@@ -72,14 +72,14 @@ def pe_in_results(runs: pd.DataFrame, name: str) -> str:
     raise not_in_results("PE", name, runs.pe)
 
 
-def not_in_results(kind: str, name: str, found) -> CheError:
+def not_in_results(kind: str, name: str, found, where: str = "these results") -> CheError:
     """`no runs of PE 'x' in these results; did you mean 'y'? (PEs there: ...)`."""
     from che.errors import closest
 
     names = sorted(set(found))
     close = closest(name, names)
     hint = "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?" if close else ""
-    return CheError(f"no runs of {kind} '{name}' in these results{hint} ({kind}s there: {', '.join(names)})")
+    return CheError(f"no runs of {kind} '{name}' in {where}{hint} ({kind}s there: {', '.join(names)})")
 
 
 def plumbing_note(table: pd.DataFrame) -> str | None:

@@ -270,8 +270,8 @@ def test_compare_and_leaderboard_take_a_plugin_pe_from_the_results_without_the_p
         "error: no runs of PE 'gauss-windw' in these results; did you mean 'gauss-window'? "
         "(PEs there: alibi, gauss-window, kerple-log)\n")
     task = cli("compare", "--pes", "gauss-window,alibi", "--tasks", "parity_chek", *folders)
-    assert task.exit_code == 2 and "no runs of task 'parity_chek' in these results; did you mean 'parity_check'?" \
-        in task.stderr
+    assert task.exit_code == 2 and "no runs of task 'parity_chek' in the runs of protocol smoke; did you mean " \
+        "'parity_check'?" in task.stderr
 
 
 def test_every_command_that_builds_a_model_or_lists_names_takes_plugin():
