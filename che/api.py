@@ -23,8 +23,10 @@ def run(task: str, pe: str, preset: str = "cpu", *, seeds=None, lrs=None, result
 
 def load_results(path="results/runs"):
     """Every finished, valid result under a folder (or a list of folders) as a pandas DataFrame: one row per run, its
-    configuration's settings as columns, its scores (ood_accuracy, in_distribution_accuracy, in
-    [0, 1]) and its accuracy by length (a list)."""
+    configuration's settings as columns, its scores and its accuracy by length (a list). Scores are
+    fractions in [0, 1] as result files store them (ood_accuracy, in_distribution_accuracy,
+    chance_accuracy), and in percent, the unit of `che`'s output and of `leaderboard` and `compare`,
+    as ood_accuracy_percent, in_distribution_accuracy_percent and chance_accuracy_percent."""
     from che.results import load_results as load, results_frame
 
     return results_frame(load(path))
@@ -33,7 +35,9 @@ def load_results(path="results/runs"):
 def leaderboard(runs, agg: str = "max", reference: str | None = None, strict: bool = False,
                 protocol: str | None = None):
     """The tasks x PEs leaderboard of a table of runs (`load_results`): `.cells` holds, per (task,
-    PE), the aggregate in %, the mean with its 95% bootstrap interval, and the number of runs. Runs
+    PE), the aggregate in %, the mean with its 95% bootstrap interval, and the number of runs;
+    `.to_markdown()` is what `che leaderboard --format md` prints, `.to_frame()` that table as a
+    DataFrame of its printed cells. Runs
     of different protocols (steps, lengths, model, ...) are never aggregated together: with several
     in `runs`, name one (`protocol`, see `protocols`)."""
     from che.leaderboards import build
@@ -52,12 +56,12 @@ def protocols(runs):
 
 def compare(runs, a: str, b: str, tasks=None, protocol: str | None = None):
     """Per task, PE `a` against PE `b` over their runs of one protocol (see che.comparisons):
-    difference, interval, p_value, p_adjusted (Holm), runs_a, runs_b."""
-    from che.comparisons import compare as compare_pes
+    difference, interval, p_value, p_adjusted (Holm), runs_a, runs_b. The PEs are those of the
+    runs (a plugin's PE needs no plugin loaded); an alias names its PE (`dape-kerple`)."""
+    from che.comparisons import compare as compare_pes, pe_in_results
     from che.errors import CheError
-    from che.models.positional import canonical_pe_name
 
-    a, b = canonical_pe_name(a), canonical_pe_name(b)
+    a, b = pe_in_results(runs, a), pe_in_results(runs, b)
     if a == b:
         raise CheError(f"compare two different PEs, not {a} with itself")
     table = compare_pes(runs, a, b, tasks, protocol)

@@ -23,13 +23,16 @@ def compare(runs: pd.DataFrame, a: str, b: str, tasks: list[str] | None = None,
     points, its confidence interval, p_value, p_adjusted (Holm over the tasks compared) and whether
     it is significant at 5% after the adjustment. Runs of one protocol only (`protocol` chooses
     one where `runs` hold several, see che.leaderboards.protocols)."""
-    from che.leaderboards import select_protocol, task_sort_key
+    from che.leaderboards import plumbing_check, select_protocol, task_sort_key
 
-    runs = select_protocol(runs, protocol).runs
-
+    chosen_protocol = select_protocol(runs, protocol)
+    runs, where = chosen_protocol.runs, f"the runs of protocol {chosen_protocol.label}"
     for pe in (a, b):
         if pe not in set(runs.pe):
-            raise CheError(f"no runs of '{pe}' in these results (PEs there: {', '.join(sorted(set(runs.pe)))})")
+            raise not_in_results("PE", pe, runs.pe, where)
+    for task in tasks or []:
+        if task not in set(runs.task):
+            raise not_in_results("task", task, runs.task, where)
     chosen = runs if tasks is None else runs[runs.task.isin(tasks)]
     rows = []
     levels = dict(zip(runs.task, runs.level))
@@ -47,7 +50,43 @@ def compare(runs: pd.DataFrame, a: str, b: str, tasks: list[str] | None = None,
     table = pd.DataFrame(rows)
     table["p_adjusted"] = holm(table["p_value"])
     table["significant"] = table["p_adjusted"] < ALPHA  # False where there is no test (nan)
-    return table[COLUMNS]
+    table = table[COLUMNS]
+    table.attrs["plumbing"] = plumbing_check(runs)
+    return table
+
+
+def pe_in_results(runs: pd.DataFrame, name: str) -> str:
+    """The PE of `runs` that `name` means: itself, or its canonical form (`dape-kerple` means
+    `dape-kerple-log`). The names come from the results, so a plugin's PE needs no plugin loaded."""
+    present = set(runs.pe)
+    if name in present:
+        return name
+    from che.models.positional import canonical_pe_name
+
+    try:
+        canonical = canonical_pe_name(name)
+    except CheError:  # not a name che knows (a plugin's, not loaded): only the results can have it
+        canonical = None
+    if canonical in present:
+        return canonical
+    raise not_in_results("PE", name, runs.pe)
+
+
+def not_in_results(kind: str, name: str, found, where: str = "these results") -> CheError:
+    """`no runs of PE 'x' in these results; did you mean 'y'? (PEs there: ...)`."""
+    from che.errors import closest
+
+    names = sorted(set(found))
+    close = closest(name, names)
+    hint = "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?" if close else ""
+    return CheError(f"no runs of {kind} '{name}' in {where}{hint} ({kind}s there: {', '.join(names)})")
+
+
+def plumbing_note(table: pd.DataFrame) -> str | None:
+    """A line saying that smoke runs were compared (`che.leaderboards.plumbing_check`), else None."""
+    from che.leaderboards import PLUMBING
+
+    return f"note: these are {PLUMBING}" if table.attrs.get("plumbing") else None
 
 
 def single_run_note(table: pd.DataFrame) -> str | None:
@@ -73,6 +112,11 @@ def summary(table: pd.DataFrame, a: str, b: str) -> str:
     elif floor >= ALPHA:
         text += (f" With these runs per PE the permutation test cannot give p below {floor:.2g}: no task can be "
                  f"significant; use more seeds (5 against 5 reach p = 0.008).")
+    apart = tested[((tested.ci_low > 0) | (tested.ci_high < 0)) & (tested.p_value >= ALPHA)]
+    if not apart.empty:
+        text += (f" On {len(apart)} task(s) the 95% interval excludes 0 while p >= {ALPHA:.2g}: the interval (a "
+                 f"bootstrap over runs) estimates the difference's size and is too narrow with few runs; p (an exact "
+                 f"permutation test) tests whether there is a difference at all: trust p.")
     if len(table) > 1:
         overall = across_tasks(table)
         text += (f" Across the {overall['tasks']} tasks (each task one unit): mean difference "

@@ -3,7 +3,8 @@
 Cells are the OOD score (mean accuracy over the unseen lengths N+1..M, in %) aggregated over the
 runs of a (task, PE) pair: `max` over seeds and learning rates, as the CHE papers report, or `mean`
 with a 95% confidence interval (bootstrap over runs). Both show the number of runs. Rows are grouped
-by Chomsky level, with per-level and overall averages; the best PE of each row is marked. With a
+by Chomsky level, with per-level and overall averages; the best PE of each row is marked, except in
+a table of smoke runs, which checks that everything runs and measures nothing (`plumbing_check`). With a
 reference table (`results/reference`) each cell shows ours beside the published number and the
 difference, and a protocol that differs from the reference's is said above the table and in its
 caption (`strict` refuses it).
@@ -17,7 +18,6 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 
@@ -81,13 +81,25 @@ class Leaderboard:
     reference: dict[tuple[str, str], float] = field(default_factory=dict)
     protocol_differences: list[str] = field(default_factory=list)
     protocol: str = ""   # the protocol of its runs, described (`Protocol.describe`)
+    plumbing: bool = False  # smoke runs: a check that everything runs, not a measurement
+
+    def to_markdown(self) -> str:
+        """The table as `che leaderboard --format md` prints it (one protocol), caption included."""
+        return render(self, "md")
+
+    def to_frame(self) -> pd.DataFrame:
+        """The table as printed (level, task, chance, a column per PE, then the averages), as text
+        cells; the numbers themselves are in `cells`."""
+        header, body = rows(self)
+        return pd.DataFrame(body, columns=header)
 
     def cell(self, task: str, pe: str):
         key = (task, pe)
         return self.cells.loc[key] if key in self.cells.index else None
 
     def best_pe(self, task: str) -> str | None:
-        if task not in self.cells.index.get_level_values(0):
+        """The PE with the highest value in a task's row; None in a plumbing check (nothing is measured)."""
+        if self.plumbing or task not in self.cells.index.get_level_values(0):
             return None
         values = self.cells.xs(task, level="task")["value"]
         return str(values.idxmax())
@@ -182,6 +194,20 @@ def protocol_columns_order(key: str) -> int:
 
 
 ANY_PROTOCOL = "any"  # all runs, whatever their protocols: a deliberate comparison across them
+SMOKE = "smoke"
+
+
+def plumbing_check(runs: pd.DataFrame) -> bool:
+    """Whether runs are smoke runs (the smoke preset, at most its steps): they check that everything
+    runs, and every PE scores about chance, so a table of them measures nothing."""
+    from che.config import PRESETS
+
+    return bool("preset" in runs and (runs["preset"] == SMOKE).all()
+                and (runs["steps"] <= PRESETS[SMOKE]["steps"]).all())
+
+
+PLUMBING_TITLE = "(smoke runs: a plumbing check, not a measurement)"
+PLUMBING = "smoke runs, which train too few steps to learn: a plumbing check, not a measurement"
 
 
 def select_protocol(runs: pd.DataFrame, label: str | None) -> Protocol:
@@ -230,17 +256,17 @@ def build(runs: pd.DataFrame, aggregation: str = "max", reference: str | None = 
         tasks=sorted(levels, key=lambda t: task_sort_key(t, levels[t])),
         pes=sorted(set(runs.pe), key=pe_sort_key), levels=levels,
         chance=dict(zip(runs.task, 100 * runs.chance_accuracy)),
-        protocol=chosen.describe(),
+        protocol=chosen.describe(), plumbing=plumbing_check(runs),
     )
     if reference:
         _attach_reference(board, reference, strict)
     return board
 
 
-def reference_tables() -> dict[str, Path]:
+def reference_tables() -> dict:
     """Published tables shipped in results/reference (the package data che.reference), by name."""
     folder = importlib.resources.files("che.reference")
-    return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".csv")}
+    return {p.name.removesuffix(".csv"): p for p in folder.iterdir() if p.name.endswith(".csv")}
 
 
 def load_reference(name: str) -> tuple[str, dict[tuple[str, str], float], dict]:
@@ -252,15 +278,16 @@ def load_reference(name: str) -> tuple[str, dict[tuple[str, str], float], dict]:
     matches = [stem for stem in tables if stem == name or stem.startswith(name)]
     if len(matches) != 1:
         raise unknown_name_error("reference table", name, tables)
-    table = pd.read_csv(tables[matches[0]])
+    with tables[matches[0]].open() as file:
+        table = pd.read_csv(file)
     values = {}
     for _, row in table.iterrows():
         for column in table.columns:
             if column in ("level", "task") or pd.isna(row[column]):
                 continue
             values[(row["task"], canonical_pe_name(column))] = float(row[column])
-    protocol_file = tables[matches[0]].with_suffix(".protocol.json")
-    protocol = json.loads(protocol_file.read_text()) if protocol_file.exists() else {}
+    protocol_file = importlib.resources.files("che.reference") / f"{matches[0]}.protocol.json"
+    protocol = json.loads(protocol_file.read_text()) if protocol_file.is_file() else {}
     return matches[0], values, protocol
 
 
@@ -346,7 +373,9 @@ def caption(board: Leaderboard) -> str:
     agg = ("max over runs (seeds x learning rates), as the CHE papers report" if board.aggregation == "max"
            else "mean over runs with its 95% bootstrap confidence interval")
     text = (f"OOD accuracy (%): mean per-token accuracy over the unseen test lengths; cell = {agg}; "
-            f"(n) = runs. Best per task marked. Protocol {board.protocol}.")
+            f"(n) = runs. {'Best per task marked. ' if not board.plumbing else ''}Protocol {board.protocol}.")
+    if board.plumbing:
+        text = f"These are {PLUMBING}. {text}"
     if board.reference_name:
         text += f" [ref x, ±d] = published number in '{board.reference_name}' and our difference."
     line = protocol_line(board)
@@ -391,7 +420,8 @@ def render(board: Leaderboard, fmt: str, titled: bool = False):
     if fmt == "csv":
         return csv_safe(records(board)).to_csv(index=False, float_format="%.3f")
     if fmt == "json":
-        data = {"protocol": board.protocol, "aggregation": board.aggregation, "reference": board.reference_name,
+        data = {"protocol": board.protocol, "plumbing_check": board.plumbing, "aggregation": board.aggregation,
+                "reference": board.reference_name,
                 "protocol_differences": board.protocol_differences,
                 "cells": json.loads(records(board).to_json(orient="records"))}
         return json.dumps(data, indent=2)
@@ -424,7 +454,8 @@ def rich_table(board: Leaderboard, titled: bool = False):
 
     header, body = rows(board, mark_best=lambda text: Text(text, style="bold green"))
     body = [[cell if isinstance(cell, Text) else Text(cell) for cell in line] for line in body]
-    title = f"CHE leaderboard, protocol {board.protocol}" if titled else "CHE leaderboard"
+    title = ("CHE leaderboard" + (f", protocol {board.protocol}" if titled else "")
+             + (f" {PLUMBING_TITLE}" if board.plumbing else ""))
     table = Table(title=Text(title), caption=Text(caption(board)), show_lines=False)
     for i, column in enumerate(header):
         table.add_column(Text(column), justify="left" if i < 2 else "right", no_wrap=i == 1)

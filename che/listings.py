@@ -8,10 +8,10 @@ describe it live instead.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
-from pathlib import Path
 
-FOLDER = Path(__file__).parent / "data"
+FOLDER = importlib.resources.files("che") / "data"  # package data: found in a wheel too
 # The model whose parameters `che pes` counts: the CHE papers' (RunConfig's defaults).
 LISTED_MODEL = {"n_layers": 5, "d_model": 64, "n_heads": 8}
 TASKS_FILE, PES_FILE = FOLDER / "tasks.json", FOLDER / "pes.json"
@@ -33,6 +33,22 @@ def describe_tasks(builtin_only: bool = False) -> list[dict]:
     entries = [e for e in TASKS.entries() if not builtin_only or e.source == BUILTIN]
     entries.sort(key=lambda e: (LEVELS.index(e.obj.level) if e.obj.level in LEVELS else len(LEVELS), e.name))
     return [e.obj.describe() | {"source": e.source} for e in entries]
+
+
+def describe_task(name: str, rows: list[dict]) -> list[str]:
+    """`che tasks NAME`: the task's row of `rows` (what `che tasks` lists) in full, with its
+    docstring; an unknown name is the registry's error."""
+    from che.registry import TASKS
+
+    row = next((r for r in rows if r["name"] == name), None)
+    if row is None:
+        raise TASKS.unknown(name, [r["name"] for r in rows])
+    output = (f"{row['output_length']} positions" + (", accuracy counted up to the terminator" if row["masked"] else "")
+              if row["kind"] == "sequence" else "one label")
+    return [f"{row['name']} (level {row['level']}): {row['input_size']} input symbols, {row['output_size']} output "
+            f"classes; output: {output}; chance accuracy {100 * row['chance_accuracy']:.0f}%",
+            f"source: {row['source']}", "", row.get("about", ""), "",
+            f"samples: che sample --task {row['name']} --length 8"]
 
 
 def describe_all_pes(builtin_only: bool = False) -> list[dict]:

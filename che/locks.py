@@ -20,9 +20,11 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from che.results import run_dir
+
 
 def lock_path(results: Path, config) -> Path:
-    return Path(results) / ".locks" / config.task / config.pe / f"{config.run_id}.lock"
+    return run_dir(Path(results) / ".locks", config.task, config.pe) / f"{config.run_id}.lock"
 
 
 class RunLock:

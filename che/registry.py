@@ -12,6 +12,10 @@ three ways:
 Built-in names win a clash, with a warning. A plugin that fails to import is reported by name: at
 once when it was asked for with `--plugin`, and otherwise (entry points, `CHE_PLUGINS`) as a warning
 and in the error of a lookup that fails, so that it does not break commands that never use it.
+
+Every name is checked when it is registered (`check_name`): it becomes a folder of every results
+folder and a word of tables and messages, so it has one safe form, and a PE's name must not read as
+a modified PE's (`dape-x`, `x+causal`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -33,6 +38,17 @@ from typing import Any
 from che.errors import CheError, unknown_name_error
 
 BUILTIN = "builtin"
+
+# A task's or PE's name is a path component of results (`<results>/<task>/<pe>/`), a table column and
+# a word in messages: no separators, dots, spaces, capitals or markup.
+NAME_FORM = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+NAME_RULE = "1 to 40 lower-case letters, digits, '-' and '_', starting with a letter or digit"
+# The words of a PE name's modifiers (`che.models.positional` reads them): a registered PE must not be
+# named like a modified one (`+causal` is outside NAME_FORM already).
+RANDOM_PREFIX, DAPE_PREFIX, DAPE2_PREFIX, FOX_PREFIX, SSMAX_PREFIX = "rand-", "dape-", "dape2-", "fox-", "ssmax-"
+MODIFIER_PREFIXES = (RANDOM_PREFIX, DAPE_PREFIX, DAPE2_PREFIX, FOX_PREFIX, SSMAX_PREFIX)
+FOX = "fox"  # FoX alone: `fox-none`
+CAUSAL_SUFFIX = "+causal"
 
 
 class CheWarning(UserWarning):
@@ -50,8 +66,11 @@ class Registry:
     """Name -> object, filled by built-in modules, entry points and plugin files."""
 
     def __init__(self, kind: str, entry_point_group: str, builtin_module: str,
-                 make: Callable[[Any], Any] = lambda cls: cls, listed_by: str | None = None):
+                 make: Callable[[Any], Any] = lambda cls: cls, listed_by: str | None = None,
+                 reserved_prefixes: tuple[str, ...] = (), reserved_names: tuple[str, ...] = ()):
         self.kind = kind
+        self.reserved_prefixes = reserved_prefixes  # words a name must not start with (the PE modifiers)
+        self.reserved_names = reserved_names
         self.listed_by = listed_by  # the command that lists the names
         self.entry_point_group = entry_point_group
         self.builtin_module = builtin_module
@@ -66,6 +85,8 @@ class Registry:
         if not name:
             raise CheError(f"{self.kind} {cls!r} has no 'name' to register under")
         source = _current_source
+        for word in [name, *getattr(cls, "aliases", ())]:
+            self.check_name(word)
         existing = self._entries.get(name)
         if existing is not None and existing.obj is not cls and existing.source != source:
             if existing.source == BUILTIN:
@@ -76,6 +97,17 @@ class Registry:
                           f"plugin '{existing.source}'", CheWarning, stacklevel=3)
         self._entries[name] = Entry(name, self._make(cls), source)
         return cls
+
+    def check_name(self, name: Any) -> None:
+        """Refuse a name outside NAME_FORM, or one that reads as a modified PE."""
+        problem = None
+        if not isinstance(name, str) or not NAME_FORM.fullmatch(name):
+            problem = f"a name is {NAME_RULE}"
+        elif name in self.reserved_names or name.startswith(self.reserved_prefixes):
+            modifiers = ", ".join([*self.reserved_prefixes, *self.reserved_names])
+            problem = f"it would read as a modified {self.kind} (the modifiers: {modifiers})"
+        if problem is not None:  # a plugin's loader names the plugin
+            raise CheError(f"{self.kind} name {_shown(name)} is refused: {problem}")
 
     # -- lookup -------------------------------------------------------------------------------
     def get(self, name: str) -> Any:
@@ -128,9 +160,20 @@ class Registry:
                 self._record_broken(spec, exc.__cause__ or exc)
 
     def _record_broken(self, plugin: str, exc: BaseException) -> None:
-        why = f"{type(exc).__name__}: {exc}"
+        why = _why(exc)
         self.broken[plugin] = why
         warnings.warn(f"plugin '{plugin}' failed to load and is ignored: {why}", CheWarning, stacklevel=2)
+
+
+def _shown(name: Any, limit: int = 60) -> str:
+    """A name as a message quotes it: on one line (repr escapes newlines), cut when long."""
+    text = repr(name)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(name) if isinstance(name, str) else '?'} characters)"
+
+
+def _why(exc: BaseException) -> str:
+    """Why a plugin failed to load: che's own refusal as it is, anything else with its type."""
+    return str(exc) if isinstance(exc, CheError) else f"{type(exc).__name__}: {exc}"
 
 
 # -- plugin modules -------------------------------------------------------------------------------
@@ -183,7 +226,7 @@ def load_plugin(spec: str) -> None:
             else:
                 importlib.import_module(spec)
     except Exception as exc:
-        raise CheError(f"plugin '{spec}' failed to load: {type(exc).__name__}: {exc}") from exc
+        raise CheError(f"plugin '{spec}' failed to load: {_why(exc)}") from exc
     _loaded_plugins[spec] = canonical
 
 
@@ -206,7 +249,8 @@ def _ensure_builtins() -> None:
 
 # -- the two registries ---------------------------------------------------------------------------
 TASKS = Registry("task", "che.tasks", "che.tasks", make=lambda cls: cls(), listed_by="che tasks")
-PES = Registry("positional encoding", "che.positional_encodings", "che.models.positional", listed_by="che pes")
+PES = Registry("positional encoding", "che.positional_encodings", "che.models.positional", listed_by="che pes",
+               reserved_prefixes=MODIFIER_PREFIXES, reserved_names=(FOX,))
 
 
 # How the PE zoo reads a PE name into the versions of the classes it builds ("dape-kerple" ->

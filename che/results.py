@@ -31,6 +31,11 @@ DEFAULT_RESULTS = Path("results/runs")
 
 
 def run_dir(results: Path, task: str, pe: str) -> Path:
+    """`<results>/<task>/<pe>`, refused when a name would lead anywhere else: registered names cannot
+    (`che.registry.NAME_FORM`), but a result file's names are the file's."""
+    for name in (task, pe):
+        if not isinstance(name, str) or name in ("", ".", "..") or any(sep in name for sep in ("/", "\\", os.sep, "\0")):
+            raise CheError(f"the name {name!r:.80} would put files outside the results folder")
     return Path(results) / task / pe
 
 
@@ -196,9 +201,14 @@ def settings_as_now(config: dict) -> dict:
     return row
 
 
+SCORES = ("ood_accuracy", "in_distribution_accuracy", "chance_accuracy")
+
+
 def results_frame(records: list[dict]):
     """A pandas DataFrame with one row per run: its scores, task, level, PE, run id, path, accuracy
-    by length (a list), and every setting of its configuration as a column."""
+    by length (a list), and every setting of its configuration as a column. Scores are fractions
+    in [0, 1], as result files store them; each also as `<score>_percent`, the unit che's
+    commands print."""
     import pandas as pd
 
     rows = []
@@ -208,6 +218,7 @@ def results_frame(records: list[dict]):
             "run_id", "task", "pe", "level", "seed", "ood_accuracy", "ood_accuracy_reference_script",
             "in_distribution_accuracy", "chance_accuracy", "accuracy_by_length", "final_loss")})
         row["level"] = row["level"] or "other"
+        row.update({f"{score}_percent": 100 * record[score] for score in SCORES})
         row["path"] = record.get("_path")
         rows.append(row)
     return pd.DataFrame(rows)

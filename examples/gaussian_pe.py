@@ -9,7 +9,7 @@ examples/pyproject.toml). Because it is a `BiasPE`, the modifiers work on it too
 A bias PE implements `bias_from_offsets(offsets, positions) -> [H, T, T]` from the signed
 key-minus-query offsets [T, T] (j - i, or RPE's random offsets with `rand-`) and the query positions
 [T]; a bias that is not a function of offsets implements `bias_from_positions(positions)` instead
-(it can then be randomized with `--rand-mode positions` only).
+(it can then be randomized only with `--set rand_mode=positions`).
 """
 
 import math

@@ -65,7 +65,25 @@ def find_run(spec: str, results: Path | None = None) -> tuple[dict, Path]:
         raise CheError(f"cannot read the result file {path}: {exc}") from None
     if record.get("status") != "finished" or "config" not in record:
         raise CheError(f"{path} is not a finished run's result")
+    _check_names_known(record)
     return record, path
+
+
+def _check_names_known(record: dict) -> None:
+    """Before any work: the run's task and PE are registered, else the unknown-name error, naming the
+    plugins the run was made with (a plugin's PE is rebuilt only with that plugin loaded)."""
+    from che.models.positional import canonical_pe_name
+    from che.registry import TASKS
+
+    try:
+        TASKS.get(str(record.get("task")))
+        canonical_pe_name(str(record.get("pe")))
+    except CheError as exc:
+        plugins = [str(p) for p in record.get("plugins") or []]
+        if not plugins:
+            raise
+        raise CheError(f"{exc}; run {record.get('run_id')} was made with the plugin(s) {', '.join(plugins)}: "
+                       f"load them with --plugin") from None
 
 
 def read_weights(record: dict, path: Path) -> dict[str, torch.Tensor]:
@@ -76,7 +94,7 @@ def read_weights(record: dict, path: Path) -> dict[str, torch.Tensor]:
 
     weights = model_path(path)
     if not weights.is_file():
-        raise CheError(f"{path} has no stored model ({weights.name}): the run was made with --no-save-model "
+        raise CheError(f"{path} has no stored model ({weights.name}): the run was made with --set save_model=false "
                        f"or before models were kept; run it again to keep one")
     try:
         with safe_open(str(weights), framework="pt") as handle:

@@ -7,6 +7,7 @@ reference never pads). The model sees `input_length(N)` input tokens followed by
 
 from __future__ import annotations
 
+import inspect
 import random
 import sys
 from abc import ABC, abstractmethod
@@ -139,6 +140,7 @@ class Task(ABC):
         return " ".join(symbols[i] for i in ids)
 
     def describe(self) -> dict:
+        """What `che tasks` lists, and `che tasks NAME` shows with the docstring (`about`)."""
         return {
             "name": self.name,
             "level": self.level,
@@ -148,4 +150,5 @@ class Task(ABC):
             "kind": "classification" if self.classification else "sequence",
             "masked": self.terminator is not None,
             "chance_accuracy": self.chance_accuracy,
+            "about": inspect.cleandoc(type(self).__doc__ or ""),
         }

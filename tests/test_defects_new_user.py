@@ -243,3 +243,182 @@ def test_results_from_before_a_setting_existed_share_the_protocol_of_its_default
     assert result.exit_code == 0, result.stderr
     assert "protocols" not in result.stderr and "skipping" not in result.stderr
     assert {cell["pe"] for cell in json.loads(result.stdout)["cells"]} == {"alibi", "none"}
+
+
+# -- a plugin's PE beside the committed baselines: the results name it, no plugin needed ----------
+def test_compare_and_leaderboard_take_a_plugin_pe_from_the_results_without_the_plugin(cli, tmp_path, smoke_result):
+    """`che compare --pes gaussian,alibi --results results/cpu/runs --results results/mine` said
+    "unknown positional encoding 'gaussian'" unless the plugin was loaded (and --plugin is no option
+    of che compare). "gauss-window" is no PE any test registers."""
+    import che
+
+    base = write_results(tmp_path / "base", smoke_result, [{"pe": "alibi", "ood": v} for v in (0.5, 0.52, 0.54)]
+                         + [{"pe": "kerple-log", "ood": v, "seed": 3 + i} for i, v in enumerate((0.5, 0.5, 0.5))])
+    mine = write_results(tmp_path / "mine", smoke_result, [{"pe": "gauss-window", "ood": v, "seed": 10 + i}
+                                                           for i, v in enumerate((0.6, 0.62, 0.64))])
+    folders = ["--results", base, "--results", mine]
+    compared = cli("compare", "--pes", "gauss-window,alibi", *folders, "--format", "json")
+    assert compared.exit_code == 0, compared.stderr
+    assert json.loads(compared.stdout)[0]["difference"] == pytest.approx(10.0)
+    board = cli("leaderboard", *folders, "--agg", "mean", "--format", "json")
+    assert board.exit_code == 0 and {"gauss-window", "alibi"} <= {c["pe"] for c in json.loads(board.stdout)["cells"]}
+    alias = che.compare(che.load_results([base, mine]), "kerple", "gauss-window")  # an alias still names its PE
+    assert alias.attrs["pes"] == ("kerple-log", "gauss-window")
+
+    typo = cli("compare", "--pes", "gauss-windw,alibi", *folders)
+    assert typo.exit_code == 2 and typo.stderr == (
+        "error: no runs of PE 'gauss-windw' in these results; did you mean 'gauss-window'? "
+        "(PEs there: alibi, gauss-window, kerple-log)\n")
+    task = cli("compare", "--pes", "gauss-window,alibi", "--tasks", "parity_chek", *folders)
+    assert task.exit_code == 2 and "no runs of task 'parity_chek' in the runs of protocol smoke; did you mean " \
+        "'parity_check'?" in task.stderr
+
+
+def test_every_command_that_builds_a_model_or_lists_names_takes_plugin():
+    """What the README says: --plugin on every command but those that only read results (and settings)."""
+    import typer
+
+    from che.cli import app
+
+    commands = typer.main.get_command(app).commands
+    without = {name for name, command in commands.items() if not any("--plugin" in p.opts for p in command.params)}
+    assert without == {"settings", "leaderboard", "compare"}
+
+
+# -- no text che ships or shows names an option that does not exist ------------------------------
+# Options of the other programs the tree runs or names (pip, git, pytest, scancel).
+OTHER_PROGRAMS_OPTIONS = {"--help", "--no-deps", "--no-build-isolation", "--target", "--index-url", "--no-index",
+                          "--no-cache-dir", "--no-compile", "--upgrade", "--disable-pip-version-check", "--porcelain",
+                          "--untracked-files", "--strict-markers", "--state", "--signal", "--query-gpu", "--null",
+                          "--no-cache"}
+
+
+def test_no_text_in_the_tree_names_an_option_that_does_not_exist():
+    """examples/gaussian_pe.py and a PE error told users to use --rand-mode, which became
+    --set rand_mode=...; a missing model blamed --no-save-model."""
+    import re
+    import subprocess
+
+    import typer
+    from conftest import REPO
+
+    from che.cli import app
+
+    group = typer.main.get_command(app)
+    options = {o for command in [group, *group.commands.values()] for p in command.params
+               for o in p.opts + p.secondary_opts}
+    scripts = REPO / "scripts"
+    options |= {m for path in scripts.glob("*.py") for m in re.findall(r'add_argument\("(--[a-z0-9-]+)"', path.read_text())}
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    stale = set()
+    for name in files:
+        # tests name bad options on purpose; result files keep the command lines they were made with
+        if name.startswith("tests/") or (name.startswith("results/") and not name.endswith(".md")):
+            continue
+        path = REPO / name
+        if path.suffix not in (".py", ".md", ".json", ".toml", ".sh", ".txt", ".ipynb", "") or not path.is_file():
+            continue
+        for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]+", path.read_text(errors="replace")):
+            if option not in options | OTHER_PROGRAMS_OPTIONS:
+                stale.add(f"{name}: {option}")
+    assert not stale
+
+
+# -- che tasks NAME: a task in full, with the docstring the README sends readers to -----------------
+def test_che_tasks_name_shows_the_task_with_its_docstring(cli):
+    shown = cli("tasks", "odds_first")
+    assert shown.exit_code == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == ("odds_first (level cs): 2 input symbols, 2 output classes; output: N positions; "
+                        "chance accuracy 50%")
+    from che.tasks.cs.odds_first import OddsFirst
+    import inspect
+
+    assert inspect.cleandoc(OddsFirst.__doc__) in shown.stdout
+    assert json.loads(cli("tasks", "odds_first", "--json").stdout)["about"] == inspect.cleandoc(OddsFirst.__doc__)
+    typo = cli("tasks", "odds_frist")
+    assert typo.exit_code == 2 and typo.stderr.startswith("error: unknown task 'odds_frist'; did you mean 'odds_first'?")
+
+
+def test_che_tasks_name_shows_a_plugin_task(cli):
+    from conftest import EXAMPLES
+
+    shown = cli("tasks", "count_ones_mod3", "--plugin", EXAMPLES / "count_ones_mod3.py")
+    assert shown.exit_code == 0, shown.stderr
+    assert shown.stdout.startswith("count_ones_mod3 (level regular): 2 input symbols, 3 output classes; output: one label")
+    assert "count_ones_mod3.py" in shown.stdout.splitlines()[1] and "a regular language" in shown.stdout
+
+
+# -- what a table of smoke runs is, and what a comparison's interval and p say -------------------
+def test_a_leaderboard_of_smoke_runs_says_it_is_a_plumbing_check_and_marks_no_best(cli, tmp_path, smoke_result):
+    smoke = write_results(tmp_path / "smoke", smoke_result, [{"pe": "alibi", "ood": 0.5}, {"pe": "none", "ood": 0.4}])
+    for agg in ("max", "mean"):
+        table = cli("leaderboard", "--results", smoke, "--agg", agg)
+        assert table.exit_code == 0, table.stderr
+        assert "CHE leaderboard (smoke runs: a plumbing check, not a measurement)" in " ".join(table.stdout.split())
+    md = cli("leaderboard", "--results", smoke, "--format", "md").stdout
+    assert "These are smoke runs, which train too few steps to learn" in md and "**" not in md
+    assert "Best per task marked" not in md
+    board = json.loads(cli("leaderboard", "--results", smoke, "--format", "json").stdout)
+    assert board["plumbing_check"] is True and not any(c["best"] for c in board["cells"])
+    compared = cli("compare", "--pes", "alibi,none", "--results", smoke)
+    assert "note: these are smoke runs" in compared.stderr
+
+    longer = write_results(tmp_path / "longer", smoke_result, [{"pe": "alibi", "ood": 0.5, "config": {"steps": 11}},
+                                                               {"pe": "none", "ood": 0.4, "config": {"steps": 11}}])
+    measured = cli("leaderboard", "--results", longer, "--format", "md").stdout
+    assert "plumbing" not in measured and "**50.0 (1)**" in measured and "Best per task marked" in measured
+
+
+def test_compare_says_why_an_interval_excludes_0_beside_a_large_p(cli, tmp_path, smoke_result):
+    """3 runs against 3, all of A above all of B: the bootstrap interval excludes 0, and the exact
+    permutation test cannot go below p = 0.1."""
+    runs = [{"pe": "alibi", "ood": v, "config": {"steps": 100}} for v in (0.60, 0.62, 0.64)]
+    runs += [{"pe": "none", "ood": v, "config": {"steps": 100}} for v in (0.50, 0.52, 0.54)]
+    folder = write_results(tmp_path / "runs", smoke_result, runs)
+    result = cli("compare", "--pes", "alibi,none", "--results", folder)
+    assert result.exit_code == 0, result.stderr
+    record = json.loads(cli("compare", "--pes", "alibi,none", "--results", folder, "--format", "json").stdout)[0]
+    assert record["ci_low"] > 0 and record["p_value"] == pytest.approx(0.1)
+    text = " ".join(result.stdout.split())
+    assert ("On 1 task(s) the 95% interval excludes 0 while p >= 0.05: the interval (a bootstrap over runs) "
+            "estimates the difference's size and is too narrow with few runs; p (an exact permutation test) tests "
+            "whether there is a difference at all: trust p.") in text
+    overlapping = write_results(tmp_path / "overlap", smoke_result, [
+        {"pe": "alibi", "ood": v, "config": {"steps": 100}} for v in (0.5, 0.6, 0.7)] + [
+        {"pe": "none", "ood": v, "config": {"steps": 100}} for v in (0.45, 0.55, 0.65)])
+    assert "excludes 0" not in cli("compare", "--pes", "alibi,none", "--results", overlapping).stdout
+
+
+# -- the Python API: a leaderboard renders as the command prints it; scores say their unit --------
+def test_the_python_leaderboard_renders_what_the_command_prints(cli, tmp_path, smoke_result):
+    import che
+
+    folder = write_results(tmp_path / "runs", smoke_result, [
+        {"pe": pe, "ood": v, "config": {"steps": 100}} for pe, v in (("alibi", 0.6), ("alibi", 0.7), ("none", 0.5))])
+    board = che.leaderboard(che.load_results(folder), agg="mean")
+    assert board.to_markdown() == cli("leaderboard", "--results", folder, "--agg", "mean", "--format", "md").stdout
+    frame = board.to_frame()
+    assert list(frame.columns) == ["level", "task", "chance", "none", "alibi"]
+    assert frame.iloc[0].tolist() == ["regular", "parity_check", "50", "50.0 (1)", "65.0 [60.0, 70.0] (2)"]
+    assert frame.task.tolist()[1:] == ["average: Regular", "average: All tasks"]
+
+
+def test_load_results_gives_each_score_as_a_fraction_and_in_percent(tmp_path, smoke_result):
+    import che
+
+    runs = che.load_results(write_results(tmp_path / "runs", smoke_result, [{"pe": "alibi", "ood": 0.625}]))
+    assert runs.ood_accuracy[0] == pytest.approx(0.625) and runs.ood_accuracy_percent[0] == pytest.approx(62.5)
+    assert runs.chance_accuracy_percent[0] == pytest.approx(50.0)
+    assert runs.in_distribution_accuracy_percent[0] == pytest.approx(100 * runs.in_distribution_accuracy[0])
+
+
+def test_eval_and_show_of_a_plugin_run_name_the_plugin_to_load(cli, tmp_path, smoke_result):
+    folder = write_results(tmp_path / "runs", smoke_result, [
+        {"pe": "gauss-window", "plugins": [str(tmp_path / "my_pe.py")]}])
+    result = next(folder.rglob("*.json"))
+    for args in (("eval", result, "--out-results", tmp_path / "evals"), ("show", result, "--out", tmp_path / "a.png")):
+        refused = cli(*args)
+        assert refused.exit_code == 2 and refused.stdout == ""
+        assert refused.stderr.startswith("error: unknown positional encoding 'gauss-window'")
+        assert refused.stderr.endswith(f"was made with the plugin(s) {tmp_path / 'my_pe.py'}: load them with --plugin\n")

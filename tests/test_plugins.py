@@ -93,7 +93,7 @@ def test_pe_plugin_parameters_learn(tmp_path):
 
 def test_a_positions_only_bias_pe_needs_rand_mode_positions(tmp_path):
     """A plugin bias defined from positions alone cannot take RPE's random offsets: a clear error
-    names the way out; with --rand-mode positions it trains."""
+    names the way out; with --set rand_mode=positions it trains."""
     from che.models import Transformer
 
     from che.config import ModelConfig
@@ -107,7 +107,7 @@ def test_a_positions_only_bias_pe_needs_rand_mode_positions(tmp_path):
         "    def bias_from_positions(self, p):\n"
         "        return -(p[:, None] ** 2 - p[None, :] ** 2).abs().float()[None].expand(self.config.n_heads, -1, -1)\n")
     load_plugin(str(plugin))
-    with pytest.raises(CheError, match="--rand-mode positions"):
+    with pytest.raises(CheError, match="--set rand_mode=positions"):
         Transformer(ModelConfig(input_size=2, output_size=2, pe="rand-squares"))
     model = Transformer(ModelConfig(input_size=2, output_size=2, pe="rand-squares", rand_mode="positions"))
     assert model(torch_randint(), 3).shape == (4, 3, 2)
@@ -162,3 +162,88 @@ def test_broken_installed_plugin_does_not_break_other_commands(tmp_path):
     assert "unknown task 'count_ones'" in missing.stderr
     assert "plugin 'broken (broken_plugin)' failed to load: ModuleNotFoundError" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 2  # the warning, then the one-line error
+
+
+# -- names: one safe form, checked when a plugin registers them ----------------------------------
+NAMED_PE = '''
+import torch
+from che import register_pe
+from che.models.positional import BiasPE
+
+
+@register_pe
+class Named(BiasPE):
+    name, family = {name!r}, "additive bias"
+
+    def bias_from_offsets(self, offsets, positions):
+        return torch.zeros(self.config.n_heads, *offsets.shape)
+'''
+
+
+def test_a_plugin_pe_named_as_a_path_is_refused_and_writes_nothing(cli, tmp_path):
+    """A PE named `../../../escaped` wrote its result three folders above --results."""
+    plugin = tmp_path / "a" / "b" / "escaping_pe.py"
+    plugin.parent.mkdir(parents=True)
+    plugin.write_text(NAMED_PE.format(name="../../../escaped"))
+    before = sorted(tmp_path.rglob("*"))
+    result = cli("run", "--task", "parity_check", "--pe", "../../../escaped", "--preset", "smoke",
+                 "--plugin", plugin, "--results", tmp_path / "a" / "b" / "runs", "--quiet")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: plugin '{plugin}' failed to load: positional encoding name "
+                                    f"'../../../escaped' is refused: a name is 1 to 40 lower-case letters")
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("name, rule", [
+    ("a/b", "lower-case"), ("two\nlines", "lower-case"), ("Gauss", "lower-case"), ("x" * 41, "lower-case"),
+    (".hidden", "lower-case"), ("-dash", "lower-case"), ("with space", "lower-case"), ("g|h", "lower-case"),
+    ("gauss+causal", "lower-case"), ("rand-gauss", "modifier"), ("dape-gauss", "modifier"),
+    ("dape2-gauss", "modifier"), ("fox-gauss", "modifier"), ("ssmax-gauss", "modifier"), ("fox", "modifier")])
+def test_unsafe_or_modifier_like_pe_names_are_refused_in_one_line(cli, tmp_path, name, rule):
+    from che.registry import PES
+
+    plugin = tmp_path / "named_pe.py"
+    plugin.write_text(NAMED_PE.format(name=name))
+    result = cli("pes", "--plugin", plugin)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"plugin '{plugin}' failed to load: positional encoding name {name!r:.60}" in result.stderr
+    assert rule in result.stderr
+    assert name not in PES
+
+
+def test_a_task_plugin_with_an_unsafe_name_is_ignored_with_a_warning_from_che_plugins(tmp_path):
+    plugin = tmp_path / "bad_task.py"
+    plugin.write_text((TASK_PLUGIN.read_text()).replace('"count_ones_mod3"', '"../count_ones_mod3"'))
+    result = run_che("tasks", "--json", env={"CHE_PLUGINS": str(plugin)})
+    assert result.returncode == 0, result.stderr
+    assert f"plugin '{plugin}' failed to load and is ignored: task name '../count_ones_mod3' is refused" in result.stderr
+    assert "count_ones_mod3" not in result.stdout
+
+
+def test_every_builtin_name_has_the_safe_form_and_every_modifier_is_read():
+    from che.models.positional import canonical_pe_name
+    from che.registry import MODIFIER_PREFIXES, NAME_FORM, PES, TASKS
+
+    names = TASKS.names() + [n for e in PES.entries() for n in (e.name, *e.obj.aliases)]
+    assert all(NAME_FORM.fullmatch(name) for name in names)
+    assert not [name for name in PES.names() if name.startswith(MODIFIER_PREFIXES)]
+    for prefix in MODIFIER_PREFIXES:  # the registry reserves exactly what the PE grammar reads
+        assert canonical_pe_name(prefix + "alibi") == prefix + "alibi"
+
+
+def test_result_paths_stay_inside_the_results_folder(tmp_path):
+    """The second line of defence, for names that come from a result file rather than a registry."""
+    from types import SimpleNamespace
+
+    from che.errors import CheError
+    from che.locks import lock_path
+    from che.results import checkpoint_path, result_path
+
+    for task, pe in [("parity_check", "../../x"), ("..", "alibi"), ("parity_check", "a/b"), ("parity_check", "")]:
+        config = SimpleNamespace(task=task, pe=pe, run_id="seed0")
+        for path_of in (result_path, checkpoint_path, lock_path):
+            with pytest.raises(CheError, match="outside the results folder"):
+                path_of(tmp_path, config)
+    assert result_path(tmp_path, SimpleNamespace(task="parity_check", pe="alibi", run_id="r")) == \
+        tmp_path / "parity_check" / "alibi" / "r.json"

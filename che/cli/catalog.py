@@ -23,9 +23,11 @@ def _plugins_in_play(plugin: list[str] | None, group: str) -> bool:
 
 @app.command("tasks")
 @user_errors
-def tasks_command(plugin: PluginOption = None,
+def tasks_command(name: Annotated[Optional[str], typer.Argument(help="A task to describe in full.",
+                                                                show_default=False)] = None,
+                  plugin: PluginOption = None,
                   as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False):
-    """List the tasks (built-in and plugin)."""
+    """List the tasks (built-in and plugin), or describe one with its docstring (`che tasks NAME`)."""
     from che import listings
 
     if _plugins_in_play(plugin, "che.tasks"):
@@ -33,6 +35,13 @@ def tasks_command(plugin: PluginOption = None,
         rows = listings.describe_tasks()
     else:
         rows = listings.builtin_tasks()
+    if name is not None:
+        lines = listings.describe_task(name, rows)
+        if as_json:
+            print(json.dumps(next(r for r in rows if r["name"] == name), indent=2))
+        else:
+            console.print("\n".join(lines), soft_wrap=True)
+        return
     if as_json:
         print(json.dumps(rows, indent=2))
         return

@@ -86,7 +86,7 @@ def compare_command(
     With its 95% bootstrap interval, an exact permutation test, p-values adjusted for the number of
     tasks (Holm), how many tasks A wins significantly, and a sign-flip test across tasks."""
     from che import api
-    from che.comparisons import render, single_run_note
+    from che.comparisons import plumbing_note, render, single_run_note
 
     names = [p.strip() for p in pes.split(",") if p.strip()]
     if len(names) != 2:
@@ -94,9 +94,9 @@ def compare_command(
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     table = api.compare(api.load_results(results or [DEFAULT_RESULTS]), names[0], names[1], tasks=task_list,
                         protocol=protocol)
-    note = single_run_note(table)
-    if note:
-        err_console.print(note, soft_wrap=True)
+    for note in (plumbing_note(table), single_run_note(table)):
+        if note:
+            err_console.print(note, soft_wrap=True)
     a, b = table.attrs["pes"]
     rendered = render(table, a, b, format)
     if format == "table":

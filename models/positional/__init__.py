@@ -19,16 +19,14 @@ from che.models.positional.base import AbsolutePE, AttentionPE, BiasPE, Position
 from che.models.positional.forgetting import CITATION as FOX_CITATION
 from che.models.positional.ssmax import CITATION as SSMAX_CITATION
 from che import registry
-from che.registry import BUILTIN, PES
+from che.registry import (BUILTIN, CAUSAL_SUFFIX, DAPE2_PREFIX, DAPE_PREFIX, FOX, FOX_PREFIX, PES, RANDOM_PREFIX,
+                          SSMAX_PREFIX)
 
 # Importing a PE module registers its PEs (the @register_pe decorator).
 from che.models.positional import none, absolute, rotary, biases, relative, cope  # noqa: F401,E402,I001
 from che.models.positional import stick_breaking, bilevel  # noqa: F401,E402,I001
 
-DAPE_PREFIXES = {"dape-": "dape", "dape2-": "dape2"}
-RANDOM_PREFIX = "rand-"
-SSMAX_PREFIX, FOX_PREFIX, FOX = "ssmax-", "fox-", "fox"
-CAUSAL_SUFFIX = "+causal"
+DAPE_PREFIXES = {DAPE_PREFIX: "dape", DAPE2_PREFIX: "dape2"}
 
 
 @dataclass(frozen=True)
@@ -139,7 +137,7 @@ def parse_pe(name: str, config) -> PEBuild:
         mode = config.rand_mode  # one of che.config.RAND_MODES (RunConfig.validate checks it)
         if mode != "positions" and issubclass(cls, BiasPE) and not cls.defines_offsets():
             raise CheError(f"'{name}': '{cls.name}' defines its bias from positions only, so it cannot draw "
-                           f"random offsets; use --rand-mode positions")
+                           f"random offsets; use --set rand_mode=positions")
     if dape and not dape_accepts(cls):
         accepted = ", ".join(sorted({c.name for c in classes.values() if dape_accepts(c)}))
         raise CheError(f"'{name}': DAPE needs an additive-bias PE or none, not '{cls.name}' "
@@ -238,7 +236,7 @@ def describe_pes(config) -> list[dict]:
         {"name": "rand-<pe>", "family": "modifier", "parameters": "as <pe>",
          "bidirectional": "as <pe>; redrawn every forward pass (per layer for attention PEs), shared by "
                           f"the batch, L = {config.rand_max_length}. Absolute and rotary PEs: T sorted "
-                          "positions from [0, L). Relative and bias PEs by --rand-mode: offsets (default, "
+                          "positions from [0, L). Relative and bias PEs by rand_mode (--set rand_mode=...): offsets (default, "
                           "RPE's method: sorted r_1 < ... < r_{T-1} from [1, L), distance |i-j| -> r_|i-j|), "
                           "reference (RPE's released code bit for bit; its NOISY_RELATIVE encodes every key "
                           "right of the query alike) or positions (T sorted positions, offsets p_i - p_j)",

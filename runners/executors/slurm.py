@@ -18,7 +18,7 @@ from che.runners.stopping import as_ctrl_c, sigint_blocked
 from che.threads import configure as configure_threads
 
 
-SLURM_TIME_MIN = 24 * 60       # per job, unless --slurm-time says otherwise
+SLURM_TIME_MIN = 24 * 60       # per job, unless slurm.time says otherwise
 SLURM_MAX_IN_FLIGHT = 1000     # SLURM's default MaxArraySize is 1001: a whole first round fits one array
 SLURM_ARRAY_PARALLELISM = 256  # jobs of one array running at once (submitit's default)
 SLURM_CHECK_S = 10.0           # between looks at the jobs: each stats a file per job on a shared filesystem
