@@ -116,7 +116,7 @@ def render(table: pd.DataFrame, a: str, b: str, fmt: str):
 
     rich = Table(title=Text(f"{a} (A) vs {b} (B): OOD accuracy over runs"))
     for column in shown.columns:
-        rich.add_column(column, justify="left" if column == "task" else "right")
+        rich.add_column(column, justify="left" if column == "task" else "right", overflow="fold")  # wrap, never cut
     for row in shown.itertuples(index=False):
         rich.add_row(*[Text(str(v)) for v in row])
     return rich, text

@@ -92,14 +92,13 @@ class Leaderboard:
         values = self.cells.xs(task, level="task")["value"]
         return str(values.idxmax())
 
-    def averages(self) -> dict[str, tuple[pd.Series, pd.Series, int]]:
-        """{label: (mean per PE, tasks counted per PE, tasks in the group)} per level, then over all
-        tasks."""
+    def averages(self) -> dict[tuple[str, str], tuple[pd.Series, pd.Series, int]]:
+        """{(level, label): (mean per PE, tasks counted per PE, tasks in the group)} per level, then
+        over all tasks (level "all")."""
         table = self.cells["value"].unstack("pe").reindex(index=self.tasks, columns=self.pes)
-        groups = [(LEVEL_NAMES.get(lv, lv), [t for t in self.tasks if self.levels[t] == lv])
-                  for lv in _level_order(self.levels.values())] + [("All tasks", list(self.tasks))]
-        rows = {label: (table.loc[tasks].mean(), table.loc[tasks].count(), len(tasks)) for label, tasks in groups if tasks}
-        return rows
+        groups = [((lv, LEVEL_NAMES.get(lv, lv)), [t for t in self.tasks if self.levels[t] == lv])
+                  for lv in _level_order(self.levels.values())] + [(("all", "All tasks"), list(self.tasks))]
+        return {key: (table.loc[tasks].mean(), table.loc[tasks].count(), len(tasks)) for key, tasks in groups if tasks}
 
     def curve(self, task: str, pe: str) -> list[float]:
         """Accuracy by length: the best run's (max), or the mean over runs (mean)."""
@@ -297,41 +296,60 @@ def _fmt(value, digits: int = 1) -> str:
 
 
 def cell_text(board: Leaderboard, task: str, pe: str) -> str:
+    """Our cell: the aggregate, its interval (mean of several runs) and (runs); – without runs."""
     cell = board.cell(task, pe)
-    ours = "–"
-    if cell is not None:
-        ours = _fmt(cell["value"])
-        if board.aggregation == "mean" and cell["runs"] > 1:
-            ours += f" [{cell['ci_low']:.1f}, {cell['ci_high']:.1f}]"
-        ours += f" ({int(cell['runs'])})"
-    ref = board.reference.get((task, pe))
-    if board.reference_name and ref is not None:
-        diff = "" if cell is None else f", {cell['value'] - ref:+.1f}"
-        ours += f" [ref {ref:.1f}{diff}]"
-    return ours
+    if cell is None:
+        return "–"
+    text = _fmt(cell["value"])
+    if board.aggregation == "mean" and cell["runs"] > 1:
+        text += f" [{cell['ci_low']:.1f}, {cell['ci_high']:.1f}]"
+    return text + f" ({int(cell['runs'])})"
 
 
-def rows(board: Leaderboard, mark_best=None, quote=str) -> tuple[list[str], list[list[str]]]:
-    """Header and rows as text; `quote` escapes the names that come from the results (task, level
-    and PE) for the output's markup (html.escape for HTML, `md_escape` for markdown); the cells are
-    numbers; `mark_best(text)` marks the best cell of a row."""
-    header = ["level", "task", "chance"] + [quote(pe) for pe in board.pes]
+def columns(board: Leaderboard, pes: list[str] | None = None) -> list[tuple[str, bool]]:
+    """The number columns, (PE, published?): each PE with runs, and beside it, with a reference
+    table, the published numbers of each PE the table has (only those, for a PE without runs)."""
+    ran = set(board.cells.index.get_level_values("pe"))
+    out = []
+    for pe in board.pes if pes is None else pes:
+        if pe in ran:
+            out.append((pe, False))
+        if any((task, pe) in board.reference for task in board.tasks):
+            out.append((pe, True))
+    return out
+
+
+def rows(board: Leaderboard, mark_best=None, quote=str, pes: list[str] | None = None, pe_header=str,
+         published_header="{} (published)".format, short_averages: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Header and rows as text, with the columns of `pes` (default: all); `quote` escapes the names
+    that come from the results (task, level and PE) for the output's markup (html.escape for HTML,
+    `md_escape` for markdown); the cells are numbers; `mark_best(text)` marks the best cell of a
+    row; `pe_header(pe)` heads a PE's column, `published_header(pe)` a column of its published
+    numbers. Average rows are labelled "average: Regular" in the task column, or with
+    `short_averages` "average" beside the level's short name (a narrower task column)."""
+    chosen = columns(board, pes)
+    header = ["level", "task", "chance"] + [published_header(quote(pe)) if published else pe_header(quote(pe))
+                                            for pe, published in chosen]
     body = []
     for task in board.tasks:
         best = board.best_pe(task)
-        cells = []
-        for pe in board.pes:
-            text = cell_text(board, task, pe)
-            cells.append(mark_best(text) if mark_best and best == pe else text)
-        body.append([quote(board.levels[task]), quote(task), _fmt(board.chance.get(task), 0)] + cells)
-    for label, (means, counts, total) in board.averages().items():
-        line = ["", quote(f"average: {label}"), ""]
-        for pe in board.pes:
-            text = _fmt(means.get(pe))
-            if not math.isnan(means.get(pe, math.nan)) and counts[pe] < total:
+        line = [quote(board.levels[task]), quote(task), _fmt(board.chance.get(task), 0)]
+        for pe, published in chosen:
+            if published:
+                line.append(_fmt(board.reference.get((task, pe))))
+            else:
+                text = cell_text(board, task, pe)
+                line.append(mark_best(text) if mark_best and best == pe else text)
+        body.append(line)
+    for (level, label), (means, counts, total) in board.averages().items():
+        line = [quote(level), "average", ""] if short_averages else ["", quote(f"average: {label}"), ""]
+        for pe, published in chosen:
+            text = "" if published else _fmt(means.get(pe))
+            if not published and not math.isnan(means.get(pe, math.nan)) and counts[pe] < total:
                 text += f" ({counts[pe]}/{total} tasks)"
             line.append(text)
-        body.append(line)
+        if any(line[3:]):  # not for published numbers alone
+            body.append(line)
     return header, body
 
 
@@ -348,7 +366,7 @@ def caption(board: Leaderboard) -> str:
     text = (f"OOD accuracy (%): mean per-token accuracy over the unseen test lengths; cell = {agg}; "
             f"(n) = runs. Best per task marked. Protocol {board.protocol}.")
     if board.reference_name:
-        text += f" [ref x, ±d] = published number in '{board.reference_name}' and our difference."
+        text += f" Published: the numbers of '{board.reference_name}', in columns of their own."
     line = protocol_line(board)
     return text + (f" {line}" if line else "")
 
@@ -417,25 +435,42 @@ def csv_safe(table: pd.DataFrame) -> pd.DataFrame:
                            if not pd.api.types.is_numeric_dtype(table[column])})
 
 
-def rich_table(board: Leaderboard, titled: bool = False):
-    """A rich Table whose every cell is a Text: names from the results are never read as markup."""
+def rich_table(board: Leaderboard, titled: bool = False, pes: list[str] | None = None, part: int = 1,
+               parts: int = 1):
+    """A rich Table whose every cell is a Text (names from the results are never read as markup),
+    with the columns of `pes` (default: all): part `part` of `parts` tables that show the board
+    together, narrow enough for a terminal (the caption under the last)."""
     from rich.table import Table
     from rich.text import Text
 
-    header, body = rows(board, mark_best=lambda text: Text(text, style="bold green"))
+    header, body = rows(board, mark_best=lambda text: Text(text, style="bold green"), pes=pes, pe_header=stacked,
+                        published_header=lambda pe: f"{stacked(pe)}\npublished", short_averages=True)
     body = [[cell if isinstance(cell, Text) else Text(cell) for cell in line] for line in body]
     title = f"CHE leaderboard, protocol {board.protocol}" if titled else "CHE leaderboard"
-    table = Table(title=Text(title), caption=Text(caption(board)), show_lines=False)
+    if parts > 1:
+        title += f" ({part} of {parts})"
+    table = Table(title=Text(title), caption=Text(caption(board)) if part == parts else None, show_lines=False)
     for i, column in enumerate(header):
         table.add_column(Text(column), justify="left" if i < 2 else "right", no_wrap=i == 1)
-    previous_level = None
-    for line in body:
-        level = line[0].plain
-        if previous_level is not None and level != previous_level:
+    # a section per level, and one for the averages
+    sections = [board.levels[task] for task in board.tasks] + ["averages"] * (len(body) - len(board.tasks))
+    for i, (line, section) in enumerate(zip(body, sections)):
+        if i and section != sections[i - 1]:
             table.add_section()
-        previous_level = level
         table.add_row(*line)
     return table
+
+
+def stacked(name: str, width: int = 8) -> str:
+    """A PE name over lines of at most `width` characters where its hyphens allow (after a hyphen,
+    before a '+'; dape-kerple-log as dape- / kerple- / log): a narrow column's header."""
+    lines = []
+    for piece in re.findall(r"\+?[^-+]*-?", name):
+        if lines and len(lines[-1]) + len(piece) <= width:
+            lines[-1] += piece
+        elif piece:
+            lines.append(piece)
+    return "\n".join(lines)
 
 
 def render_all(boards: list[Leaderboard], fmt: str):

@@ -184,3 +184,78 @@ def test_the_thread_count_is_measured_when_nobody_chose_it(tmp_path):
     from che.threads import usable_cores
 
     assert json.loads(next(tmp_path.rglob("*.json")).read_text())["threads"] in {1, usable_cores()}
+
+
+# -- what the screen shows: tables fit a terminal and are whole in a file, the outcome on stdout ----
+def body_rows(text: str) -> list[list[str]]:
+    """The body rows of the rich tables in `text` (what lies between a header's ┡ and the closing └),
+    as their cells; a row that wrapped shows as more rows, with empty first cells."""
+    rows, inside = [], False
+    for line in text.splitlines():
+        line = line.strip()
+        inside = (inside or line.startswith("┡")) and not line.startswith("└")
+        if inside and line.startswith("│"):
+            rows.append([cell.strip() for cell in line[1:-1].split("│")])
+    return rows
+
+
+def header(text: str) -> list[str]:
+    """The column headings of the first rich table in `text`, each over its lines joined."""
+    lines = [[cell.strip() for cell in line.strip()[1:-1].split("┃")]
+             for line in text.split("┡")[0].splitlines() if line.strip().startswith("┃")]
+    return [" ".join(filter(None, column)) for column in zip(*lines)]
+
+
+def test_che_compare_piped_is_whole(cli, smoke_result, tmp_path):
+    from conftest import write_results
+
+    folder = write_results(tmp_path / "runs", smoke_result, [
+        {"task": "modular_arithmetic_brackets", "pe": pe, "seed": seed, "ood": 0.2 + 0.1 * (pe == "alibi") + 0.01 * seed}
+        for pe in ("alibi", "none") for seed in range(3)])
+    result = cli("compare", "--pes", "alibi,none", "--results", folder)
+    assert result.exit_code == 0, result.stderr
+    row = next(cells for cells in body_rows(result.stdout) if cells[0].startswith("modular"))
+    assert row[:2] == ["modular_arithmetic_brackets", "+10.0"] and row[2].startswith("[") and row[2].endswith("]")
+    assert "…" not in result.stdout and max(map(len, result.stdout.splitlines())) > 80  # as wide as it needs
+
+
+@pytest.fixture(scope="module")
+def reference_results(tmp_path_factory):
+    """Runs of two PEs of DAPE's Table 2 and one of none on three tasks (made from a real result)."""
+    from che.config import make_config
+    from conftest import run_alone, write_results
+
+    template = run_alone(make_config("parity_check", "alibi", "smoke"), tmp_path_factory.mktemp("template"),
+                         device="cpu").path
+    runs = [{"task": task, "level": TASKS.get(task).level, "pe": pe, "seed": seed, "ood": 0.5 + 0.01 * seed}
+            for task in ("even_pairs", "reverse_string", "modular_arithmetic_brackets")
+            for pe in ("none", "rand-alibi", "dape-kerple-log") for seed in range(2)]
+    return write_results(tmp_path_factory.mktemp("reference") / "runs", template, runs)
+
+
+@pytest.mark.parametrize("width", [80, 120, None])
+def test_the_leaderboard_beside_a_published_table_fits_a_terminal(cli, reference_results, width):
+    """In a terminal each cell is on one line and every line fits its width (the PEs spread over as
+    many tables as it takes, each with the task column); in a file, one table as wide as it needs.
+    The published numbers are columns of their own, beside ours."""
+    import pandas as pd
+
+    result = cli("leaderboard", "--results", reference_results, "--reference", "dape2024_che_table2",
+                 terminal=width)
+    assert result.exit_code == 0, result.stderr
+    parts = result.stdout.count("CHE leaderboard")
+    assert (parts == 1) == (width is None)
+    if width is not None:
+        assert max(map(len, result.stdout.splitlines())) <= width
+    rows = body_rows(result.stdout)
+    assert all(cells[0] for cells in rows), "a row wrapped over several lines"
+    published = pd.read_csv("results/reference/dape2024_che_table2.csv").set_index("task")
+    for task in ("even_pairs", "reverse_string", "modular_arithmetic_brackets"):
+        cells = [cell for cells in rows if cells[1] == task for cell in cells[3:]]
+        assert cells.count("51.0 (2)") == 3  # ours, the best of two runs: none, rand-alibi, dape-kerple-log
+        for pe in published.columns.drop("level"):
+            assert f"{published.loc[task, pe]:.1f}" in cells, (task, pe)
+    headings = " ".join(" ".join(header(part)) for part in result.stdout.split("CHE leaderboard")[1:])
+    assert "rand- alibi published" in headings and "dape- kerple- log published" in headings
+
+

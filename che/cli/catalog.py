@@ -10,7 +10,7 @@ from typing import Annotated, Literal, Optional
 import typer
 from rich.table import Table
 
-from che.cli.common import PluginOption, app, console, err_console, load_plugins, user_errors
+from che.cli.common import PluginOption, app, console, err_console, load_plugins, print_tables, user_errors
 from che.errors import CheError
 
 
@@ -43,7 +43,7 @@ def tasks_command(plugin: PluginOption = None,
         table.add_row(d["name"], d["level"], f"{d['input_size']}/{d['output_size']}",
                       d["output_length"] + (" masked" if d["masked"] else ""),
                       f"{100 * d['chance_accuracy']:.0f}%", d["source"])
-    console.print(table)
+    print_tables([table])
 
 
 @app.command("sample")
@@ -110,8 +110,9 @@ def pes_command(
     for row in rows:
         table.add_row(row["name"], row["family"], row["parameters"], row["cite"]
                       + ("" if row["source"] == "builtin" else f" [{row['source']}]"))
-    console.print(table)
-    console.print("Aliases: " + ", ".join(f"{a} = {n}" for r in rows for a, n in r.get("aliases", {}).items()))
+    print_tables([table])
+    aliases = ", ".join(f"{a} = {n}" for r in rows for a, n in r.get("aliases", {}).items())
+    console.print(f"Aliases: {aliases}", soft_wrap=True)
 
 
 def _show_bias(show: str, length: int, heads: int, as_json: bool, plugin, plot: Path | None = None) -> None:

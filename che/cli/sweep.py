@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Optional
 import typer
 from rich.table import Table
 
-from che.cli.common import PluginOption, SetOption, app, console, err_console, settings, user_errors, wide_console
+from che.cli.common import PluginOption, SetOption, app, console, err_console, print_tables, settings, user_errors
 from che.config import Device, Preset
 
 
@@ -85,7 +85,7 @@ def sweep_command(
             table.add_column(column, no_wrap=True)
         for r in report.rows:
             table.add_row(r["task"], r["pe"], str(r["seed"]), f"{r['lr']:g}", r["run_id"], r["state"])
-        wide_console().print(table)
+        print_tables([table])
         console.print(", ".join(f"{n} {state}" for state, n in report.counts.items()), soft_wrap=True)
         for line in report.estimate:
             console.print(line, soft_wrap=True)
