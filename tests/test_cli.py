@@ -145,7 +145,7 @@ def test_the_choices_are_named_once_and_listed_by_che_settings(cli):
     assert set(rows) == set(SETTINGS) - {"task", "pe", "seed", "lr", "preset"} | {"seed", "lr"}
     for name, choices in CHOICES.items():
         assert rows[name]["choices"] == list(choices)
-    assert rows["steps"]["default"] == 1_000_000 and rows["steps"]["presets"]["smoke"] == 10
+    assert rows["steps"]["default"] == 1500 and rows["steps"]["presets"]["smoke"] == 10
 
 
 def test_run_help_is_short_grouped_and_keeps_its_brackets(cli):
@@ -204,6 +204,22 @@ def header(text: str) -> list[str]:
     lines = [[cell.strip() for cell in line.strip()[1:-1].split("┃")]
              for line in text.split("┡")[0].splitlines() if line.strip().startswith("┃")]
     return [" ".join(filter(None, column)) for column in zip(*lines)]
+
+
+def test_che_settings_shows_what_each_preset_gives(cli):
+    """The default is what a run without --preset gets (the cpu preset), and each preset's column
+    what a run of that preset gets: RunConfig's own defaults (1,000,000 steps) reach no command."""
+    from che.config import PRESETS, make_config
+
+    rows = json.loads(cli("settings", "--json").stdout)
+    made = {preset: make_config("parity_check", "alibi", preset).to_dict() for preset in PRESETS}
+    for row in rows:
+        assert row["default"] == made["cpu"][row["name"]], row["name"]
+        assert row["presets"] == {preset: made[preset][row["name"]] for preset in PRESETS}, row["name"]
+    table = cli("settings").stdout
+    assert header(table)[:5] == ["setting", "type", "cpu (default)", "smoke", "paper"]
+    steps = next(cells for cells in body_rows(table) if cells[0] == "steps")
+    assert steps[2:5] == ["1500", "10", "200000"] and "1000000" not in table
 
 
 def test_che_compare_piped_is_whole(cli, smoke_result, tmp_path):

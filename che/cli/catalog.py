@@ -155,18 +155,24 @@ def _show_bias(show: str, length: int, heads: int, as_json: bool, plugin, plot: 
 def settings_command(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False):
     """List every setting of a run: `--set key=value`, and a sweep file's [overrides] table.
 
-    Each with its type, default, the presets' values and what it does."""
+    Each with its type, its value under each preset (cpu, the default, first) and what it does."""
     from che import listings
+    from che.config import DEFAULT_PRESET, PRESETS
 
     rows = listings.describe_settings()
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title="Settings (`che run --set key=value`; a sweep file's [overrides])")
-    for column in ("setting", "type", "default", "presets", "what it does"):
-        table.add_column(column, overflow="fold", no_wrap=column == "setting")
+    presets = [DEFAULT_PRESET] + [p for p in PRESETS if p != DEFAULT_PRESET]
+    table = Table(title="Settings (`che run --set key=value`; a sweep file's [overrides])",
+                  caption=f"{', '.join(presets)}: the value of each setting under --preset NAME; {DEFAULT_PRESET}, "
+                          f"the default, is what a run without --preset gets.")
+    table.add_column("setting", no_wrap=True)
+    table.add_column("type")
+    for preset in presets:
+        table.add_column(f"{preset}\n(default)" if preset == DEFAULT_PRESET else preset, overflow="fold")
+    table.add_column("what it does", overflow="fold")
     for row in rows:
         about = row["about"] + (f" (choices: {', '.join(row['choices'])})" if row["choices"] else "")
-        table.add_row(row["name"], row["type"], json.dumps(row["default"]),
-                      ", ".join(f"{p} {json.dumps(v)}" for p, v in row["presets"].items()), about)
-    console.print(table)
+        table.add_row(row["name"], row["type"], *[json.dumps(row["presets"][p]) for p in presets], about)
+    print_tables([table])
