@@ -206,6 +206,13 @@ def header(text: str) -> list[str]:
     return [" ".join(filter(None, column)) for column in zip(*lines)]
 
 
+def test_flags_take_no_value_in_the_help(cli):
+    for args in (("--help",), ("run", "--help"), ("pes", "--help")):
+        text = cli(*args).stdout
+        assert "--help" in text and "<bool>" not in text, args
+    assert "<int range>" in cli("--help").stdout  # options that take a value keep their type
+
+
 def test_che_settings_shows_what_each_preset_gives(cli):
     """The default is what a run without --preset gets (the cpu preset), and each preset's column
     what a run of that preset gets: RunConfig's own defaults (1,000,000 steps) reach no command."""

@@ -12,12 +12,39 @@ from typing import Annotated, Callable, Optional
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
 from che.errors import CheError
 from che.results import DEFAULT_RESULTS
 
-app = typer.Typer(
+
+class _FlagsTakeNoValue:
+    """typer's rich help shows a flag's type, `--quiet <bool>`, as if the flag took a value: none."""
+
+    def format_help(self, ctx, formatter):
+        for param in self.get_params(ctx):
+            if getattr(param, "is_flag", False):
+                param.metavar = ""  # the rich help prints a given metavar in place of the type
+        super().format_help(ctx, formatter)
+
+
+class _Command(_FlagsTakeNoValue, TyperCommand):
+    pass
+
+
+class _Group(_FlagsTakeNoValue, TyperGroup):
+    pass
+
+
+class _App(typer.Typer):
+    def command(self, *args, **kwargs):
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
+
+app = _App(
     name="che",
+    cls=_Group,
     # markdown: help texts keep their "[default: ...]" and brackets, and options group into panels
     rich_markup_mode="markdown",
     no_args_is_help=True,
