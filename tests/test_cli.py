@@ -1,6 +1,7 @@
 """The `che` commands through typer's CliRunner: output formats and every bad-input case."""
 
 import json
+import math
 
 import pytest
 
@@ -125,7 +126,7 @@ def test_pes_show_alibi_json_matches_the_reference_example(cli):
 
 
 def test_pes_show_heads_option_and_non_bias_pes(cli):
-    data = json.loads(cli("pes", "--show", "kerple", "--length", 4, "--heads", 2, "--json").stdout)
+    data = json.loads(cli("pes", "--show", "kerple", "--length", 4, "--n-heads", 2, "--json").stdout)
     assert len(data["bias"]) == 2 and all(v <= 0 for h in data["bias"] for row in h for v in row)
     rope = json.loads(cli("pes", "--show", "rope", "--length", 4, "--json").stdout)
     assert rope["bias"] is None and "no attention bias" in rope["note"]
@@ -280,5 +281,18 @@ def test_the_leaderboard_beside_a_published_table_fits_a_terminal(cli, reference
             assert f"{published.loc[task, pe]:.1f}" in cells, (task, pe)
     headings = " ".join(" ".join(header(part)) for part in result.stdout.split("CHE leaderboard")[1:])
     assert "rand- alibi published" in headings and "dape- kerple- log published" in headings
+
+
+def test_pes_show_prints_whole_numbers_without_negative_zero(cli):
+    import re
+
+    result = cli("pes", "--show", "kerple-log", "--length", 12, "--n-heads", 1, terminal=80)
+    assert result.exit_code == 0, result.stderr
+    assert "…" not in result.stdout and max(map(len, result.stdout.splitlines())) <= 80
+    numbers = [cell for cells in body_rows(result.stdout) for cell in cells[1:] if re.fullmatch(r"-?\d+\.\d+", cell)]
+    assert len(numbers) == 12 * 12 and {len(n.split(".")[1]) for n in numbers} == {2}  # one precision
+    assert "0.00" in numbers and "-0.00" not in numbers
+    data = json.loads(cli("pes", "--show", "kerple-log", "--length", 4, "--json").stdout)
+    assert all(math.copysign(1, v) == 1 for head in data["bias"] for row in head for v in row if v == 0)
 
 

@@ -119,7 +119,7 @@ def test_che_show_draws_bias_correction_and_attention(cli, tmp_path):
 
 def test_pes_show_plots_the_initial_bias(cli, tmp_path):
     out = tmp_path / "bias.svg"
-    result = cli("pes", "--show", "kerple-log", "--length", 12, "--heads", 4, "--plot", out)
+    result = cli("pes", "--show", "kerple-log", "--length", 12, "--n-heads", 4, "--plot", out)
     assert result.exit_code == 0, result.stderr and out.read_text().startswith("<?xml")
     assert cli("pes", "--show", "none", "--plot", out).exit_code == 2
 

@@ -4,13 +4,15 @@ come from files generated from the code (`che.listings`), so these answer withou
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
 from rich.table import Table
 
-from che.cli.common import PluginOption, app, console, err_console, load_plugins, print_tables, user_errors
+from che.cli.common import (PluginOption, app, console, err_console, fitted_tables, load_plugins, print_tables,
+                            terminal_width, user_errors)
 from che.errors import CheError
 
 
@@ -78,7 +80,9 @@ def pes_command(
     plot: Annotated[Optional[Path], typer.Option(help="With --show: draw the bias (.png, .pdf or .svg).",
                                                  show_default=False)] = None,
     length: Annotated[int, typer.Option(help="Sequence length T for --show.")] = 8,
-    heads: Annotated[int, typer.Option(help="Attention heads for --show.")] = 8,
+    n_heads: Annotated[int, typer.Option(
+        "--n-heads", help="For --show: how many heads the model has (the PE's n_heads; ALiBi's slopes depend on "
+                          "it), all shown.")] = 8,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     plugin: PluginOption = None,
 ):
@@ -89,7 +93,7 @@ def pes_command(
     if plot is not None and show is None:
         raise CheError("--plot draws the bias of --show NAME; give --show")
     if show is not None:
-        _show_bias(show, length, heads, as_json, plugin, plot)
+        _show_bias(show, length, n_heads, as_json, plugin, plot)
         return
     if name is not None or _plugins_in_play(plugin, "che.positional_encodings"):
         load_plugins(plugin)
@@ -115,39 +119,61 @@ def pes_command(
     console.print(f"Aliases: {aliases}", soft_wrap=True)
 
 
-def _show_bias(show: str, length: int, heads: int, as_json: bool, plugin, plot: Path | None = None) -> None:
+def _show_bias(show: str, length: int, n_heads: int, as_json: bool, plugin, plot: Path | None = None) -> None:
     from che.models.positional import initial_bias
     from che.plots import FORMATS
     from che.results import check_output
 
     load_plugins(plugin)
     check_output("--plot", plot, FORMATS)
-    bias, note = initial_bias(show, length, heads)
+    bias, note = initial_bias(show, length, n_heads)
     if plot is not None:
         if bias is None:
             raise CheError(f"{show}: {note}; there is no bias to draw")
         from che.plots import heatmaps
 
-        heatmaps([(f"head {h}", [("bias B at initialisation", bias[h].numpy())]) for h in range(min(heads, 8))],
+        heatmaps([(f"head {h}", [("bias B at initialisation", bias[h].numpy())]) for h in range(min(n_heads, 8))],
                  plot, f"{show}, T = {length}" + (f" ({note})" if note else ""))
         err_console.print(f"wrote {plot}")
         return
     if as_json:
         print(json.dumps({"pe": show, "length": length,
-                          "bias": None if bias is None else [[[round(float(v), 6) for v in row] for row in head]
-                                                             for head in bias.tolist()]}
+                          "bias": None if bias is None else [[[round(float(v), 6) + 0.0 for v in row] for row in head]
+                                                             for head in bias.tolist()]}  # + 0.0: no -0.0
                          | ({"note": note} if note else {})))
         return
     if note:
-        console.print(f"{show}: {note}")
+        console.print(f"{show}: {note}", soft_wrap=True)
     for h, head in enumerate([] if bias is None else bias.tolist()):
-        table = Table(title=f"{show}, head {h} (rows: query i, columns: key j)", show_header=True)
-        table.add_column("i\\j")
-        for j in range(length):
-            table.add_column(str(j), justify="right")
-        for i, row in enumerate(head):
-            table.add_row(str(i), *[f"{v:.3g}" for v in row])
-        console.print(table)
+        cells = _numbers(head)
+
+        def table(keys: list[int], part: int, parts: int) -> Table:
+            title = f"{show}, head {h} (rows: query i, columns: key j)"
+            if parts > 1:
+                title += f", keys {keys[0]}..{keys[-1]}"
+            shown = Table(title=title)
+            shown.add_column("i\\j")
+            for j in keys:
+                shown.add_column(str(j), justify="right", no_wrap=True)
+            for i, row in enumerate(cells):
+                shown.add_row(str(i), *[row[j] for j in keys])
+            return shown
+
+        print_tables(fitted_tables(table, list(range(length)), terminal_width()))
+
+
+def _numbers(rows: list[list[float]]) -> list[list[str]]:
+    """A table's numbers as text, all with the decimals that give its largest magnitude three
+    significant digits; no "-0"."""
+    largest = max((abs(v) for row in rows for v in row if math.isfinite(v)), default=0.0)
+    decimals = 0 if largest == 0 else min(6, max(0, 2 - math.floor(math.log10(largest))))
+    zero = f"{0:.{decimals}f}"
+
+    def text(value: float) -> str:
+        shown = f"{value:.{decimals}f}"
+        return zero if shown.lstrip("-") == zero else shown
+
+    return [[text(v) for v in row] for row in rows]
 
 
 @app.command("settings")
