@@ -296,3 +296,13 @@ def test_pes_show_prints_whole_numbers_without_negative_zero(cli):
     assert all(math.copysign(1, v) == 1 for head in data["bias"] for row in head for v in row if v == 0)
 
 
+def test_heads_is_a_count_in_pes_show_and_a_list_in_che_show(cli):
+    """Two options: `che pes --show --n-heads 4` (how many heads the model has) and `che show --heads
+    0,1` (which heads to draw)."""
+    assert len(json.loads(cli("pes", "--show", "alibi", "--length", 3, "--n-heads", 4, "--json").stdout)["bias"]) == 4
+    old = cli("pes", "--show", "alibi", "--heads", 4)
+    assert old.exit_code == 2 and "--n-heads" in old.stderr
+    assert "how many heads" in " ".join(cli("pes", "--help").stdout.split())
+    assert "Which heads to draw: head numbers" in " ".join(cli("show", "--help").stdout.replace("│", "").split())
+
+

@@ -178,8 +178,8 @@ def show_command(
     out: Annotated[Path, typer.Option(help="The picture to write (.png, .pdf or .svg).", show_default=False)],
     results: ResultsOption = DEFAULT_RESULTS,
     layer: Annotated[int, typer.Option(help="Attention layer (0 = the first).")] = 0,
-    heads: Annotated[Optional[str], typer.Option(help="Heads to draw, e.g. 0,1,2 [default: the first 8].",
-                                                 show_default=False)] = None,
+    heads: Annotated[Optional[str], typer.Option(
+        help="Which heads to draw: head numbers, e.g. 0,1,2 [default: the first 8].", show_default=False)] = None,
     length: Annotated[Optional[int], typer.Option(help="Input length N [default: the training length].",
                                                   show_default=False)] = None,
     sample: Annotated[int, typer.Option(help="Which test example of that length.", min=0, max=10_000)] = 0,
@@ -188,8 +188,8 @@ def show_command(
 ):
     """Draw what a run's PE learned: bias, DAPE's correction, attention.
 
-    For one test input, per head: the PE's bias B, DAPE's correction f(S, B) and the attention (as
-    the DAPE paper's figures)."""
+    For one test input, per head: FoX's decays D, the PE's bias B, DAPE's correction f(S, B) (those
+    the PE has) and the attention (as the DAPE paper's figures)."""
     from che.plots import FORMATS, attention_pictures
     from che.results import check_output
     from che.runners.inspection import attention_maps
