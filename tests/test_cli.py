@@ -306,3 +306,31 @@ def test_heads_is_a_count_in_pes_show_and_a_list_in_che_show(cli):
     assert "Which heads to draw: head numbers" in " ".join(cli("show", "--help").stdout.replace("│", "").split())
 
 
+def test_the_outcome_goes_to_stdout_and_the_log_to_stderr(cli, tmp_path):
+    """run, eval and sweep: the result (path) on stdout, whole on one line however long; the plan,
+    the estimate and the progress on stderr, as plain lines in a file (with or without --quiet), a
+    live display only in a terminal, and never on stdout."""
+    results = tmp_path / ("a-results-folder-whose-path-is-longer-than-eighty-columns-" + "x" * 30)
+    args = ("run", "--task", "parity_check", "--pe", "none", "--preset", "smoke", "--results", results)
+    for options in ((), ("--quiet", "--force")):
+        result = cli(*args, *options)
+        assert result.exit_code == 0, result.stderr
+        path = next(results.rglob("*.json"))
+        assert result.stdout.splitlines()[-1] == f"result: {path}" and "━" not in result.stdout
+        assert "unseen lengths 6..8" in result.stdout.splitlines()[0]
+        assert "estimated cost" in result.stderr and "result:" not in result.stderr
+        assert "\x1b" not in result.output and "\r" not in result.output
+    assert "step 10/10" in result.stderr  # plain progress lines
+    live = cli(*args, "--force", terminal=100)
+    assert "━" in live.stderr and "━" not in live.stdout and live.stdout.splitlines()[-1] == f"result: {path}"
+
+    evaluated = cli("eval", path, "--out-results", tmp_path / "evals", "--max-test-length", 9, "--quiet")
+    assert evaluated.exit_code == 0, evaluated.stderr
+    assert evaluated.stdout.splitlines()[-1].startswith(f"result: {tmp_path / 'evals'}")
+    assert "evaluating lengths 1..9" in evaluated.stderr and "result:" not in evaluated.stderr
+
+    sweep = cli("sweep", "--tasks", "parity_check", "--pes", "none", "--preset", "smoke", "--results", results,
+                "--quiet", "--device", "cpu")
+    assert sweep.exit_code == 0, sweep.stderr
+    assert sweep.stdout.strip() == f"done 0, skipped 1, failed 0, interrupted 0; results: {results}"
+    assert sweep.stderr.startswith("sweep ")

@@ -66,6 +66,8 @@ ResultsFoldersOption = Annotated[Optional[list[Path]], typer.Option(
     "--results", help=f"Results folder; repeat it to read several (your runs beside committed baselines) "
                       f"[default: {DEFAULT_RESULTS}].", show_default=False)]
 
+QUIET_HELP = "Plain log lines instead of a live display (which shows only where stderr is a terminal)."
+
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"warning: {message}", file=sys.stderr)
@@ -98,6 +100,23 @@ def settings(pairs: list[str] | None) -> dict:
 
     parsed = dict(parse_setting(pair) for pair in pairs or [])
     return parsed
+
+
+# -- what goes where: the outcome on stdout, the rest on stderr ----------------------------------------
+def say(text) -> None:
+    """A line of the outcome (scores, result paths) on stdout: what a script reads."""
+    console.print(text, soft_wrap=True)
+
+
+def log(text) -> None:
+    """A line about the work (plan, estimate, notes) on stderr."""
+    err_console.print(text, soft_wrap=True)
+
+
+def live_progress(quiet: bool) -> bool:
+    """Whether progress shows as a live display, on stderr: where it is a terminal, unless --quiet.
+    Otherwise plain lines, with no redraws or control sequences in a file."""
+    return not quiet and err_console.is_terminal
 
 
 # -- tables: fitted to a terminal, whole in a file or a pipe -----------------------------------------
