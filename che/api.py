@@ -49,7 +49,7 @@ def protocols(runs):
     """The protocols of a table of runs (`load_results`), the most common first: each has a `label`
     (its preset's name, made unique), the `settings` its runs share, `differs` (the settings that
     tell it from the others) and its `runs`."""
-    from che.leaderboards import protocols as find
+    from che.protocol import protocols as find
 
     return find(runs)
 

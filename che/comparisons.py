@@ -22,8 +22,9 @@ def compare(runs: pd.DataFrame, a: str, b: str, tasks: list[str] | None = None,
     """One row per task where both PEs have runs: difference = mean(A) - mean(B) in percentage
     points, its confidence interval, p_value, p_adjusted (Holm over the tasks compared) and whether
     it is significant at 5% after the adjustment. Runs of one protocol only (`protocol` chooses
-    one where `runs` hold several, see che.leaderboards.protocols)."""
-    from che.leaderboards import plumbing_check, select_protocol, task_sort_key
+    one where `runs` hold several, see che.protocol)."""
+    from che.leaderboards import task_sort_key
+    from che.protocol import plumbing_check, select_protocol
 
     chosen_protocol = select_protocol(runs, protocol)
     runs, where = chosen_protocol.runs, f"the runs of protocol {chosen_protocol.label}"
@@ -83,8 +84,8 @@ def not_in_results(kind: str, name: str, found, where: str = "these results") ->
 
 
 def plumbing_note(table: pd.DataFrame) -> str | None:
-    """A line saying that smoke runs were compared (`che.leaderboards.plumbing_check`), else None."""
-    from che.leaderboards import PLUMBING
+    """A line saying that smoke runs were compared (`che.protocol.plumbing_check`), else None."""
+    from che.protocol import PLUMBING
 
     return f"note: these are {PLUMBING}" if table.attrs.get("plumbing") else None
 
@@ -160,7 +161,7 @@ def render(table: pd.DataFrame, a: str, b: str, fmt: str):
 
     rich = Table(title=Text(f"{a} (A) vs {b} (B): OOD accuracy over runs"))
     for column in shown.columns:
-        rich.add_column(column, justify="left" if column == "task" else "right")
+        rich.add_column(column, justify="left" if column == "task" else "right", overflow="fold")  # wrap, never cut
     for row in shown.itertuples(index=False):
         rich.add_row(*[Text(str(v)) for v in row])
     return rich, text

@@ -341,9 +341,18 @@ PRESETS: dict[str, dict] = {
                   dape_width=64, checkpoint_every=5_000),
 }
 Preset = Literal["smoke", "cpu", "paper"]
+DEFAULT_PRESET = "cpu"  # what a run uses when no preset is given
 
 
-def make_config(task: str, pe: str, preset: str = "cpu", **overrides) -> RunConfig:
+def preset_value(preset: str, name: str):
+    """The value a run of `preset` gets for setting `name` (the preset's, else RunConfig's default)."""
+    if name in PRESETS[preset]:
+        return PRESETS[preset][name]
+    spec = SETTINGS[name]
+    return spec.default_factory() if callable(spec.default_factory) else spec.default
+
+
+def make_config(task: str, pe: str, preset: str = DEFAULT_PRESET, **overrides) -> RunConfig:
     """A validated RunConfig from a preset and explicit flat settings (None values mean 'not given')."""
     if preset not in PRESETS:
         raise unknown_name_error("preset", preset, PRESETS)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from che.errors import CheError, unknown_name_error
+from che.protocol import PLUMBING, PLUMBING_TITLE, plumbing_check, select_protocol
 from che.stats import bootstrap_mean_ci
 from che.tasks.base import LEVEL_NAMES, LEVELS
 
@@ -104,14 +105,13 @@ class Leaderboard:
         values = self.cells.xs(task, level="task")["value"]
         return str(values.idxmax())
 
-    def averages(self) -> dict[str, tuple[pd.Series, pd.Series, int]]:
-        """{label: (mean per PE, tasks counted per PE, tasks in the group)} per level, then over all
-        tasks."""
+    def averages(self) -> dict[tuple[str, str], tuple[pd.Series, pd.Series, int]]:
+        """{(level, label): (mean per PE, tasks counted per PE, tasks in the group)} per level, then
+        over all tasks (level "all")."""
         table = self.cells["value"].unstack("pe").reindex(index=self.tasks, columns=self.pes)
-        groups = [(LEVEL_NAMES.get(lv, lv), [t for t in self.tasks if self.levels[t] == lv])
-                  for lv in _level_order(self.levels.values())] + [("All tasks", list(self.tasks))]
-        rows = {label: (table.loc[tasks].mean(), table.loc[tasks].count(), len(tasks)) for label, tasks in groups if tasks}
-        return rows
+        groups = [((lv, LEVEL_NAMES.get(lv, lv)), [t for t in self.tasks if self.levels[t] == lv])
+                  for lv in _level_order(self.levels.values())] + [(("all", "All tasks"), list(self.tasks))]
+        return {key: (table.loc[tasks].mean(), table.loc[tasks].count(), len(tasks)) for key, tasks in groups if tasks}
 
     def curve(self, task: str, pe: str) -> list[float]:
         """Accuracy by length: the best run's (max), or the mean over runs (mean)."""
@@ -124,108 +124,6 @@ class Leaderboard:
 def _level_order(levels) -> list[str]:
     present = set(levels)
     return [lv for lv in LEVELS if lv in present] + sorted(present - set(LEVELS))
-
-
-# -- protocols ------------------------------------------------------------------------------------
-# A protocol is everything that determines a run's result but its task, PE, seed and learning rate:
-# the settings a cell's runs must share (they aggregate over seeds and learning rates).
-NOT_PROTOCOL = {"task", "pe", "seed", "lr"}
-# What a protocol's description names first.
-HEADLINE = (("steps", "{} steps"), ("batch_size", "batch {}"), ("train_length", "train 1..{}"),
-            ("max_test_length", "test 1..{}"), ("d_model", "d_model {}"))
-
-
-@dataclass
-class Protocol:
-    label: str            # the preset's name, made unique ("cpu", "smoke", "cpu-2")
-    settings: dict        # the settings its runs share
-    differs: list[str]    # the settings in which it differs from the other protocols present
-    runs: pd.DataFrame
-
-    def describe(self) -> str:
-        parts = [fmt.format(self.settings[key]) for key, fmt in HEADLINE if key in self.settings]
-        parts += [f"{key} {_setting_text(self.settings[key])}" for key in self.differs
-                  if key not in dict(HEADLINE)]
-        return f"{self.label}: {', '.join(parts)}"
-
-
-def _setting_text(value) -> str:
-    value = value.item() if hasattr(value, "item") else value  # numpy scalars from pandas
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-
-
-def protocol_columns(runs: pd.DataFrame) -> list[str]:
-    from che.config import NOT_IDENTITY, SETTINGS
-
-    return [f for f in SETTINGS if f in runs.columns and f not in NOT_IDENTITY and f not in NOT_PROTOCOL]
-
-
-def protocols(runs: pd.DataFrame) -> list[Protocol]:
-    """The protocols of a table of runs, the one with the most runs first."""
-    columns = protocol_columns(runs)
-    keys = runs[columns].apply(lambda row: json.dumps([_setting_text(v) for v in row]), axis=1)
-    groups = sorted(runs.groupby(keys, sort=False), key=lambda item: -len(item[1]))
-    found, labels = [], {}
-    for _, group in groups:
-        first = group.iloc[0]
-        settings = {column: first[column].item() if hasattr(first[column], "item") else first[column]
-                    for column in columns}
-        preset = str(group["preset"].mode().iloc[0]) if "preset" in group else "custom"
-        labels[preset] = labels.get(preset, 0) + 1
-        label = preset if labels[preset] == 1 else f"{preset}-{labels[preset]}"
-        found.append(Protocol(label, settings, [], group))
-    for protocol in found:
-        protocol.differs = [c for c in columns if any(_setting_text(protocol.settings[c]) != _setting_text(
-            other.settings[c]) for other in found)]
-    return found
-
-
-def mixed_protocols_line(found: list[Protocol]) -> str:
-    differs = sorted({key for p in found for key in p.differs}, key=lambda key: protocol_columns_order(key))
-    return (f"these results hold {len(found)} protocols, which differ in {', '.join(differs)}: one table each, "
-            f"never mixed in a cell ({'; '.join(p.describe() for p in found)}); --protocol NAME shows one")
-
-
-def protocol_columns_order(key: str) -> int:
-    from che.config import SETTINGS
-
-    names = list(SETTINGS)
-    return names.index(key) if key in names else len(names)
-
-
-ANY_PROTOCOL = "any"  # all runs, whatever their protocols: a deliberate comparison across them
-SMOKE = "smoke"
-
-
-def plumbing_check(runs: pd.DataFrame) -> bool:
-    """Whether runs are smoke runs (the smoke preset, at most its steps): they check that everything
-    runs, and every PE scores about chance, so a table of them measures nothing."""
-    from che.config import PRESETS
-
-    return bool("preset" in runs and (runs["preset"] == SMOKE).all()
-                and (runs["steps"] <= PRESETS[SMOKE]["steps"]).all())
-
-
-PLUMBING_TITLE = "(smoke runs: a plumbing check, not a measurement)"
-PLUMBING = "smoke runs, which train too few steps to learn: a plumbing check, not a measurement"
-
-
-def select_protocol(runs: pd.DataFrame, label: str | None) -> Protocol:
-    """One protocol of the runs: `label`, or the only one there is (else a CheError naming them);
-    `ANY_PROTOCOL` takes every run as one protocol (to compare two versions of the code, say)."""
-    if label == ANY_PROTOCOL:
-        return Protocol(ANY_PROTOCOL, {}, [], runs)
-    found = protocols(runs)
-    if label is None:
-        if len(found) > 1:
-            raise CheError(mixed_protocols_line(found).replace("one table each, never mixed in a cell",
-                                                               "a leaderboard takes one")
-                           .replace("--protocol NAME shows one", "choose one with --protocol NAME"))
-        return found[0]
-    for protocol in found:
-        if protocol.label == label:
-            return protocol
-    raise unknown_name_error("protocol", label, [p.label for p in found])
 
 
 # -- building -------------------------------------------------------------------------------------
@@ -324,41 +222,60 @@ def _fmt(value, digits: int = 1) -> str:
 
 
 def cell_text(board: Leaderboard, task: str, pe: str) -> str:
+    """Our cell: the aggregate, its interval (mean of several runs) and (runs); – without runs."""
     cell = board.cell(task, pe)
-    ours = "–"
-    if cell is not None:
-        ours = _fmt(cell["value"])
-        if board.aggregation == "mean" and cell["runs"] > 1:
-            ours += f" [{cell['ci_low']:.1f}, {cell['ci_high']:.1f}]"
-        ours += f" ({int(cell['runs'])})"
-    ref = board.reference.get((task, pe))
-    if board.reference_name and ref is not None:
-        diff = "" if cell is None else f", {cell['value'] - ref:+.1f}"
-        ours += f" [ref {ref:.1f}{diff}]"
-    return ours
+    if cell is None:
+        return "–"
+    text = _fmt(cell["value"])
+    if board.aggregation == "mean" and cell["runs"] > 1:
+        text += f" [{cell['ci_low']:.1f}, {cell['ci_high']:.1f}]"
+    return text + f" ({int(cell['runs'])})"
 
 
-def rows(board: Leaderboard, mark_best=None, quote=str) -> tuple[list[str], list[list[str]]]:
-    """Header and rows as text; `quote` escapes the names that come from the results (task, level
-    and PE) for the output's markup (html.escape for HTML, `md_escape` for markdown); the cells are
-    numbers; `mark_best(text)` marks the best cell of a row."""
-    header = ["level", "task", "chance"] + [quote(pe) for pe in board.pes]
+def columns(board: Leaderboard, pes: list[str] | None = None) -> list[tuple[str, bool]]:
+    """The number columns, (PE, published?): each PE with runs, and beside it, with a reference
+    table, the published numbers of each PE the table has (only those, for a PE without runs)."""
+    ran = set(board.cells.index.get_level_values("pe"))
+    out = []
+    for pe in board.pes if pes is None else pes:
+        if pe in ran:
+            out.append((pe, False))
+        if any((task, pe) in board.reference for task in board.tasks):
+            out.append((pe, True))
+    return out
+
+
+def rows(board: Leaderboard, mark_best=None, quote=str, pes: list[str] | None = None, pe_header=str,
+         published_header="{} (published)".format, short_averages: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Header and rows as text, with the columns of `pes` (default: all); `quote` escapes the names
+    that come from the results (task, level and PE) for the output's markup (html.escape for HTML,
+    `md_escape` for markdown); the cells are numbers; `mark_best(text)` marks the best cell of a
+    row; `pe_header(pe)` heads a PE's column, `published_header(pe)` a column of its published
+    numbers. Average rows are labelled "average: Regular" in the task column, or with
+    `short_averages` "average" beside the level's short name (a narrower task column)."""
+    chosen = columns(board, pes)
+    header = ["level", "task", "chance"] + [published_header(quote(pe)) if published else pe_header(quote(pe))
+                                            for pe, published in chosen]
     body = []
     for task in board.tasks:
         best = board.best_pe(task)
-        cells = []
-        for pe in board.pes:
-            text = cell_text(board, task, pe)
-            cells.append(mark_best(text) if mark_best and best == pe else text)
-        body.append([quote(board.levels[task]), quote(task), _fmt(board.chance.get(task), 0)] + cells)
-    for label, (means, counts, total) in board.averages().items():
-        line = ["", quote(f"average: {label}"), ""]
-        for pe in board.pes:
-            text = _fmt(means.get(pe))
-            if not math.isnan(means.get(pe, math.nan)) and counts[pe] < total:
+        line = [quote(board.levels[task]), quote(task), _fmt(board.chance.get(task), 0)]
+        for pe, published in chosen:
+            if published:
+                line.append(_fmt(board.reference.get((task, pe))))
+            else:
+                text = cell_text(board, task, pe)
+                line.append(mark_best(text) if mark_best and best == pe else text)
+        body.append(line)
+    for (level, label), (means, counts, total) in board.averages().items():
+        line = [quote(level), "average", ""] if short_averages else ["", quote(f"average: {label}"), ""]
+        for pe, published in chosen:
+            text = "" if published else _fmt(means.get(pe))
+            if not published and not math.isnan(means.get(pe, math.nan)) and counts[pe] < total:
                 text += f" ({counts[pe]}/{total} tasks)"
             line.append(text)
-        body.append(line)
+        if any(line[3:]):  # not for published numbers alone
+            body.append(line)
     return header, body
 
 
@@ -377,7 +294,7 @@ def caption(board: Leaderboard) -> str:
     if board.plumbing:
         text = f"These are {PLUMBING}. {text}"
     if board.reference_name:
-        text += f" [ref x, ±d] = published number in '{board.reference_name}' and our difference."
+        text += f" Published: the numbers of '{board.reference_name}', in columns of their own."
     line = protocol_line(board)
     return text + (f" {line}" if line else "")
 
@@ -447,26 +364,43 @@ def csv_safe(table: pd.DataFrame) -> pd.DataFrame:
                            if not pd.api.types.is_numeric_dtype(table[column])})
 
 
-def rich_table(board: Leaderboard, titled: bool = False):
-    """A rich Table whose every cell is a Text: names from the results are never read as markup."""
+def rich_table(board: Leaderboard, titled: bool = False, pes: list[str] | None = None, part: int = 1,
+               parts: int = 1):
+    """A rich Table whose every cell is a Text (names from the results are never read as markup),
+    with the columns of `pes` (default: all): part `part` of `parts` tables that show the board
+    together, narrow enough for a terminal (the caption under the last)."""
     from rich.table import Table
     from rich.text import Text
 
-    header, body = rows(board, mark_best=lambda text: Text(text, style="bold green"))
+    header, body = rows(board, mark_best=lambda text: Text(text, style="bold green"), pes=pes, pe_header=stacked,
+                        published_header=lambda pe: f"{stacked(pe)}\npublished", short_averages=True)
     body = [[cell if isinstance(cell, Text) else Text(cell) for cell in line] for line in body]
     title = ("CHE leaderboard" + (f", protocol {board.protocol}" if titled else "")
              + (f" {PLUMBING_TITLE}" if board.plumbing else ""))
-    table = Table(title=Text(title), caption=Text(caption(board)), show_lines=False)
+    if parts > 1:
+        title += f" ({part} of {parts})"
+    table = Table(title=Text(title), caption=Text(caption(board)) if part == parts else None, show_lines=False)
     for i, column in enumerate(header):
         table.add_column(Text(column), justify="left" if i < 2 else "right", no_wrap=i == 1)
-    previous_level = None
-    for line in body:
-        level = line[0].plain
-        if previous_level is not None and level != previous_level:
+    # a section per level, and one for the averages
+    sections = [board.levels[task] for task in board.tasks] + ["averages"] * (len(body) - len(board.tasks))
+    for i, (line, section) in enumerate(zip(body, sections)):
+        if i and section != sections[i - 1]:
             table.add_section()
-        previous_level = level
         table.add_row(*line)
     return table
+
+
+def stacked(name: str, width: int = 8) -> str:
+    """A PE name over lines of at most `width` characters where its hyphens allow (after a hyphen,
+    before a '+'; dape-kerple-log as dape- / kerple- / log): a narrow column's header."""
+    lines = []
+    for piece in re.findall(r"\+?[^-+]*-?", name):
+        if lines and len(lines[-1]) + len(piece) <= width:
+            lines[-1] += piece
+        elif piece:
+            lines.append(piece)
+    return "\n".join(lines)
 
 
 def render_all(boards: list[Leaderboard], fmt: str):

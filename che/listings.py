@@ -93,16 +93,16 @@ def describe_pe(name: str) -> tuple[dict, list[str]]:
 
 def describe_settings() -> list[dict]:
     """`che settings`: every setting a run takes (`--set key=value`, a sweep file's [overrides]),
-    its type, default, the presets' values and what it does."""
-    from che.config import CHOICES, PRESETS, SETTINGS
+    its type, its default (the value a run gets without --preset: the default preset's), its value
+    under each preset, and what it does."""
+    from che.config import CHOICES, DEFAULT_PRESET, PRESETS, SETTINGS, preset_value
 
     rows = []
     for name, spec in SETTINGS.items():
         if name in ("task", "pe", "preset"):  # options of their own
             continue
-        default = spec.default if not callable(spec.default_factory) else spec.default_factory()
-        presets = {preset: values[name] for preset, values in PRESETS.items() if name in values}
-        rows.append({"name": name, "type": str(spec.type), "default": default, "presets": presets,
+        rows.append({"name": name, "type": str(spec.type), "default": preset_value(DEFAULT_PRESET, name),
+                     "presets": {preset: preset_value(preset, name) for preset in PRESETS},
                      "choices": list(CHOICES.get(name, ())), "about": spec.metadata.get("about", "")})
     return rows
 

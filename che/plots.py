@@ -108,13 +108,18 @@ def accuracy_vs_length(board, path: Path) -> None:
     plt.close(fig)
 
 
+# What `che show` draws of a layer's record, in this order, each where the PE has it.
+PANELS = (("decay", "FoX's decays D"), ("bias", "bias B"), ("f", "DAPE's correction f(S, B)"), ("probs", "attention"))
+
+
 @plain_text
 def heatmaps(panels: list[tuple[str, list]], path: Path, title: str, cmap: str = "viridis") -> None:
-    """A grid of heatmaps: one row per (row label, [(column label, [T, T] array), ...])."""
+    """A grid of heatmaps: one row per (row label, [(column label, [T, T] array), ...]), under
+    `title`; the figure widens until the title fits."""
     plt = _pyplot()
     columns = max(len(cols) for _, cols in panels)
     # constrained layout keeps the title clear of the panels' headings (tight_layout ignores it)
-    fig, axes = plt.subplots(len(panels), columns, figsize=(2.3 * columns + 0.6, 2.3 * len(panels) + 0.9),
+    fig, axes = plt.subplots(len(panels), columns, figsize=(2.6 * columns + 0.6, 2.3 * len(panels) + 0.9),
                              squeeze=False, layout="constrained")
     for r, (row_label, cols) in enumerate(panels):
         for c in range(columns):
@@ -131,16 +136,19 @@ def heatmaps(panels: list[tuple[str, list]], path: Path, title: str, cmap: str =
                 ax.set_ylabel(f"{row_label}\nquery i", fontsize=8)
             if r == len(panels) - 1:
                 ax.set_xlabel("key j", fontsize=8)
-    fig.suptitle(title, fontsize=10)
+    heading = fig.suptitle(title, fontsize=10)
+    needed = heading.get_window_extent(fig.canvas.get_renderer()).width / fig.dpi + 0.4  # inches, with margins
+    if needed > fig.get_figwidth():
+        fig.set_figwidth(needed)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def attention_pictures(recorded: dict, about: dict, out: Path, heads: list[int] | None = None) -> None:
-    """Heatmaps per head of what `che.runners.inspection.attention_maps` recorded: the PE's bias B,
-    DAPE's correction f(S, B) and the attention, as the DAPE paper's figures (the attention alone for
-    a PE without a bias)."""
+    """Heatmaps per head of what `che.runners.inspection.attention_maps` recorded, each panel named
+    by what it shows (`PANELS`): FoX's decays D, the PE's bias B, DAPE's correction f(S, B) and the
+    attention, as the DAPE paper's figures (the attention alone for a PE that adds nothing)."""
     from che.errors import CheError
 
     n_heads = recorded["probs"].shape[0]
@@ -148,15 +156,8 @@ def attention_pictures(recorded: dict, about: dict, out: Path, heads: list[int] 
     bad = [h for h in heads if not 0 <= h < n_heads]
     if bad:
         raise CheError(f"--heads: the model has heads 0..{n_heads - 1}, not {', '.join(map(str, bad))}")
-    panels = []
-    for h in heads:
-        columns = []
-        if "bias" in recorded:
-            columns.append(("bias B", recorded["bias"][h].numpy()))
-        if "f" in recorded:
-            columns.append(("DAPE f(S, B)", recorded["f"][h].numpy()))
-        columns.append(("attention", recorded["probs"][h].numpy()))
-        panels.append((f"head {h}", columns))
+    panels = [(f"head {h}", [(label, recorded[key][h].numpy()) for key, label in PANELS if key in recorded])
+              for h in heads]
     title = (f"{about['task']} x {about['pe']}: layer {about['layer']}, length {about['length']} "
              f"({about['tokens']} tokens), test sample {about['sample']}")
     heatmaps(panels, out, title)

@@ -66,7 +66,7 @@ class RichReporter(Reporter):
             TextColumn("{task.completed}/{task.total}"),
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-            console=console, transient=False,
+            console=console, transient=False, redirect_stdout=False,  # stdout is the outcome's, not the display's
         )
         self.train_task = self.eval_task = None
         self.loss = self.accuracy = None
@@ -225,7 +225,7 @@ class RichSweepReporter(_Counts, SweepReporter):
         self.progress = Progress(
             TextColumn("[bold]sweep"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
-            console=console, transient=False,
+            console=console, transient=False, redirect_stdout=False,  # stdout is the outcome's, not the display's
         )
         self.bar = None
 

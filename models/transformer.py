@@ -41,6 +41,7 @@ from che.models.attention import attend
 from che.models.packed import (PackedDropout, PackedLayerNorm, PackedLinear, RunTensor, per_run,
                                  stack)
 from che.models.positional import parse_pe
+from che.models.positional.base import AttentionPE
 from che.models.positional.bilevel import segment_positions
 
 
@@ -83,6 +84,8 @@ class SelfAttention(nn.Module):
                     pes, generators, lambda pe, s, q, k: pe.logits(s, q, k), scores, per_run_q, per_run_k)])
         elif pes is not None:
             bias = self.biases(pes, generators, per_run_q, per_run_k, batch)
+            if self.record is not None and bias is not None:  # unless the PE recorded its own parts (FoX)
+                self.record.setdefault("bias", bias[0].detach())
         if pes is not None and getattr(pes[0], "replaces_softmax", False):
             weights = pes[0].attention_weights
         y = attend(q, k, v, pack=pack, path=self.path(x.device), bias=bias, logits=logits, weights=weights,
@@ -255,19 +258,23 @@ class Transformer(nn.Module):
 def record_attention(model: Transformer):
     """Within the block, every attention layer of run 0 materialises its scores and keeps, per layer,
     a dict: scores S, logits A (what the softmax sees), probs (the attention) and, from the PE, its
-    bias B and (DAPE) f(S, B), each [B, H, T, T] (B may be [H, T, T]). Yields the list of dicts."""
+    bias B (None: FoX over no PE), (DAPE) f(S, B) and (FoX) its decays D, each [B, H, T, T] (or
+    [H, T, T]). Yields the list of dicts."""
     records = [{} for _ in model.blocks]
-    for block, record in zip(model.blocks, records):
-        block.attention.record = record
-        for pe in block.attention.pes or ():
-            pe.record = record
+
+    def attach(value):
+        for block, record in zip(model.blocks, records):
+            block.attention.record = None if value is None else record
+            for pe in block.attention.pes or ():
+                for module in pe.modules():  # a wrapped PE too (FoX inside SSMax)
+                    if isinstance(module, AttentionPE):
+                        module.record = None if value is None else record
+
+    attach(records)
     try:
         yield records
     finally:
-        for block in model.blocks:
-            block.attention.record = None
-            for pe in block.attention.pes or ():
-                pe.record = None
+        attach(None)
 
 
 def check_shape(pe, what: str, value: torch.Tensor, shape) -> torch.Tensor:

@@ -15,7 +15,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from che.config import AXES, PRESETS, SETTINGS, RunConfig, make_config, typed_value
+from che.config import AXES, DEFAULT_PRESET, PRESETS, SETTINGS, RunConfig, make_config, typed_value
 from che.errors import CheError, unknown_name_error
 from che.results import DEFAULT_RESULTS
 
@@ -123,7 +123,7 @@ def build_grid(values: dict | None = None, label: str = "command line", *, tasks
     load_plugins(plugin_specs)
 
     preset_value, what = pick("preset", preset)
-    preset_value = "cpu" if preset_value is None else preset_value
+    preset_value = DEFAULT_PRESET if preset_value is None else preset_value
     if not isinstance(preset_value, str) or preset_value not in PRESETS:
         raise CheError(f"{what}: {unknown_name_error('preset', str(preset_value), PRESETS)}")
 

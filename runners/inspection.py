@@ -87,7 +87,8 @@ def evaluation_seconds(record: dict, device: torch.device, **changes) -> float:
 def attention_maps(record: dict, path: Path, device: torch.device, layer: int, length: int | None,
                    sample: int) -> tuple[dict, dict]:
     """(what the layer recorded for one input, a description): the PE's bias B [H, T, T], DAPE's
-    f(S, B), and the attention [H, T, T], for sample `sample` of the run's test data at `length`."""
+    f(S, B), FoX's decays D and the attention [H, T, T] (those the PE has), for sample `sample` of
+    the run's test data at `length`."""
     from che.models.transformer import record_attention
 
     model, config, task = load_model(record, path, device)
@@ -102,7 +103,8 @@ def attention_maps(record: dict, path: Path, device: torch.device, layer: int, l
     with torch.no_grad(), record_attention(model) as records:
         model(batch.inputs[sample:sample + 1].to(device), task.output_length(length),
               [torch.Generator(device=device).manual_seed(length_seed(config.eval_seed, length))])
-    recorded = {k: v.squeeze(0).cpu() if v.dim() == 4 else v.cpu() for k, v in records[layer].items()}
+    recorded = {k: v.squeeze(0).cpu() if v.dim() == 4 else v.cpu() for k, v in records[layer].items()
+                if v is not None}
     about = {"task": config.task, "pe": config.pe, "layer": layer, "length": length, "sample": sample,
              "tokens": int(recorded["probs"].shape[-1]), "input": task.render(batch.inputs[sample].tolist(),
                                                                                  task.input_symbols)}

@@ -14,7 +14,8 @@ import pandas as pd
 
 import che
 from che.comparisons import across_tasks, compare
-from che.leaderboards import ANY_PROTOCOL, pe_sort_key, task_sort_key
+from che.leaderboards import pe_sort_key, task_sort_key
+from che.protocol import ANY_PROTOCOL
 from che.stats import holm
 
 

@@ -6,6 +6,7 @@ import sys
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 
@@ -23,12 +24,14 @@ EXAMPLES = REPO / "examples"
 @pytest.fixture
 def cli():
     """Run the `che` command in-process, as its entry point does (one-line usage errors included):
-    cli("sample", "--task", ...) -> a result with exit_code, stdout and stderr."""
+    cli("sample", "--task", ...) -> a result with exit_code, stdout and stderr. stdout and stderr
+    are files, or with `terminal=W` what rich takes for terminals W columns wide (without colours)."""
     from che.cli import main
 
-    def invoke(*args):
+    def invoke(*args, terminal: int | None = None):
         out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        screen = {"TTY_COMPATIBLE": "1", "COLUMNS": str(terminal)} if terminal else {"TTY_COMPATIBLE": "0"}
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), mock.patch.dict(os.environ, screen):
             try:
                 main([str(a) for a in args])
                 code = 0

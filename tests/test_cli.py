@@ -1,6 +1,7 @@
 """The `che` commands through typer's CliRunner: output formats and every bad-input case."""
 
 import json
+import math
 
 import pytest
 
@@ -125,7 +126,7 @@ def test_pes_show_alibi_json_matches_the_reference_example(cli):
 
 
 def test_pes_show_heads_option_and_non_bias_pes(cli):
-    data = json.loads(cli("pes", "--show", "kerple", "--length", 4, "--heads", 2, "--json").stdout)
+    data = json.loads(cli("pes", "--show", "kerple", "--length", 4, "--n-heads", 2, "--json").stdout)
     assert len(data["bias"]) == 2 and all(v <= 0 for h in data["bias"] for row in h for v in row)
     rope = json.loads(cli("pes", "--show", "rope", "--length", 4, "--json").stdout)
     assert rope["bias"] is None and "no attention bias" in rope["note"]
@@ -145,7 +146,7 @@ def test_the_choices_are_named_once_and_listed_by_che_settings(cli):
     assert set(rows) == set(SETTINGS) - {"task", "pe", "seed", "lr", "preset"} | {"seed", "lr"}
     for name, choices in CHOICES.items():
         assert rows[name]["choices"] == list(choices)
-    assert rows["steps"]["default"] == 1_000_000 and rows["steps"]["presets"]["smoke"] == 10
+    assert rows["steps"]["default"] == 1500 and rows["steps"]["presets"]["smoke"] == 10
 
 
 def test_run_help_is_short_grouped_and_keeps_its_brackets(cli):
@@ -184,3 +185,152 @@ def test_the_thread_count_is_measured_when_nobody_chose_it(tmp_path):
     from che.threads import usable_cores
 
     assert json.loads(next(tmp_path.rglob("*.json")).read_text())["threads"] in {1, usable_cores()}
+
+
+# -- what the screen shows: tables fit a terminal and are whole in a file, the outcome on stdout ----
+def body_rows(text: str) -> list[list[str]]:
+    """The body rows of the rich tables in `text` (what lies between a header's ┡ and the closing └),
+    as their cells; a row that wrapped shows as more rows, with empty first cells."""
+    rows, inside = [], False
+    for line in text.splitlines():
+        line = line.strip()
+        inside = (inside or line.startswith("┡")) and not line.startswith("└")
+        if inside and line.startswith("│"):
+            rows.append([cell.strip() for cell in line[1:-1].split("│")])
+    return rows
+
+
+def header(text: str) -> list[str]:
+    """The column headings of the first rich table in `text`, each over its lines joined."""
+    lines = [[cell.strip() for cell in line.strip()[1:-1].split("┃")]
+             for line in text.split("┡")[0].splitlines() if line.strip().startswith("┃")]
+    return [" ".join(filter(None, column)) for column in zip(*lines)]
+
+
+def test_flags_take_no_value_in_the_help(cli):
+    for args in (("--help",), ("run", "--help"), ("pes", "--help")):
+        text = cli(*args).stdout
+        assert "--help" in text and "<bool>" not in text, args
+    assert "<int range>" in cli("--help").stdout  # options that take a value keep their type
+
+
+def test_che_settings_shows_what_each_preset_gives(cli):
+    """The default is what a run without --preset gets (the cpu preset), and each preset's column
+    what a run of that preset gets: RunConfig's own defaults (1,000,000 steps) reach no command."""
+    from che.config import PRESETS, make_config
+
+    rows = json.loads(cli("settings", "--json").stdout)
+    made = {preset: make_config("parity_check", "alibi", preset).to_dict() for preset in PRESETS}
+    for row in rows:
+        assert row["default"] == made["cpu"][row["name"]], row["name"]
+        assert row["presets"] == {preset: made[preset][row["name"]] for preset in PRESETS}, row["name"]
+    table = cli("settings").stdout
+    assert header(table)[:5] == ["setting", "type", "cpu (default)", "smoke", "paper"]
+    steps = next(cells for cells in body_rows(table) if cells[0] == "steps")
+    assert steps[2:5] == ["1500", "10", "200000"] and "1000000" not in table
+
+
+def test_che_compare_piped_is_whole(cli, smoke_result, tmp_path):
+    from conftest import write_results
+
+    folder = write_results(tmp_path / "runs", smoke_result, [
+        {"task": "modular_arithmetic_brackets", "pe": pe, "seed": seed, "ood": 0.2 + 0.1 * (pe == "alibi") + 0.01 * seed}
+        for pe in ("alibi", "none") for seed in range(3)])
+    result = cli("compare", "--pes", "alibi,none", "--results", folder)
+    assert result.exit_code == 0, result.stderr
+    row = next(cells for cells in body_rows(result.stdout) if cells[0].startswith("modular"))
+    assert row[:2] == ["modular_arithmetic_brackets", "+10.0"] and row[2].startswith("[") and row[2].endswith("]")
+    assert "…" not in result.stdout and max(map(len, result.stdout.splitlines())) > 80  # as wide as it needs
+
+
+@pytest.fixture(scope="module")
+def reference_results(tmp_path_factory):
+    """Runs of two PEs of DAPE's Table 2 and one of none on three tasks (made from a real result)."""
+    from che.config import make_config
+    from conftest import run_alone, write_results
+
+    template = run_alone(make_config("parity_check", "alibi", "smoke"), tmp_path_factory.mktemp("template"),
+                         device="cpu").path
+    runs = [{"task": task, "level": TASKS.get(task).level, "pe": pe, "seed": seed, "ood": 0.5 + 0.01 * seed}
+            for task in ("even_pairs", "reverse_string", "modular_arithmetic_brackets")
+            for pe in ("none", "rand-alibi", "dape-kerple-log") for seed in range(2)]
+    return write_results(tmp_path_factory.mktemp("reference") / "runs", template, runs)
+
+
+@pytest.mark.parametrize("width", [80, 120, None])
+def test_the_leaderboard_beside_a_published_table_fits_a_terminal(cli, reference_results, width):
+    """In a terminal each cell is on one line and every line fits its width (the PEs spread over as
+    many tables as it takes, each with the task column); in a file, one table as wide as it needs.
+    The published numbers are columns of their own, beside ours."""
+    import pandas as pd
+
+    result = cli("leaderboard", "--results", reference_results, "--reference", "dape2024_che_table2",
+                 terminal=width)
+    assert result.exit_code == 0, result.stderr
+    parts = result.stdout.count("CHE leaderboard")
+    assert (parts == 1) == (width is None)
+    if width is not None:
+        assert max(map(len, result.stdout.splitlines())) <= width
+    rows = body_rows(result.stdout)
+    assert all(cells[0] for cells in rows), "a row wrapped over several lines"
+    published = pd.read_csv("results/reference/dape2024_che_table2.csv").set_index("task")
+    for task in ("even_pairs", "reverse_string", "modular_arithmetic_brackets"):
+        cells = [cell for cells in rows if cells[1] == task for cell in cells[3:]]
+        assert cells.count("51.0 (2)") == 3  # ours, the best of two runs: none, rand-alibi, dape-kerple-log
+        for pe in published.columns.drop("level"):
+            assert f"{published.loc[task, pe]:.1f}" in cells, (task, pe)
+    headings = " ".join(" ".join(header(part)) for part in result.stdout.split("CHE leaderboard")[1:])
+    assert "rand- alibi published" in headings and "dape- kerple- log published" in headings
+
+
+def test_pes_show_prints_whole_numbers_without_negative_zero(cli):
+    import re
+
+    result = cli("pes", "--show", "kerple-log", "--length", 12, "--n-heads", 1, terminal=80)
+    assert result.exit_code == 0, result.stderr
+    assert "…" not in result.stdout and max(map(len, result.stdout.splitlines())) <= 80
+    numbers = [cell for cells in body_rows(result.stdout) for cell in cells[1:] if re.fullmatch(r"-?\d+\.\d+", cell)]
+    assert len(numbers) == 12 * 12 and {len(n.split(".")[1]) for n in numbers} == {2}  # one precision
+    assert "0.00" in numbers and "-0.00" not in numbers
+    data = json.loads(cli("pes", "--show", "kerple-log", "--length", 4, "--json").stdout)
+    assert all(math.copysign(1, v) == 1 for head in data["bias"] for row in head for v in row if v == 0)
+
+
+def test_heads_is_a_count_in_pes_show_and_a_list_in_che_show(cli):
+    """Two options: `che pes --show --n-heads 4` (how many heads the model has) and `che show --heads
+    0,1` (which heads to draw)."""
+    assert len(json.loads(cli("pes", "--show", "alibi", "--length", 3, "--n-heads", 4, "--json").stdout)["bias"]) == 4
+    old = cli("pes", "--show", "alibi", "--heads", 4)
+    assert old.exit_code == 2 and "--n-heads" in old.stderr
+    assert "how many heads" in " ".join(cli("pes", "--help").stdout.split())
+    assert "Which heads to draw: head numbers" in " ".join(cli("show", "--help").stdout.replace("│", "").split())
+
+
+def test_the_outcome_goes_to_stdout_and_the_log_to_stderr(cli, tmp_path):
+    """run, eval and sweep: the result (path) on stdout, whole on one line however long; the plan,
+    the estimate and the progress on stderr, as plain lines in a file (with or without --quiet), a
+    live display only in a terminal, and never on stdout."""
+    results = tmp_path / ("a-results-folder-whose-path-is-longer-than-eighty-columns-" + "x" * 30)
+    args = ("run", "--task", "parity_check", "--pe", "none", "--preset", "smoke", "--results", results)
+    for options in ((), ("--quiet", "--force")):
+        result = cli(*args, *options)
+        assert result.exit_code == 0, result.stderr
+        path = next(results.rglob("*.json"))
+        assert result.stdout.splitlines()[-1] == f"result: {path}" and "━" not in result.stdout
+        assert "unseen lengths 6..8" in result.stdout.splitlines()[0]
+        assert "estimated cost" in result.stderr and "result:" not in result.stderr
+        assert "\x1b" not in result.output and "\r" not in result.output
+    assert "step 10/10" in result.stderr  # plain progress lines
+    live = cli(*args, "--force", terminal=100)
+    assert "━" in live.stderr and "━" not in live.stdout and live.stdout.splitlines()[-1] == f"result: {path}"
+
+    evaluated = cli("eval", path, "--out-results", tmp_path / "evals", "--max-test-length", 9, "--quiet")
+    assert evaluated.exit_code == 0, evaluated.stderr
+    assert evaluated.stdout.splitlines()[-1].startswith(f"result: {tmp_path / 'evals'}")
+    assert "evaluating lengths 1..9" in evaluated.stderr and "result:" not in evaluated.stderr
+
+    sweep = cli("sweep", "--tasks", "parity_check", "--pes", "none", "--preset", "smoke", "--results", results,
+                "--quiet", "--device", "cpu")
+    assert sweep.exit_code == 0, sweep.stderr
+    assert sweep.stdout.strip() == f"done 0, skipped 1, failed 0, interrupted 0; results: {results}"
+    assert sweep.stderr.startswith("sweep ")

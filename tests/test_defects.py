@@ -123,8 +123,8 @@ def test_a_result_that_cannot_be_written_is_kept_somewhere_safe(tmp_path, monkey
 
 
 def test_pes_show_refuses_what_it_cannot_print(cli):
-    result = cli("pes", "--show", "sandwich", "--length", 4096, "--heads", 64, "--json")
-    assert result.exit_code == 2 and "lower --length or --heads" in result.stderr
+    result = cli("pes", "--show", "sandwich", "--length", 4096, "--n-heads", 64, "--json")
+    assert result.exit_code == 2 and "lower --length or --n-heads" in result.stderr
 
 
 def test_a_run_in_progress_is_not_started_twice(cli, tmp_path):

@@ -117,9 +117,48 @@ def test_che_show_draws_bias_correction_and_attention(cli, tmp_path):
     assert bad.exit_code == 2 and "heads 0..7" in bad.stderr
 
 
+@pytest.mark.parametrize("pe, panels", [
+    ("dape-kerple", ["bias B", "DAPE's correction f(S, B)", "attention"]),
+    ("alibi", ["bias B", "attention"]),
+    ("fox", ["FoX's decays D", "attention"]),
+    ("fox-alibi", ["FoX's decays D", "bias B", "attention"]),
+    ("stick-breaking", ["attention"]),
+])
+def test_che_show_names_each_panel_and_keeps_its_title_whole(cli, tmp_path, monkeypatch, pe, panels):
+    """Each panel says what it shows (FoX's decays are not a bias B, ALiBi's bias is drawn), and the
+    title fits the figure however few panels it has."""
+    import matplotlib.figure
+    import torch
+
+    from che.config import make_config
+    from che.runners.inspection import attention_maps
+    from che.runners.stored import find_run
+    from conftest import run_alone
+
+    path = run_alone(make_config("reverse_string", pe, "smoke"), tmp_path / "runs", device="cpu").path
+    drawn = {}
+    original = matplotlib.figure.Figure.savefig
+
+    def spy(figure, *args, **kwargs):
+        renderer = figure.canvas.get_renderer()
+        drawn["titles"] = [ax.get_title() for ax in figure.axes if ax.get_title()]
+        drawn["heading"] = figure._suptitle.get_window_extent(renderer)
+        drawn["width"] = figure.bbox.width
+        return original(figure, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    result = cli("show", path, "--out", tmp_path / "show.png", "--heads", "0,1")
+    assert result.exit_code == 0, result.stderr
+    assert drawn["titles"] == panels * 2
+    assert 0 <= drawn["heading"].x0 and drawn["heading"].x1 <= drawn["width"]
+    if pe == "fox-alibi":  # what the softmax saw: the scores, FoX's decays and ALiBi's bias, apart
+        recorded, _ = attention_maps(*find_run(str(path)), torch.device("cpu"), layer=0, length=5, sample=0)
+        torch.testing.assert_close(recorded["logits"], recorded["scores"] + recorded["decay"] + recorded["bias"])
+
+
 def test_pes_show_plots_the_initial_bias(cli, tmp_path):
     out = tmp_path / "bias.svg"
-    result = cli("pes", "--show", "kerple-log", "--length", 12, "--heads", 4, "--plot", out)
+    result = cli("pes", "--show", "kerple-log", "--length", 12, "--n-heads", 4, "--plot", out)
     assert result.exit_code == 0, result.stderr and out.read_text().startswith("<?xml")
     assert cli("pes", "--show", "none", "--plot", out).exit_code == 2
 
@@ -147,13 +186,14 @@ def test_the_leaderboard_plot_has_published_markers_legend_and_caption(runs_fold
 
 # -- the leaderboard ----------------------------------------------------------------------------------
 def test_the_terminal_table_shows_the_published_numbers(cli, runs_folder):
-    """Rich must not read "[ref 76.4, -15.9]" as markup: the published numbers are in the table."""
-    result = cli("leaderboard", "--results", runs_folder, "--reference", "dape2024_che_table2")
+    """The published numbers are in the table, in columns of their own (each cell on one line)."""
+    result = cli("leaderboard", "--results", runs_folder, "--reference", "dape2024_che_table2", "--agg", "mean")
     assert result.exit_code == 0, result.stderr
     published = pd.read_csv("results/reference/dape2024_che_table2.csv").set_index("task").loc["reverse_string"]
-    assert result.stdout.count("[ref") >= 10      # a cell may wrap after "[ref"; its number follows
+    row = next(line for line in result.stdout.splitlines() if "reverse_string" in line)
+    cells = [cell.strip() for cell in row.split("│")]
     for pe in ("rand-alibi", "rand-relative", "dape-kerple", "dape-fire"):
-        assert f"{published[pe]:.1f}]" in result.stdout, pe
+        assert f"{published[pe]:.1f}" in cells, pe
     assert "Not the protocol of dape2024_che_table2" in result.stderr and "train_length 5 vs 40" in result.stderr
 
 

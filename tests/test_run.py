@@ -34,7 +34,7 @@ def test_smoke_run_writes_a_complete_result_the_leaderboard_reads(cli, tmp_path)
     assert "revision" in record["git"] and record["device"].startswith("cpu")
     assert record["wall_time_s"] > 0 and record["steps_per_s"] > 0 and record["final_loss"] > 0
     assert record["parameters"] == 248_962
-    assert "unseen lengths 6..8" in result.stdout and "estimated cost" in result.stdout
+    assert "unseen lengths 6..8" in result.stdout and "estimated cost" in result.stderr  # the outcome; the log
 
     board = cli("leaderboard", "--results", tmp_path, "--format", "json")
     assert board.exit_code == 0, board.stderr

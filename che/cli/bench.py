@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from che.cli.common import PluginOption, app, console, err_console, load_plugins, settings, user_errors
+from che.cli.common import PluginOption, app, err_console, load_plugins, print_tables, say, settings, user_errors
 from che.config import Device
 
 
@@ -52,9 +52,9 @@ def bench_command(
         print(json.dumps(report["records"], indent=1))
         return
     machine = report["machine"]
-    console.print(Text.assemble((machine["device"], "bold"), f", torch {machine['torch']}, timed with "
-                                f"{machine['torch_threads']} thread(s); {task}, N = {length}, batch {batch_size}, "
-                                f"{report['settings']['dtype']}"))
+    say(Text.assemble((machine["device"], "bold"), f", torch {machine['torch']}, timed with "
+                      f"{machine['torch_threads']} thread(s); {task}, N = {length}, batch {batch_size}, "
+                      f"{report['settings']['dtype']}"))
     table = Table(show_lines=False)
     for column in ("pe", "impl", "mode", "pack", "step ms", "x none", "x base", "run-steps/s", "tokens/s",
                    f"eval seq/s @{eval_length}", "eval peak MB"):
@@ -65,6 +65,6 @@ def bench_command(
                       f"{r['run_steps_per_s']:,.1f}", f"{r['tokens_per_s']:,.0f}",
                       "–" if r["eval_seq_per_s"] is None else f"{r['eval_seq_per_s']:.2f}",
                       "–" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:,.0f}")
-    console.print(table)
+    print_tables([table])
     for line in summary_lines(report):
-        console.print(line)
+        say(line)

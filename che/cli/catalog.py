@@ -4,13 +4,15 @@ come from files generated from the code (`che.listings`), so these answer withou
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
 from rich.table import Table
 
-from che.cli.common import PluginOption, app, console, err_console, load_plugins, user_errors
+from che.cli.common import (PluginOption, app, console, err_console, fitted_tables, load_plugins, print_tables,
+                            terminal_width, user_errors)
 from che.errors import CheError
 
 
@@ -52,7 +54,7 @@ def tasks_command(name: Annotated[Optional[str], typer.Argument(help="A task to 
         table.add_row(d["name"], d["level"], f"{d['input_size']}/{d['output_size']}",
                       d["output_length"] + (" masked" if d["masked"] else ""),
                       f"{100 * d['chance_accuracy']:.0f}%", d["source"])
-    console.print(table)
+    print_tables([table])
 
 
 @app.command("sample")
@@ -87,7 +89,9 @@ def pes_command(
     plot: Annotated[Optional[Path], typer.Option(help="With --show: draw the bias (.png, .pdf or .svg).",
                                                  show_default=False)] = None,
     length: Annotated[int, typer.Option(help="Sequence length T for --show.")] = 8,
-    heads: Annotated[int, typer.Option(help="Attention heads for --show.")] = 8,
+    n_heads: Annotated[int, typer.Option(
+        "--n-heads", help="For --show: how many heads the model has (the PE's n_heads; ALiBi's slopes depend on "
+                          "it), all shown.")] = 8,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     plugin: PluginOption = None,
 ):
@@ -98,7 +102,7 @@ def pes_command(
     if plot is not None and show is None:
         raise CheError("--plot draws the bias of --show NAME; give --show")
     if show is not None:
-        _show_bias(show, length, heads, as_json, plugin, plot)
+        _show_bias(show, length, n_heads, as_json, plugin, plot)
         return
     if name is not None or _plugins_in_play(plugin, "che.positional_encodings"):
         load_plugins(plugin)
@@ -119,43 +123,66 @@ def pes_command(
     for row in rows:
         table.add_row(row["name"], row["family"], row["parameters"], row["cite"]
                       + ("" if row["source"] == "builtin" else f" [{row['source']}]"))
-    console.print(table)
-    console.print("Aliases: " + ", ".join(f"{a} = {n}" for r in rows for a, n in r.get("aliases", {}).items()))
+    print_tables([table])
+    aliases = ", ".join(f"{a} = {n}" for r in rows for a, n in r.get("aliases", {}).items())
+    console.print(f"Aliases: {aliases}", soft_wrap=True)
 
 
-def _show_bias(show: str, length: int, heads: int, as_json: bool, plugin, plot: Path | None = None) -> None:
+def _show_bias(show: str, length: int, n_heads: int, as_json: bool, plugin, plot: Path | None = None) -> None:
     from che.models.positional import initial_bias
     from che.plots import FORMATS
     from che.results import check_output
 
     load_plugins(plugin)
     check_output("--plot", plot, FORMATS)
-    bias, note = initial_bias(show, length, heads)
+    bias, note = initial_bias(show, length, n_heads)
     if plot is not None:
         if bias is None:
             raise CheError(f"{show}: {note}; there is no bias to draw")
         from che.plots import heatmaps
 
-        heatmaps([(f"head {h}", [("bias B at initialisation", bias[h].numpy())]) for h in range(min(heads, 8))],
+        heatmaps([(f"head {h}", [("bias B at initialisation", bias[h].numpy())]) for h in range(min(n_heads, 8))],
                  plot, f"{show}, T = {length}" + (f" ({note})" if note else ""))
         err_console.print(f"wrote {plot}")
         return
     if as_json:
         print(json.dumps({"pe": show, "length": length,
-                          "bias": None if bias is None else [[[round(float(v), 6) for v in row] for row in head]
-                                                             for head in bias.tolist()]}
+                          "bias": None if bias is None else [[[round(float(v), 6) + 0.0 for v in row] for row in head]
+                                                             for head in bias.tolist()]}  # + 0.0: no -0.0
                          | ({"note": note} if note else {})))
         return
     if note:
-        console.print(f"{show}: {note}")
+        console.print(f"{show}: {note}", soft_wrap=True)
     for h, head in enumerate([] if bias is None else bias.tolist()):
-        table = Table(title=f"{show}, head {h} (rows: query i, columns: key j)", show_header=True)
-        table.add_column("i\\j")
-        for j in range(length):
-            table.add_column(str(j), justify="right")
-        for i, row in enumerate(head):
-            table.add_row(str(i), *[f"{v:.3g}" for v in row])
-        console.print(table)
+        cells = _numbers(head)
+
+        def table(keys: list[int], part: int, parts: int) -> Table:
+            title = f"{show}, head {h} (rows: query i, columns: key j)"
+            if parts > 1:
+                title += f", keys {keys[0]}..{keys[-1]}"
+            shown = Table(title=title)
+            shown.add_column("i\\j")
+            for j in keys:
+                shown.add_column(str(j), justify="right", no_wrap=True)
+            for i, row in enumerate(cells):
+                shown.add_row(str(i), *[row[j] for j in keys])
+            return shown
+
+        print_tables(fitted_tables(table, list(range(length)), terminal_width()))
+
+
+def _numbers(rows: list[list[float]]) -> list[list[str]]:
+    """A table's numbers as text, all with the decimals that give its largest magnitude three
+    significant digits; no "-0"."""
+    largest = max((abs(v) for row in rows for v in row if math.isfinite(v)), default=0.0)
+    decimals = 0 if largest == 0 else min(6, max(0, 2 - math.floor(math.log10(largest))))
+    zero = f"{0:.{decimals}f}"
+
+    def text(value: float) -> str:
+        shown = f"{value:.{decimals}f}"
+        return zero if shown.lstrip("-") == zero else shown
+
+    return [[text(v) for v in row] for row in rows]
 
 
 @app.command("settings")
@@ -163,18 +190,24 @@ def _show_bias(show: str, length: int, heads: int, as_json: bool, plugin, plot: 
 def settings_command(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False):
     """List every setting of a run: `--set key=value`, and a sweep file's [overrides] table.
 
-    Each with its type, default, the presets' values and what it does."""
+    Each with its type, its value under each preset (cpu, the default, first) and what it does."""
     from che import listings
+    from che.config import DEFAULT_PRESET, PRESETS
 
     rows = listings.describe_settings()
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title="Settings (`che run --set key=value`; a sweep file's [overrides])")
-    for column in ("setting", "type", "default", "presets", "what it does"):
-        table.add_column(column, overflow="fold", no_wrap=column == "setting")
+    presets = [DEFAULT_PRESET] + [p for p in PRESETS if p != DEFAULT_PRESET]
+    table = Table(title="Settings (`che run --set key=value`; a sweep file's [overrides])",
+                  caption=f"{', '.join(presets)}: the value of each setting under --preset NAME; {DEFAULT_PRESET}, "
+                          f"the default, is what a run without --preset gets.")
+    table.add_column("setting", no_wrap=True)
+    table.add_column("type")
+    for preset in presets:
+        table.add_column(f"{preset}\n(default)" if preset == DEFAULT_PRESET else preset, overflow="fold")
+    table.add_column("what it does", overflow="fold")
     for row in rows:
         about = row["about"] + (f" (choices: {', '.join(row['choices'])})" if row["choices"] else "")
-        table.add_row(row["name"], row["type"], json.dumps(row["default"]),
-                      ", ".join(f"{p} {json.dumps(v)}" for p, v in row["presets"].items()), about)
-    console.print(table)
+        table.add_row(row["name"], row["type"], *[json.dumps(row["presets"][p]) for p in presets], about)
+    print_tables([table])

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
-from rich.console import Console
 
-from che.cli.common import ResultsFoldersOption, app, console, err_console, user_errors, wide_console
+from che.cli.common import (ResultsFoldersOption, app, console, err_console, fitted_tables, plain_text,
+                            print_tables, terminal_width, user_errors)
 from che.errors import CheError
 from che.results import DEFAULT_RESULTS
 
@@ -37,26 +38,31 @@ def leaderboard_command(
     One table per protocol: runs of different steps, lengths or model sizes never share a cell."""
     from che import api
     from che import leaderboards as lb
+    from che import protocol as pr
     from che.plots import FORMATS
     from che.results import check_output
 
     check_output("--out", out)
     check_output("--plot", plot, FORMATS)
     runs = api.load_results(results or [DEFAULT_RESULTS])
-    found = lb.protocols(runs)
+    found = pr.protocols(runs)
     labels = [protocol] if protocol is not None else [p.label for p in found]
     if protocol is None and len(found) > 1:
-        err_console.print("note: " + lb.mixed_protocols_line(found), soft_wrap=True)
+        err_console.print("note: " + pr.mixed_protocols_line(found), soft_wrap=True)
     boards = [api.leaderboard(runs, agg=agg, reference=reference, strict=strict, protocol=label) for label in labels]
     for board in boards:
         if format == "table" and lb.protocol_line(board):
             err_console.print(lb.protocol_line(board), soft_wrap=True)
-    rendered = lb.render_all(boards, format)
-    if format == "table":
-        target = Console(record=True, width=220, markup=False) if out is not None else wide_console()
-        for table in rendered:
-            target.print(table)
-        rendered = target.export_text() if out is not None else None
+    if format != "table":
+        rendered = lb.render_all(boards, format)
+    else:  # in a terminal, a board's PEs spread over as many tables as it takes to fit its width
+        width = terminal_width() if out is None else None
+        titled = len(boards) > 1
+        tables = [table for board in boards
+                  for table in fitted_tables(functools.partial(lb.rich_table, board, titled), board.pes, width)]
+        rendered = "".join(plain_text(table) for table in tables) if out is not None else None
+        if out is None:
+            print_tables(tables)
     if out is not None:
         out.write_text(rendered)
         err_console.print(f"wrote {out}")
@@ -100,7 +106,7 @@ def compare_command(
     a, b = table.attrs["pes"]
     rendered = render(table, a, b, format)
     if format == "table":
-        console.print(rendered[0])
+        print_tables([rendered[0]])
         console.print(rendered[1], soft_wrap=True)
     else:
         print(rendered, end="" if rendered.endswith("\n") else "\n")

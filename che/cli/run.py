@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 import typer
 from rich.text import Text
 
-from che.cli.common import (PluginOption, ResultsOption, SetOption, app, console, err_console, load_plugins,
-                            settings, user_errors)
+from che.cli.common import (QUIET_HELP, PluginOption, ResultsOption, SetOption, app, err_console, load_plugins, log,
+                            live_progress, say, settings, user_errors)
 from che.config import Device, Preset
 from che.errors import CheError
 from che.results import DEFAULT_RESULTS
@@ -52,8 +52,7 @@ def run_command(
                                          rich_help_panel="Where")] = False,
     force: Annotated[bool, typer.Option(help="Run again even if finished; discard a checkpoint.",
                                         rich_help_panel="Where")] = False,
-    quiet: Annotated[bool, typer.Option(help="Plain log lines instead of a live display.",
-                                        rich_help_panel="Where")] = False,
+    quiet: Annotated[bool, typer.Option(help=QUIET_HELP, rich_help_panel="Where")] = False,
     plugin: PluginOption = None,
 ):
     """Train one model on a task with a PE, evaluate it on every length, store the result.
@@ -70,16 +69,14 @@ def run_command(
     plan = launch.plan_run(task, pe, config_file=config_file, preset=preset, seeds=seeds, lrs=lrs, steps=steps,
                            device=device, results=results, settings=settings(set_), plugins=plugin, force=force,
                            resume=resume)
-    out = err_console if quiet else console
-    out.print(plan.describe(), soft_wrap=True)
+    log(plan.describe())
     if plan.todo and not plan.resumes(resume):
         estimate = launch.estimate(plan, choose_threads=not chosen_by_user())
         low, high = estimate["train_range_s"]
-        out.print(f"estimated cost: training ~{format_duration(estimate['train_s'])} "
-                  f"({format_duration(low)}-{format_duration(high)}; {1 / estimate['step_s']:.1f} steps/s with "
-                  f"{estimate['threads']} thread(s), measured here), "
-                  f"evaluation ~{format_duration(estimate['eval_s'])}", soft_wrap=True)
-    reporter = FanOut(LogReporter(out) if quiet else RichReporter(console),
+        log(f"estimated cost: training ~{format_duration(estimate['train_s'])} "
+            f"({format_duration(low)}-{format_duration(high)}; {1 / estimate['step_s']:.1f} steps/s with "
+            f"{estimate['threads']} thread(s), measured here), evaluation ~{format_duration(estimate['eval_s'])}")
+    reporter = FanOut(RichReporter(err_console) if live_progress(quiet) else LogReporter(err_console),
                       TensorBoardReporter.maybe(plan.config.tensorboard))
     try:
         outcomes = launch.execute(plan, force=force, resume=resume, reporter=reporter)
@@ -99,22 +96,24 @@ def run_command(
     finally:
         reporter.close()
     config, n = plan.config, plan.config.train_length
-    for run_config, outcome in zip(plan.configs, outcomes):
+    for i, (run_config, outcome) in enumerate(zip(plan.configs, outcomes)):
         label = f"{config.task} x {config.pe}" + (
             "" if len(plan.configs) == 1 else f", seed {run_config.seed} lr {run_config.lr:g}")
         if outcome.status == "failed":
-            out.print(f"\n{label}: failed: {outcome.record['error']}")
+            log(f"{label}: failed: {outcome.record['error']}")
             continue
         record = outcome.record
         if outcome.status == "skipped":
-            out.print(f"already finished (use --force to run again): {outcome.path}")
-        out.print(Text.assemble("\n", (label, "bold"), f": unseen lengths {n + 1}..{config.max_test_length}: ",
-                                (f"{100 * record['ood_accuracy']:.1f}%", "bold"),
-                                f"   seen 1..{n}: {100 * record['in_distribution_accuracy']:.1f}%   "
-                                f"chance {100 * record['chance_accuracy']:.0f}%"))
+            log(f"already finished (use --force to run again): {outcome.path}")
+        if i:
+            say("")
+        say(Text.assemble((label, "bold"), f": unseen lengths {n + 1}..{config.max_test_length}: ",
+                          (f"{100 * record['ood_accuracy']:.1f}%", "bold"),
+                          f"   seen 1..{n}: {100 * record['in_distribution_accuracy']:.1f}%   "
+                          f"chance {100 * record['chance_accuracy']:.0f}%"))
         for line in accuracy_chart(record["accuracy_by_length"], n):
-            out.print("  " + line)
-        out.print(f"result: {outcome.path}")
+            say("  " + line)
+        say(f"result: {outcome.path}")
     if any(o.status == "failed" for o in outcomes):
         raise typer.Exit(1)
 
@@ -134,7 +133,7 @@ def eval_command(
         "--set", help="Another evaluation setting, key=value: eval_dropout, rand_at_eval, eval_batch_size, "
                       "eval_seed, eval_memory_gb.", show_default=False)] = None,
     device: Annotated[Device, typer.Option(help="Where to compute.")] = "auto",
-    quiet: Annotated[bool, typer.Option(help="Plain log lines instead of a live display.")] = False,
+    quiet: Annotated[bool, typer.Option(help=QUIET_HELP)] = False,
     plugin: PluginOption = None,
 ):
     """Evaluate a stored run again on longer lengths or other settings.
@@ -151,12 +150,11 @@ def eval_command(
     record, path = find_run(run, results)
     changes = dict(max_test_length=max_test_length, eval_samples=eval_samples) | settings(set_)
     length = check_reevaluation(record, path, out_results, **changes).max_test_length
-    out = err_console if quiet else console
     torch_device = pick_device(device)
     seconds = evaluation_seconds(record, torch_device, **changes)
-    out.print(f"{record['task']} x {record['pe']} (run {record['run_id']}): evaluating lengths 1..{length} on "
-              f"{torch_device}, estimated cost ~{format_duration(seconds)}", soft_wrap=True)
-    reporter = LogReporter(out) if quiet else RichReporter(console)
+    log(f"{record['task']} x {record['pe']} (run {record['run_id']}): evaluating lengths 1..{length} on "
+        f"{torch_device}, estimated cost ~{format_duration(seconds)}")
+    reporter = RichReporter(err_console) if live_progress(quiet) else LogReporter(err_console)
     reporter.evaluation_started(length)
     try:
         written = reevaluate(record, path, torch_device, out_results, on_length=reporter.length_done, **changes)
@@ -164,11 +162,11 @@ def eval_command(
         reporter.close()
     evaluation = json.loads(written.read_text())
     n = evaluation["config"]["train_length"]
-    out.print(f"{evaluation['task']} x {evaluation['pe']} (run {record['run_id']}): unseen lengths "
-              f"{n + 1}..{length}: {100 * evaluation['ood_accuracy']:.1f}%", soft_wrap=True)
+    say(f"{evaluation['task']} x {evaluation['pe']} (run {record['run_id']}): unseen lengths "
+        f"{n + 1}..{length}: {100 * evaluation['ood_accuracy']:.1f}%")
     for line in accuracy_chart(evaluation["accuracy_by_length"], n):
-        out.print("  " + line)
-    out.print(f"result: {written}", soft_wrap=True)
+        say("  " + line)
+    say(f"result: {written}")
 
 
 @app.command("show")
@@ -178,8 +176,8 @@ def show_command(
     out: Annotated[Path, typer.Option(help="The picture to write (.png, .pdf or .svg).", show_default=False)],
     results: ResultsOption = DEFAULT_RESULTS,
     layer: Annotated[int, typer.Option(help="Attention layer (0 = the first).")] = 0,
-    heads: Annotated[Optional[str], typer.Option(help="Heads to draw, e.g. 0,1,2 [default: the first 8].",
-                                                 show_default=False)] = None,
+    heads: Annotated[Optional[str], typer.Option(
+        help="Which heads to draw: head numbers, e.g. 0,1,2 [default: the first 8].", show_default=False)] = None,
     length: Annotated[Optional[int], typer.Option(help="Input length N [default: the training length].",
                                                   show_default=False)] = None,
     sample: Annotated[int, typer.Option(help="Which test example of that length.", min=0, max=10_000)] = 0,
@@ -188,8 +186,8 @@ def show_command(
 ):
     """Draw what a run's PE learned: bias, DAPE's correction, attention.
 
-    For one test input, per head: the PE's bias B, DAPE's correction f(S, B) and the attention (as
-    the DAPE paper's figures)."""
+    For one test input, per head: FoX's decays D, the PE's bias B, DAPE's correction f(S, B) (those
+    the PE has) and the attention (as the DAPE paper's figures)."""
     from che.plots import FORMATS, attention_pictures
     from che.results import check_output
     from che.runners.inspection import attention_maps

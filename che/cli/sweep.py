@@ -7,7 +7,8 @@ from typing import Annotated, Literal, Optional
 import typer
 from rich.table import Table
 
-from che.cli.common import PluginOption, SetOption, app, console, err_console, settings, user_errors, wide_console
+from che.cli.common import (QUIET_HELP, PluginOption, SetOption, app, err_console, live_progress, log, print_tables,
+                            say, settings, user_errors)
 from che.config import Device, Preset
 
 
@@ -50,7 +51,7 @@ def sweep_command(
     dry_run: Annotated[bool, typer.Option(help="List the runs and the estimated cost; run nothing.")] = False,
     estimate: Annotated[bool, typer.Option(
         "--estimate/--no-estimate", help="With --dry-run: the estimated cost (from a calibration of the device).")] = True,
-    quiet: Annotated[bool, typer.Option(help="Plain log lines instead of a progress bar.")] = False,
+    quiet: Annotated[bool, typer.Option(help=QUIET_HELP)] = False,
     plugin: PluginOption = None,
 ):
     """Run a grid of tasks x PEs x learning rates x seeds; finished runs are skipped, failures recorded.
@@ -69,12 +70,11 @@ def sweep_command(
                              results=results, settings=settings(set_), plugins=plugin, executor=executor,
                              device=device, jobs=jobs, jobs_per_gpu=jobs_per_gpu, pack=pack)
     grid = plan.grid
-    out = err_console if quiet else console
-    out.print(f"sweep {plan.label}: {len(plan.configs)} runs ({grid.describe()}), results in {grid.results}",
-              soft_wrap=True)
-    for note in plan.notes:
-        out.print(note, soft_wrap=True)
-    if dry_run:
+    about = [f"sweep {plan.label}: {len(plan.configs)} runs ({grid.describe()}), results in {grid.results}",
+             *plan.notes]
+    if dry_run:  # what would run is the dry run's outcome
+        for line in about:
+            say(line)
         try:
             report = planning.dry_run(plan.configs, grid.results, executor, device=device, jobs=jobs,
                                       jobs_per_gpu=jobs_per_gpu, pack=plan.pack, slurm=plan.slurm, estimate=estimate)
@@ -85,28 +85,27 @@ def sweep_command(
             table.add_column(column, no_wrap=True)
         for r in report.rows:
             table.add_row(r["task"], r["pe"], str(r["seed"]), f"{r['lr']:g}", r["run_id"], r["state"])
-        wide_console().print(table)
-        console.print(", ".join(f"{n} {state}" for state, n in report.counts.items()), soft_wrap=True)
+        print_tables([table])
+        say(", ".join(f"{n} {state}" for state, n in report.counts.items()))
         for line in report.estimate:
-            console.print(line, soft_wrap=True)
+            say(line)
         return
     factory = make_executor(executor, grid.results, loaded_plugins(), device, jobs, jobs_per_gpu, ray_address,
                             plan.slurm, force=force)
     check_writable(grid.results)  # before any run starts, not in every worker after it trained
-    live = not quiet and console.is_terminal
-    reporter = RichSweepReporter(console) if live else LogSweepReporter(err_console)
+    for line in about:  # after every check: bad input stays one line on stderr
+        log(line)
+    reporter = RichSweepReporter(err_console) if live_progress(quiet) else LogSweepReporter(err_console)
     summary = run_sweep(plan.configs, grid.results, factory, reporter, pack=plan.pack, force=force)
-    console.print(summary.line(), soft_wrap=True)
+    say(f"{summary.line()}; results: {grid.results}")
     if summary.failures:
-        console.print("failed runs are recorded (config, error, traceback) in:", soft_wrap=True)
+        say("failed runs are recorded (config, error, traceback) in:")
         for path in summary.failures[:20]:
-            console.print(f"  {path}", soft_wrap=True)
+            say(f"  {path}")
         if len(summary.failures) > 20:
-            console.print(f"  ... and {len(summary.failures) - 20} more *.failed.json under {grid.results}",
-                          soft_wrap=True)
-        console.print("they are retried when the sweep runs again", soft_wrap=True)
+            say(f"  ... and {len(summary.failures) - 20} more *.failed.json under {grid.results}")
+        say("they are retried when the sweep runs again")
     if summary.stopped:
-        err_console.print("stopped: run the same command again to continue (interrupted runs resume "
-                          "from their checkpoints)", soft_wrap=True)
+        log("stopped: run the same command again to continue (interrupted runs resume from their checkpoints)")
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)

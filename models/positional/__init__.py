@@ -294,10 +294,10 @@ def initial_bias(name: str, length: int, heads: int):
     from che.errors import check_range
 
     check_range("--length", length, 1, 4096)
-    check_range("--heads", heads, 1, 64)
+    check_range("--n-heads", heads, 1, 64)
     if heads * length * length > MAX_SHOWN_ENTRIES:
-        raise CheError(f"--heads x --length^2 = {heads * length * length:,} numbers is more than --show prints "
-                       f"({MAX_SHOWN_ENTRIES:,}); lower --length or --heads")
+        raise CheError(f"--n-heads x --length^2 = {heads * length * length:,} numbers is more than --show prints "
+                       f"({MAX_SHOWN_ENTRIES:,}); lower --length or --n-heads")
 
     from che.config import ModelConfig
 

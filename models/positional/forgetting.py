@@ -87,7 +87,7 @@ class ForgettingAttention(Wrapper):
 
     def bias(self, q, k):
         decay = self.decay.to(q.dtype)
-        if self.record is not None:
-            self.record["bias"] = decay.detach()
         base = self.base.bias(q, k)
+        if self.record is not None:  # D and the wrapped PE's bias apart (none for `fox` alone)
+            self.record.update(decay=decay.detach(), bias=None if base is None else base.detach())
         return decay if base is None else decay + base
