@@ -33,7 +33,7 @@ from che.results import (checkpoint_path, command_line, describe_device, disk_pr
 from che.runners.evaluate import evaluate, summarize
 from che.runners.reporting import Reporter
 from che.runners.stored import model_path, save_model
-from che.runners.train import Trainer, check_pack
+from che.runners.train import CheckpointError, Trainer, check_pack
 
 
 
@@ -220,8 +220,8 @@ def _train_and_evaluate(configs, task, results, device, force, resume, reporter,
         elif resume:
             try:
                 trainer.load(checkpoint)
-            except Exception as exc:
-                raise CheError(f"cannot resume from {checkpoint}: {exc} (use --force to start over)") from exc
+            except CheckpointError as exc:
+                raise CheError(f"cannot resume from {checkpoint}: {exc}; --force starts the run over") from None
         else:
             check_resumable(results, configs, force, resume)
     if len(configs) > 1:
