@@ -2,8 +2,8 @@
 cost model.
 
 The pack's real training step (`Trainer.step`: eager, captured or compiled, as the run will be) is
-timed at the longest training length, after warm-up (with `choose_threads`, on a CPU, with one
-thread and with all of them, keeping the faster). The cost model (`che.runners.cost`, with this
+timed at the longest training length, after warm-up, with the thread count the run will use (never
+chosen by a timing: bits depend on it). The cost model (`che.runners.cost`, with this
 device's calibration) says how the step's time spreads over the length schedule 1..N and what the
 evaluation costs; the measured step corrects the model's speed to this machine now. So nothing runs
 at a test length (a sweep file's `max_test_length = 10000` costs no memory here), and the estimate
@@ -17,50 +17,35 @@ import statistics
 import torch
 from torch.utils import benchmark as torch_benchmark
 
-from che.threads import usable_cores
-
 REPEATS = 3
 
 
-def _timed_steps(trainer, batch, threads: int) -> list[float]:
-    timer = torch_benchmark.Timer("trainer.step(batch)", globals={"trainer": trainer, "batch": batch},
-                                  num_threads=threads)
-    return [timer.timeit(1).median for _ in range(REPEATS)]
-
-
-def estimate_seconds(configs, task, device: torch.device, choose_threads: bool = False) -> dict:
+def estimate_seconds(configs, task, device: torch.device) -> dict:
     """{"train_s", "train_range_s": (low, high), "eval_s", "step_s", "threads"} for the pack
-    `configs` (or one RunConfig). With `choose_threads` (on a CPU), the step is timed with one thread
-    and with all of them, and the faster count is kept (torch's thread count is left at it): small
-    models train faster on one thread, whose ops are too small to share."""
+    `configs` (or one RunConfig), timed with torch's thread count as it is."""
     from che.runners import cost
     from che.runners.train import Trainer
 
     configs = [configs] if not isinstance(configs, (list, tuple)) else list(configs)
     config, pack = configs[0], len(configs)
+    threads = torch.get_num_threads()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         trainer = Trainer(configs, task, device)
         generator = torch.Generator().manual_seed(0)
         batches = [task.sample(config.batch_size, config.train_length, generator) for _ in configs]
         batch = tuple(torch.stack([getattr(b, name) for b in batches]) for name in ("inputs", "targets", "mask"))
-        candidates = [torch.get_num_threads()]
-        if choose_threads and device.type == "cpu" and usable_cores() > 1:
-            candidates = [1, usable_cores()]
-        timings = {}
-        for threads in candidates:
-            torch.set_num_threads(threads)
-            for _ in range(3 if trainer.graphs is not None or config.compile else 1):  # warm-up, capture
-                trainer.step(batch)
-            timings[threads] = _timed_steps(trainer, batch, threads)
-        threads = min(timings, key=lambda t: statistics.median(timings[t]))
-        torch.set_num_threads(threads)
+        for _ in range(3 if trainer.graphs is not None or config.compile else 1):  # warm-up, capture
+            trainer.step(batch)
+        timer = torch_benchmark.Timer("trainer.step(batch)", globals={"trainer": trainer, "batch": batch},
+                                      num_threads=threads)
+        timings = [timer.timeit(1).median for _ in range(REPEATS)]
+    median = statistics.median(timings)
     calibration = cost.for_device(device, threads)
     model = cost.run_seconds(config, task, calibration, pack)
     # the model's step at length N against the measured one: this machine's speed now
-    scale = statistics.median(timings[threads]) / calibration.step_seconds(config, task, config.train_length, pack)
+    scale = median / calibration.step_seconds(config, task, config.train_length, pack)
     step_s = model["step_s"] * pack * scale
-    low, high = (min(timings[threads]) / statistics.median(timings[threads]),
-                 max(timings[threads]) / statistics.median(timings[threads]))
+    low, high = min(timings) / median, max(timings) / median
     return {"train_s": step_s * config.steps, "eval_s": model["eval_s"] * pack * scale, "step_s": step_s,
             "threads": threads, "train_range_s": (low * step_s * config.steps, high * step_s * config.steps)}
 

@@ -19,8 +19,9 @@ On CUDA each step (forward, backward, clipping, Adam, the statistics) is capture
 per training shape and replayed (`che.runners.cuda_graphs`); the host reads the statistics back
 only when it reports, so it samples the next batches while the GPU computes.
 
-A checkpoint holds the weights, the optimiser and every generator, so a resumed run continues bit
-for bit; a sha256 of its contents refuses one damaged since it was written.
+A checkpoint holds the weights, the optimiser, every generator and the torch thread count (sums
+split across threads round differently), so a resumed run continues bit for bit; a sha256 of its
+contents refuses one damaged since it was written.
 """
 
 from __future__ import annotations
@@ -175,6 +176,7 @@ class Trainer:
         self.noise = [noise_generator(c.seed, device) for c in configs]
         self.stats = Statistics(self.pack, device)
         self.state = TrainState(curves=[[] for _ in configs])
+        self.checkpoint_threads: int | None = None  # the torch threads of the checkpoint resumed from
         self.curve_every = max(1, self.config.steps // 100)
         self.forward = torch.compile(self.model) if self.config.compile else self.model
         self.graphs = None
@@ -293,6 +295,7 @@ class Trainer:
         write_checkpoint(path, {
             "identity": self.identity(),
             "step": self.state.step,
+            "threads": torch.get_num_threads(),  # a resumed run continues with it: the same sums, the same bits
             "state": self.state.to_dict(),
             "optimizer": self.optimizer.state_dict(),
             "statistics": self.stats.state_dict(),
@@ -347,6 +350,7 @@ class Trainer:
         for g, s in zip(self.noise, payload["noise"], strict=True):
             g.set_state(s.cpu())
         self.state = TrainState(**payload["state"])
+        self.checkpoint_threads = payload.get("threads")  # None: written before checkpoints recorded it
 
 
 # -- checkpoint files ---------------------------------------------------------------------------------

@@ -172,15 +172,3 @@ def test_threads_are_set_before_torch_and_recorded(tmp_path):
     record = json.loads(next(tmp_path.rglob("*.json")).read_text())
     assert record["threads"] == 1 and record["command"].startswith("che --threads 1 run")
     assert "with 1 thread(s)" in result.stderr
-
-
-def test_the_thread_count_is_measured_when_nobody_chose_it(tmp_path):
-    from conftest import run_che
-
-    env = {"OMP_NUM_THREADS": ""}
-    result = run_che("run", "--task", "parity_check", "--pe", "none", "--preset", "smoke", "--results", tmp_path,
-                     "--quiet", env=env)
-    assert result.returncode == 0, result.stderr
-    from che.threads import usable_cores
-
-    assert json.loads(next(tmp_path.rglob("*.json")).read_text())["threads"] in {1, usable_cores()}

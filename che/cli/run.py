@@ -65,7 +65,6 @@ def run_command(
     from che.runners.estimate import format_duration
     from che.runners.run import diverged_message
     from che.runners.train import Interrupted
-    from che.threads import chosen_by_user
 
     plan = launch.plan_run(task, pe, config_file=config_file, preset=preset, seeds=seeds, lrs=lrs, steps=steps,
                            device=device, results=results, settings=settings(set_), plugins=plugin, force=force,
@@ -73,7 +72,7 @@ def run_command(
     out = err_console if quiet else console
     out.print(plan.describe(), soft_wrap=True)
     if plan.todo and not plan.resumes(resume):
-        estimate = launch.estimate(plan, choose_threads=not chosen_by_user())
+        estimate = launch.estimate(plan)
         low, high = estimate["train_range_s"]
         out.print(f"estimated cost: training ~{format_duration(estimate['train_s'])} "
                   f"({format_duration(low)}-{format_duration(high)}; {1 / estimate['step_s']:.1f} steps/s with "
