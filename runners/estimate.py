@@ -1,13 +1,18 @@
-"""Estimated cost of a run (or a pack of runs) before it starts: one measured step, shaped by the
-cost model.
+"""Estimated cost of a run (or a pack of runs) before it starts: measured steps, shaped by the cost
+model, and the range the run's time is likely to fall in.
 
 The pack's real training step (`Trainer.step`: eager, captured or compiled, as the run will be) is
 timed at the longest training length, after warm-up, with the thread count the run will use (never
-chosen by a timing: bits depend on it). The cost model (`che.runners.cost`, with this
-device's calibration) says how the step's time spreads over the length schedule 1..N and what the
-evaluation costs; the measured step corrects the model's speed to this machine now. So nothing runs
-at a test length (a sweep file's `max_test_length = 10000` costs no memory here), and the estimate
-takes a few steps. Nothing touches the run's own generators or torch's global RNG.
+chosen by a timing: bits depend on it). The cost model (`che.runners.cost`, with this device's
+calibration) says how the step's time spreads over the length schedule 1..N and what the evaluation
+costs; the measured steps correct the model's speed to this machine now. So nothing runs at a test
+length (a sweep file's `max_test_length = 10000` costs no memory here), and the estimate takes a few
+steps. Nothing touches the run's own generators or torch's global RNG.
+
+A step's time varies with what else the machine runs, which a moment's timing cannot foresee. On a
+CPU the range goes from the fastest step timed now to `SHARED_CPU_SLOWDOWN` times the estimate, what
+one more busy process on the cores did to runs on this project's machine; on a GPU, from the fastest
+to the slowest step timed now.
 """
 
 from __future__ import annotations
@@ -17,12 +22,43 @@ import statistics
 import torch
 from torch.utils import benchmark as torch_benchmark
 
-REPEATS = 3
+REPEATS = 5
+# The top of a CPU estimate's range, as a multiple of the estimate: on this project's 2-core
+# development machine, which others share, runs took up to 2.6x their estimate when a CPU-bound
+# process (`yes > /dev/null`) started beside them (README, "Speed", gives the measurements).
+SHARED_CPU_SLOWDOWN = 3.0
+
+
+def likely_range(seconds: float, device: torch.device, spread: tuple[float, float] | None = None) -> tuple[float, float]:
+    """(low, high) around an estimate of `seconds`; `spread`: the fastest and the slowest timed step
+    over their median, None when nothing was timed now (the calibration's estimate alone). On a CPU,
+    from the fastest step (else 1/SHARED_CPU_SLOWDOWN of the estimate: the machine may have been
+    busier when it was calibrated) to SHARED_CPU_SLOWDOWN times the estimate; on a GPU, the spread."""
+    if device.type == "cpu":
+        low = spread[0] if spread is not None else 1 / SHARED_CPU_SLOWDOWN
+        return seconds * low, seconds * SHARED_CPU_SLOWDOWN
+    low, high = spread if spread is not None else (1.0, 1.0)
+    return seconds * low, seconds * high
+
+
+def describe_range(device: torch.device, timed: bool = True) -> str:
+    """What `likely_range` means, in words, for the line that prints it (`timed`: steps were timed now)."""
+    if device.type != "cpu":
+        return "from the fastest to the slowest step timed now" if timed else "the calibration's estimate alone"
+    if timed:
+        return (f"from the fastest step timed now to {SHARED_CPU_SLOWDOWN:g}x the estimate, as when another busy "
+                f"process shares the cores")
+    return (f"{SHARED_CPU_SLOWDOWN:g}x either way, as the machine's load now differs from when it was calibrated")
+
+
+def format_range(seconds: tuple[float, float]) -> str:
+    low, high = seconds
+    return f"{format_duration(low)}-{format_duration(high)}"
 
 
 def estimate_seconds(configs, task, device: torch.device) -> dict:
-    """{"train_s", "train_range_s": (low, high), "eval_s", "step_s", "threads"} for the pack
-    `configs` (or one RunConfig), timed with torch's thread count as it is."""
+    """{"train_s", "train_range_s": (low, high), "eval_s", "eval_range_s", "step_s", "threads"} for
+    the pack `configs` (or one RunConfig), timed with torch's thread count as it is."""
     from che.runners import cost
     from che.runners.train import Trainer
 
@@ -45,9 +81,11 @@ def estimate_seconds(configs, task, device: torch.device) -> dict:
     # the model's step at length N against the measured one: this machine's speed now
     scale = median / calibration.step_seconds(config, task, config.train_length, pack)
     step_s = model["step_s"] * pack * scale
-    low, high = min(timings) / median, max(timings) / median
-    return {"train_s": step_s * config.steps, "eval_s": model["eval_s"] * pack * scale, "step_s": step_s,
-            "threads": threads, "train_range_s": (low * step_s * config.steps, high * step_s * config.steps)}
+    eval_s = model["eval_s"] * pack * scale
+    spread = (min(timings) / median, max(timings) / median)  # this machine's steps vary, even now
+    return {"train_s": step_s * config.steps, "eval_s": eval_s, "step_s": step_s, "threads": threads,
+            "train_range_s": likely_range(step_s * config.steps, device, spread),
+            "eval_range_s": likely_range(eval_s, device, spread)}
 
 
 def training_memory_bytes(config, task, pack: int = 1) -> int:

@@ -62,7 +62,7 @@ def run_command(
     Every other setting is `--set key=value` (`che settings` lists them)."""
     from che.progress import FanOut, LogReporter, RichReporter, TensorBoardReporter, accuracy_chart
     from che.runners import launch
-    from che.runners.estimate import format_duration
+    from che.runners.estimate import describe_range, format_duration, format_range
     from che.runners.run import diverged_message
     from che.runners.train import Interrupted
 
@@ -73,11 +73,11 @@ def run_command(
     out.print(plan.describe(), soft_wrap=True)
     if plan.todo and not plan.resumes(resume):
         estimate = launch.estimate(plan)
-        low, high = estimate["train_range_s"]
         out.print(f"estimated cost: training ~{format_duration(estimate['train_s'])} "
-                  f"({format_duration(low)}-{format_duration(high)}; {1 / estimate['step_s']:.1f} steps/s with "
-                  f"{estimate['threads']} thread(s), measured here), "
-                  f"evaluation ~{format_duration(estimate['eval_s'])}", soft_wrap=True)
+                  f"({format_range(estimate['train_range_s'])}), evaluation ~{format_duration(estimate['eval_s'])} "
+                  f"({format_range(estimate['eval_range_s'])}); {1 / estimate['step_s']:.1f} steps/s with "
+                  f"{estimate['threads']} thread(s), measured here; each range: {describe_range(plan.device)}",
+                  soft_wrap=True)
     reporter = FanOut(LogReporter(out) if quiet else RichReporter(console),
                       TensorBoardReporter.maybe(plan.config.tensorboard))
     try:
@@ -141,7 +141,7 @@ def eval_command(
     The run's kept model is evaluated; the evaluation result, linked to the run, is read by
     `che leaderboard --results` like any result."""
     from che.progress import LogReporter, RichReporter, accuracy_chart
-    from che.runners.estimate import format_duration
+    from che.runners.estimate import describe_range, format_duration, format_range, likely_range
     from che.runners.inspection import check_reevaluation, evaluation_seconds, reevaluate
     from che.runners.run import pick_device
     from che.runners.stored import find_run
@@ -153,8 +153,11 @@ def eval_command(
     out = err_console if quiet else console
     torch_device = pick_device(device)
     seconds = evaluation_seconds(record, torch_device, **changes)
+    low, high = likely_range(seconds, torch_device)
+    span = f"{format_range((low, high))}: " if high > low else ""
     out.print(f"{record['task']} x {record['pe']} (run {record['run_id']}): evaluating lengths 1..{length} on "
-              f"{torch_device}, estimated cost ~{format_duration(seconds)}", soft_wrap=True)
+              f"{torch_device}, estimated cost ~{format_duration(seconds)} "
+              f"({span}{describe_range(torch_device, timed=False)})", soft_wrap=True)
     reporter = LogReporter(out) if quiet else RichReporter(console)
     reporter.evaluation_started(length)
     try:
