@@ -3,8 +3,11 @@
 
 OpenMP threads that spin while they wait starve each other when two processes share the cores
 (measured on a 2-core machine: 0.64 steps/s spinning against 11.6 passive). So `che` makes idle
-threads sleep (OMP_WAIT_POLICY=PASSIVE) and uses at most the cores this process may run on, unless
-the user says otherwise (OMP_NUM_THREADS, `--threads`).
+threads sleep (OMP_WAIT_POLICY=PASSIVE) and uses as many torch threads as the cores this process
+may run on, unless the user says otherwise (OMP_NUM_THREADS, `--threads`). The count is never chosen
+by timing steps: sums split across threads round differently, so a run's bits depend on it, and a
+timing changes with the machine's load. A resumed run continues with the count it started with
+(`che.runners.run.resume_threads`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ def usable_cores() -> int:
 
 # What the environment said before `che` set anything (configure writes OMP_NUM_THREADS itself).
 _USER_THREADS = os.environ.get("OMP_NUM_THREADS", "")
-_chosen_by_user = False
 
 
 def keep_freed_memory() -> bool:
@@ -50,14 +52,13 @@ def keep_freed_memory() -> bool:
 
 def configure(threads: int | None = None) -> int:
     """Passive waiting, and `threads` torch threads (default: OMP_NUM_THREADS if set, else the usable
-    cores). Effective for OpenMP when called before torch is imported; torch's own thread count is
-    set either way. Returns the thread count."""
-    global _chosen_by_user
+    cores: never a timing, since a run's bits depend on its thread count). Effective for OpenMP when
+    called before torch is imported; torch's own thread count is set either way. Returns the thread
+    count."""
     for name, value in WAIT_POLICY.items():
         os.environ.setdefault(name, value)
     keep_freed_memory()
     given = _USER_THREADS
-    _chosen_by_user = threads is not None or (given.isdigit() and int(given) > 0)
     if threads is None:
         threads = int(given) if given.isdigit() and int(given) > 0 else usable_cores()
     for name in THREAD_VARIABLES:
@@ -69,7 +70,3 @@ def configure(threads: int | None = None) -> int:
             torch.set_num_threads(threads)
     return threads
 
-
-def chosen_by_user() -> bool:
-    """Whether the thread count came from --threads or OMP_NUM_THREADS (else `che` may pick one)."""
-    return _chosen_by_user

@@ -89,10 +89,10 @@ def plan_run(task: str | None = None, pe: str | None = None, *, config_file: Pat
     return RunPlan(configs, todo, task_obj, torch_device, grid.results, grid.seeds, need, one_example, free)
 
 
-def estimate(plan: RunPlan, choose_threads: bool) -> dict:
+def estimate(plan: RunPlan) -> dict:
     """`estimate_seconds` of the runs left (see there), allocation failures in one line."""
     with allocation_failures(plan):
-        return estimate_seconds(plan.todo, plan.task, plan.device, choose_threads=choose_threads)
+        return estimate_seconds(plan.todo, plan.task, plan.device)
 
 
 def execute(plan: RunPlan, force: bool = False, resume: bool = False, reporter: Reporter | None = None) -> list[Outcome]:

@@ -9,6 +9,7 @@ atomically, and the checkpoint is removed at the end.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -33,7 +34,7 @@ from che.results import (checkpoint_path, command_line, describe_device, disk_pr
 from che.runners.evaluate import evaluate, summarize
 from che.runners.reporting import Reporter
 from che.runners.stored import model_path, save_model
-from che.runners.train import Trainer, check_pack
+from che.runners.train import CheckpointError, Trainer, check_pack
 
 
 
@@ -141,8 +142,9 @@ def execute_pack(configs: list[RunConfig], results: Path, *, device: str = "auto
                     raise CheError(f"{config.task} x {config.pe} seed {config.seed} lr {config.lr:g} is running "
                                    f"elsewhere ({holder}); wait for it to finish, or stop that process")
                 locks.append(run_lock)
-            for config, outcome in zip(pack, _train_and_evaluate(pack, task, results, device, force, resume,
-                                                                 reporter, checkpoint)):
+            with restored_thread_count():  # a resumed checkpoint trains with its own (`resume_threads`)
+                trained = _train_and_evaluate(pack, task, results, device, force, resume, reporter, checkpoint)
+            for config, outcome in zip(pack, trained):
                 if config.run_id in asked:
                     outcomes[config.run_id] = outcome
         finally:
@@ -208,6 +210,27 @@ def keep_model(outcome: Outcome, state: dict) -> None:
         outcome.record["model"] = None
 
 
+@contextlib.contextmanager
+def restored_thread_count():
+    """Torch's thread count as it was, afterwards."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def resume_threads(trainer: Trainer) -> None:
+    """On a CPU, continue with the torch thread count the resumed checkpoint was trained with (sums
+    split across threads round differently: another count would continue with other bits); one line
+    says so when it is not the count asked for (--threads, OMP_NUM_THREADS, the usable cores)."""
+    asked, saved = torch.get_num_threads(), trainer.checkpoint_threads
+    if trainer.device.type == "cpu" and saved and saved != asked:
+        warnings.warn(f"resuming with {saved} torch thread(s), the count this run started with, not {asked}: "
+                      f"another count would change its numbers", CheWarning, stacklevel=2)
+        torch.set_num_threads(saved)
+
+
 def _train_and_evaluate(configs, task, results, device, force, resume, reporter, checkpoint) -> list[Outcome]:
     torch_device = pick_device(device)
     started_at = dt.datetime.now(dt.timezone.utc)
@@ -220,8 +243,9 @@ def _train_and_evaluate(configs, task, results, device, force, resume, reporter,
         elif resume:
             try:
                 trainer.load(checkpoint)
-            except Exception as exc:
-                raise CheError(f"cannot resume from {checkpoint}: {exc} (use --force to start over)") from exc
+            except CheckpointError as exc:
+                raise CheError(f"cannot resume from {checkpoint}: {exc}; --force starts the run over") from None
+            resume_threads(trainer)
         else:
             check_resumable(results, configs, force, resume)
     if len(configs) > 1:

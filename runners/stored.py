@@ -2,12 +2,15 @@
 
 A run's weights are `<run-id>.model.safetensors` next to `<run-id>.json`: safetensors holds tensors
 only (loading it runs no code), about 1 MB for the CHE model (250k float32 parameters), with the
-run id and configuration in its metadata. `che eval` and `che show` find a run by its result file
-or its run id, and rebuild the model from the weights and the stored configuration.
+run id, the configuration and a sha256 of the weights (`weights_digest`) in its metadata. `che eval`
+and `che show` find a run by its result file or its run id, check the weights against their digest,
+and rebuild the model from them and the stored configuration. Models kept before the digest existed
+load as they are.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -31,14 +34,28 @@ def save_model(path: Path, state: dict[str, torch.Tensor], record: dict) -> None
     from safetensors.torch import save_file
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # the run's folder, if no checkpoint made it
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    metadata = {"run_id": record["run_id"], "config": json.dumps(record["config"]), "format": "che single-run state_dict"}
+    tensors = {k: v.contiguous() for k, v in state.items()}
+    metadata = {"run_id": record["run_id"], "config": json.dumps(record["config"]), "format": "che single-run state_dict",
+                "sha256": weights_digest(tensors)}
     try:
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
+        save_file(tensors, str(tmp), metadata=metadata)
         os.chmod(tmp, 0o666 & ~_umask())
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state_dict: each tensor's name, dtype, shape and bytes, in name order (the same
+    whatever order or layout safetensors gives the file)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def _umask() -> int:
@@ -88,11 +105,13 @@ def _check_names_known(record: dict) -> None:
 
 def read_weights(record: dict, path: Path) -> dict[str, torch.Tensor]:
     """The weights kept beside a result, checked: a readable safetensors file (not truncated, empty or
-    garbage) whose metadata names this run (another run's weights are not evaluated as this one's)."""
+    garbage) whose metadata names this run (another run's weights are not evaluated as this one's)
+    and whose weights match their digest (not damaged since they were written)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     weights = model_path(path)
+    again = f"train the run again with --force (its command is in {path.name}) to keep a new one"
     if not weights.is_file():
         raise CheError(f"{path} has no stored model ({weights.name}): the run was made with --set save_model=false "
                        f"or before models were kept; run it again to keep one")
@@ -102,10 +121,15 @@ def read_weights(record: dict, path: Path) -> dict[str, torch.Tensor]:
         state = load_file(str(weights))
     except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...: a damaged file in one line
         raise CheError(f"the stored model {weights} cannot be read ({type(exc).__name__}: "
-                       f"{str(exc).splitlines()[0] if str(exc) else 'damaged'}); run the run again to keep one") from None
-    if metadata.get("run_id") != record.get("run_id"):
-        raise CheError(f"the stored model {weights} is run {metadata.get('run_id')!r}'s, not {record.get('run_id')!r}'s "
+                       f"{str(exc).splitlines()[0] if str(exc) else 'damaged'}); {again}") from None
+    if "run_id" not in metadata:
+        raise CheError(f"the stored model {weights} has no che metadata (no run id): che did not write it; {again}")
+    if metadata["run_id"] != record.get("run_id"):
+        raise CheError(f"the stored model {weights} is run {metadata['run_id']!r}'s, not {record.get('run_id')!r}'s "
                        f"(the result it sits beside)")
+    if "sha256" in metadata and weights_digest(state) != metadata["sha256"]:  # none in models kept before it existed
+        raise CheError(f"the stored model {weights} does not match its checksum: its weights were damaged after they "
+                       f"were written (the result is unaffected); {again}")
     return state
 
 

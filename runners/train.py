@@ -19,13 +19,17 @@ On CUDA each step (forward, backward, clipping, Adam, the statistics) is capture
 per training shape and replayed (`che.runners.cuda_graphs`); the host reads the statistics back
 only when it reports, so it samples the next batches while the GPU computes.
 
-A checkpoint holds the weights, the optimiser and every generator, so a resumed run continues bit
-for bit.
+A checkpoint holds the weights, the optimiser, every generator and the torch thread count (sums
+split across threads round differently), so a resumed run continues bit for bit; a sha256 of its
+contents refuses one damaged since it was written.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import pickle
 import threading
 import time
 import warnings
@@ -172,6 +176,7 @@ class Trainer:
         self.noise = [noise_generator(c.seed, device) for c in configs]
         self.stats = Statistics(self.pack, device)
         self.state = TrainState(curves=[[] for _ in configs])
+        self.checkpoint_threads: int | None = None  # the torch threads of the checkpoint resumed from
         self.curve_every = max(1, self.config.steps // 100)
         self.forward = torch.compile(self.model) if self.config.compile else self.model
         self.graphs = None
@@ -287,24 +292,17 @@ class Trainer:
         return [c.config_hash() + f"/seed{c.seed}/lr{c.lr:g}" for c in self.configs]
 
     def save(self, path: Path) -> None:
-        payload = {
+        write_checkpoint(path, {
             "identity": self.identity(),
             "step": self.state.step,
+            "threads": torch.get_num_threads(),  # a resumed run continues with it: the same sums, the same bits
             "state": self.state.to_dict(),
             "optimizer": self.optimizer.state_dict(),
             "statistics": self.stats.state_dict(),
             "data_rngs": [g.get_state() for g in self.data_rngs],
             "length_rng": self.length_rng.get_state(),
             "noise": [g.get_state() for g in self.noise],
-        }
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            torch.save(payload, tmp)
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        })
 
     def save_or_warn(self, path: Path) -> bool:
         """Save a checkpoint; one that cannot be written (a full disk) is a warning, not the end of
@@ -312,25 +310,38 @@ class Trainer:
         try:
             self.save(path)
             return True
-        except (OSError, RuntimeError) as exc:  # torch.save on a full disk raises RuntimeError
+        except OSError as exc:
             warnings.warn(f"could not save the checkpoint {path}: {disk_problem(path, exc)}; training goes on "
                           f"(an interruption now loses the steps since the last checkpoint)", CheWarning, stacklevel=2)
             return False
 
     def load(self, path: Path) -> None:
-        """Continue from a checkpoint, after checking that it belongs to these runs and is sane."""
-        payload = torch.load(path, map_location=self.device, weights_only=True)
+        """Continue from a checkpoint, after checking that it is intact (its checksum), belongs to these
+        runs and is sane; a checkpoint written before checkpoints carried a checksum is a warning.
+        Raises CheckpointError (the reason, in words) for one that cannot be resumed from."""
+        payload, verified = read_checkpoint(path, self.device)
+        if not verified:
+            warnings.warn(f"the checkpoint {path} was written before checkpoints carried a checksum: it cannot be "
+                          f"verified, resuming from it as it is", CheWarning, stacklevel=2)
+        try:
+            self._load_payload(payload)
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
+            raise CheckpointError(f"it does not hold what a checkpoint of these runs holds ({first_line(exc)})") from None
+
+    def _load_payload(self, payload: dict) -> None:
         if payload.get("identity") != self.identity():
-            raise ValueError(f"checkpoint {path} belongs to another configuration")
+            raise CheckpointError("it belongs to another configuration")
         step = payload["step"]
         if not isinstance(step, int) or not 0 <= step <= self.config.steps or payload["state"]["step"] != step:
-            raise ValueError(f"checkpoint {path} is at step {step!r}, outside 0..{self.config.steps}")
+            raise CheckpointError(f"it is at step {step!r}, outside 0..{self.config.steps}")
         # The optimiser counts its own steps and the curve has a point per interval: a step number
         # that disagrees with them is not this run's (a checkpoint edited or mixed up).
         adam_steps = int(payload["optimizer"]["count"])
         points = step // self.curve_every + (step == self.config.steps and step % self.curve_every != 0)
         if adam_steps != step or any(len(curve) != points for curve in payload["state"]["curves"]):
-            raise ValueError(f"checkpoint {path} says step {step}, but its optimiser made {adam_steps} steps")
+            raise CheckpointError(f"it says step {step}, but its optimiser made {adam_steps} steps")
         self.optimizer.load_state_dict(payload["optimizer"])
         self.stats.load_state_dict(payload["statistics"])
         for g, s in zip(self.data_rngs, payload["data_rngs"], strict=True):
@@ -339,3 +350,69 @@ class Trainer:
         for g, s in zip(self.noise, payload["noise"], strict=True):
             g.set_state(s.cpu())
         self.state = TrainState(**payload["state"])
+        self.checkpoint_threads = payload.get("threads")  # None: written before checkpoints recorded it
+
+
+# -- checkpoint files ---------------------------------------------------------------------------------
+# A checkpoint file is one header line, CHECKPOINT_HEADER and the sha256 of what follows (64 hex
+# digits), then the bytes torch.save wrote for the payload: the digest is checked before torch reads
+# anything, so damaged data is refused instead of resumed from. Files without the header are
+# checkpoints written before it existed (torch.save's zip archive, as they are).
+CHECKPOINT_HEADER = b"che checkpoint sha256 "
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from; the message says why, in words."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception in one line: its type and the first line of its message (torch's are paragraphs)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def write_checkpoint(path: Path, payload: dict) -> None:
+    """The payload behind its checksum header, atomically (a temporary file renamed)."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getbuffer()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(CHECKPOINT_HEADER + hashlib.sha256(data).hexdigest().encode() + b"\n")
+            f.write(data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[dict, bool]:
+    """(the payload, whether its checksum was verified: False for a checkpoint written before
+    checkpoints carried one). Raises CheckpointError for a file that is damaged, truncated or not a
+    checkpoint."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"it cannot be read ({exc.strerror or exc})") from None
+    if data.startswith(CHECKPOINT_HEADER):
+        header, _, body = data.partition(b"\n")
+        if hashlib.sha256(body).hexdigest().encode() != header.removeprefix(CHECKPOINT_HEADER):
+            raise CheckpointError("its contents do not match their checksum (the file was damaged or truncated "
+                                  "after it was written)")
+        verified = True
+    elif data.startswith(_ZIP_MAGIC):
+        body, verified = data, False
+    else:
+        raise CheckpointError("the file is empty" if not data else "it is not a che checkpoint (no checkpoint header)")
+    try:
+        payload = torch.load(io.BytesIO(body), map_location=device, weights_only=True)
+    except pickle.UnpicklingError:  # torch's weights_only refusal: a paragraph about trusting the source
+        raise CheckpointError("it holds objects other than tensors and plain values: not a che checkpoint") from None
+    except Exception:  # noqa: BLE001 - torch's readers raise many types, with paragraphs about miniz
+        raise CheckpointError("it is damaged or truncated (torch cannot read it)") from None
+    if not isinstance(payload, dict):
+        raise CheckpointError("it is not a che checkpoint (no checkpoint payload)")
+    return payload, verified

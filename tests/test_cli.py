@@ -175,18 +175,6 @@ def test_threads_are_set_before_torch_and_recorded(tmp_path):
     assert "with 1 thread(s)" in result.stderr
 
 
-def test_the_thread_count_is_measured_when_nobody_chose_it(tmp_path):
-    from conftest import run_che
-
-    env = {"OMP_NUM_THREADS": ""}
-    result = run_che("run", "--task", "parity_check", "--pe", "none", "--preset", "smoke", "--results", tmp_path,
-                     "--quiet", env=env)
-    assert result.returncode == 0, result.stderr
-    from che.threads import usable_cores
-
-    assert json.loads(next(tmp_path.rglob("*.json")).read_text())["threads"] in {1, usable_cores()}
-
-
 # -- what the screen shows: tables fit a terminal and are whole in a file, the outcome on stdout ----
 def body_rows(text: str) -> list[list[str]]:
     """The body rows of the rich tables in `text` (what lies between a header's ┡ and the closing └),

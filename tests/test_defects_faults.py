@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from che.runners import run as run_module
+from che.runners import train as train_module
 from che.runners.run import execute_pack, find_checkpoint, pack_checkpoint_path
 from conftest import run_alone
 
@@ -30,7 +31,8 @@ def full_disk_for(folder: Path, monkeypatch):
     import safetensors
     import safetensors.torch
 
-    real_write, real_save, real_torch_save = run_module.write_json_atomic, safetensors.torch.save_file, torch.save
+    real_write, real_save = run_module.write_json_atomic, safetensors.torch.save_file
+    real_write_checkpoint = train_module.write_checkpoint
 
     def under(path) -> bool:
         return Path(path).resolve().is_relative_to(folder.resolve())
@@ -45,15 +47,14 @@ def full_disk_for(folder: Path, monkeypatch):
             raise safetensors.SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
         return real_save(tensors, path, metadata=metadata)
 
-    def torch_save(obj, path, *args, **kwargs):
+    def write_checkpoint(path, payload):
         if under(path):
-            raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing "
-                               "file data/0: file write failed (unexpected pos 64 vs 3212)")
-        return real_torch_save(obj, path, *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_checkpoint(path, payload)
 
     monkeypatch.setattr(run_module, "write_json_atomic", write_json_atomic)
     monkeypatch.setattr(safetensors.torch, "save_file", save_file)
-    monkeypatch.setattr(torch, "save", torch_save)
+    monkeypatch.setattr(train_module, "write_checkpoint", write_checkpoint)
 
 
 @pytest.mark.parametrize("save_model", [True, False])
@@ -75,14 +76,11 @@ def test_a_full_disk_rescues_every_result_of_the_pack(tmp_path, monkeypatch, sav
 def test_a_full_disk_at_a_checkpoint_is_a_warning_and_the_run_finishes(tmp_path, monkeypatch):
     results = tmp_path / "runs"
     config = pack(seeds=(0,))[0]
-    real_save = torch.save
 
-    def failing_checkpoints(obj, path, *args, **kwargs):
-        if ".ckpt" in str(path):
-            raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed (unexpected pos 64)")
-        return real_save(obj, path, *args, **kwargs)
+    def failing_checkpoints(path, payload):
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(torch, "save", failing_checkpoints)
+    monkeypatch.setattr(train_module, "write_checkpoint", failing_checkpoints)
     with pytest.warns(UserWarning, match="could not save the checkpoint .*training goes on"):
         outcome = run_alone(config, results, device="cpu")
     assert outcome.status == "finished" and json.loads(outcome.path.read_text())["status"] == "finished"

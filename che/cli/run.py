@@ -61,21 +61,20 @@ def run_command(
     Every other setting is `--set key=value` (`che settings` lists them)."""
     from che.progress import FanOut, LogReporter, RichReporter, TensorBoardReporter, accuracy_chart
     from che.runners import launch
-    from che.runners.estimate import format_duration
+    from che.runners.estimate import describe_range, format_duration, format_range
     from che.runners.run import diverged_message
     from che.runners.train import Interrupted
-    from che.threads import chosen_by_user
 
     plan = launch.plan_run(task, pe, config_file=config_file, preset=preset, seeds=seeds, lrs=lrs, steps=steps,
                            device=device, results=results, settings=settings(set_), plugins=plugin, force=force,
                            resume=resume)
     log(plan.describe())
     if plan.todo and not plan.resumes(resume):
-        estimate = launch.estimate(plan, choose_threads=not chosen_by_user())
-        low, high = estimate["train_range_s"]
+        estimate = launch.estimate(plan)
         log(f"estimated cost: training ~{format_duration(estimate['train_s'])} "
-            f"({format_duration(low)}-{format_duration(high)}; {1 / estimate['step_s']:.1f} steps/s with "
-            f"{estimate['threads']} thread(s), measured here), evaluation ~{format_duration(estimate['eval_s'])}")
+            f"({format_range(estimate['train_range_s'])}), evaluation ~{format_duration(estimate['eval_s'])} "
+            f"({format_range(estimate['eval_range_s'])}); {1 / estimate['step_s']:.1f} steps/s with "
+            f"{estimate['threads']} thread(s), measured here; each range: {describe_range(plan.device)}")
     reporter = FanOut(RichReporter(err_console) if live_progress(quiet) else LogReporter(err_console),
                       TensorBoardReporter.maybe(plan.config.tensorboard))
     try:
@@ -141,7 +140,7 @@ def eval_command(
     The run's kept model is evaluated; the evaluation result, linked to the run, is read by
     `che leaderboard --results` like any result."""
     from che.progress import LogReporter, RichReporter, accuracy_chart
-    from che.runners.estimate import format_duration
+    from che.runners.estimate import describe_range, format_duration, format_range, likely_range
     from che.runners.inspection import check_reevaluation, evaluation_seconds, reevaluate
     from che.runners.run import pick_device
     from che.runners.stored import find_run
@@ -152,8 +151,11 @@ def eval_command(
     length = check_reevaluation(record, path, out_results, **changes).max_test_length
     torch_device = pick_device(device)
     seconds = evaluation_seconds(record, torch_device, **changes)
+    low, high = likely_range(seconds, torch_device)
+    span = f"{format_range((low, high))}: " if high > low else ""
     log(f"{record['task']} x {record['pe']} (run {record['run_id']}): evaluating lengths 1..{length} on "
-        f"{torch_device}, estimated cost ~{format_duration(seconds)}")
+        f"{torch_device}, estimated cost ~{format_duration(seconds)} "
+        f"({span}{describe_range(torch_device, timed=False)})")
     reporter = RichReporter(err_console) if live_progress(quiet) else LogReporter(err_console)
     reporter.evaluation_started(length)
     try:
