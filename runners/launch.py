@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from che.config import RunConfig
-from che.errors import CheError
+from che.errors import CheError, echo
 from che.registry import TASKS
 from che.results import is_finished, result_path
 from che.runners.estimate import (available_memory_bytes, estimate_seconds, evaluation_memory_bytes,
@@ -66,7 +66,10 @@ def plan_run(task: str | None = None, pe: str | None = None, *, config_file: Pat
     label, values = read_spec(str(config_file), "config file") if config_file is not None else ("command line", {})
     grid = build_grid(values, label, tasks=task, pes=pe, seeds=seeds, lrs=lrs, preset=preset, results=results,
                       plugins=plugins, require_tasks="--task", require_pes="--pe",
-                      options={"tasks": "--task", "pes": "--pe"}, **({**(settings or {})} | _given(steps=steps)))
+                      options={"tasks": "--task", "pes": "--pe"}, **settings_with_options(settings, steps=steps))
+    if grid.slurm:
+        raise CheError(f"slurm settings ({', '.join(echo(key) for key in sorted(grid.slurm))}) are for "
+                       f"`che sweep --executor slurm`, not che run")
     if len(grid.tasks) != 1 or len(grid.pes) != 1:
         raise CheError(f"che run trains one task x PE, {label} gives {len(grid.tasks)} task(s) x {len(grid.pes)} "
                        f"PE(s); use che sweep for a grid")
@@ -102,9 +105,14 @@ def execute(plan: RunPlan, force: bool = False, resume: bool = False, reporter: 
                             reporter=reporter)
 
 
-def _given(**options) -> dict:
-    """The options given (not None): they win over the same settings given with --set."""
-    return {key: value for key, value in options.items() if value is not None}
+def settings_with_options(settings: dict | None, **options) -> dict:
+    """The settings (--set) and the options that set one (--steps, che eval's --max-test-length), each
+    given once: a setting given both ways is refused, rather than one of them silently winning."""
+    given = {key: value for key, value in options.items() if value is not None}
+    both = sorted(given.keys() & (settings or {}).keys())
+    if both:
+        raise CheError(f"give --{both[0].replace('_', '-')} or --set {both[0]}=..., not both")
+    return {**(settings or {}), **given}
 
 
 def probe_sampler(task, config: RunConfig) -> None:
@@ -172,7 +180,7 @@ def plan_sweep(spec: str | None, *, tasks=None, pes=None, seeds=None, lrs=None, 
     check_range("--jobs-per-gpu", jobs_per_gpu, 1, 64)
     label, values = read_spec(spec) if spec else ("command line", {})
     grid = build_grid(values, label, tasks=tasks, pes=pes, seeds=seeds, lrs=lrs, preset=preset, results=results,
-                      plugins=plugins, **({**(settings or {})} | _given(steps=steps)))
+                      plugins=plugins, **settings_with_options(settings, steps=steps))
     slurm, notes = None, []
     if executor == "slurm":
         from che.runners.executors.slurm import options_from_table

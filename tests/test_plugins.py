@@ -93,7 +93,7 @@ def test_pe_plugin_parameters_learn(tmp_path):
 
 def test_a_positions_only_bias_pe_needs_rand_mode_positions(tmp_path):
     """A plugin bias defined from positions alone cannot take RPE's random offsets: a clear error
-    names the way out; with --rand-mode positions it trains."""
+    names the way out; with --set rand_mode=positions it trains."""
     from che.models import Transformer
 
     from che.config import ModelConfig
@@ -107,7 +107,7 @@ def test_a_positions_only_bias_pe_needs_rand_mode_positions(tmp_path):
         "    def bias_from_positions(self, p):\n"
         "        return -(p[:, None] ** 2 - p[None, :] ** 2).abs().float()[None].expand(self.config.n_heads, -1, -1)\n")
     load_plugin(str(plugin))
-    with pytest.raises(CheError, match="--rand-mode positions"):
+    with pytest.raises(CheError, match="--set rand_mode=positions"):
         Transformer(ModelConfig(input_size=2, output_size=2, pe="rand-squares"))
     model = Transformer(ModelConfig(input_size=2, output_size=2, pe="rand-squares", rand_mode="positions"))
     assert model(torch_randint(), 3).shape == (4, 3, 2)

@@ -144,12 +144,13 @@ def eval_command(
     from che.progress import LogReporter, RichReporter, accuracy_chart
     from che.runners.estimate import format_duration
     from che.runners.inspection import check_reevaluation, evaluation_seconds, reevaluate
+    from che.runners.launch import settings_with_options
     from che.runners.run import pick_device
     from che.runners.stored import find_run
 
     load_plugins(plugin)
     record, path = find_run(run, results)
-    changes = dict(max_test_length=max_test_length, eval_samples=eval_samples) | settings(set_)
+    changes = settings_with_options(settings(set_), max_test_length=max_test_length, eval_samples=eval_samples)
     length = check_reevaluation(record, path, out_results, **changes).max_test_length
     out = err_console if quiet else console
     torch_device = pick_device(device)

@@ -139,7 +139,7 @@ def parse_pe(name: str, config) -> PEBuild:
         mode = config.rand_mode  # one of che.config.RAND_MODES (RunConfig.validate checks it)
         if mode != "positions" and issubclass(cls, BiasPE) and not cls.defines_offsets():
             raise CheError(f"'{name}': '{cls.name}' defines its bias from positions only, so it cannot draw "
-                           f"random offsets; use --rand-mode positions")
+                           f"random offsets; use --set rand_mode=positions")
     if dape and not dape_accepts(cls):
         accepted = ", ".join(sorted({c.name for c in classes.values() if dape_accepts(c)}))
         raise CheError(f"'{name}': DAPE needs an additive-bias PE or none, not '{cls.name}' "
@@ -238,7 +238,7 @@ def describe_pes(config) -> list[dict]:
         {"name": "rand-<pe>", "family": "modifier", "parameters": "as <pe>",
          "bidirectional": "as <pe>; redrawn every forward pass (per layer for attention PEs), shared by "
                           f"the batch, L = {config.rand_max_length}. Absolute and rotary PEs: T sorted "
-                          "positions from [0, L). Relative and bias PEs by --rand-mode: offsets (default, "
+                          "positions from [0, L). Relative and bias PEs by --set rand_mode=...: offsets (default, "
                           "RPE's method: sorted r_1 < ... < r_{T-1} from [1, L), distance |i-j| -> r_|i-j|), "
                           "reference (RPE's released code bit for bit; its NOISY_RELATIVE encodes every key "
                           "right of the query alike) or positions (T sorted positions, offsets p_i - p_j)",
