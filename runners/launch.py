@@ -171,7 +171,7 @@ def plan_sweep(spec: str | None, *, tasks=None, pes=None, seeds=None, lrs=None, 
     (the file's [slurm] table and `--set slurm.KEY=VALUE`)."""
     from che.errors import check_range
     from che.runners.executors import EXECUTORS
-    from che.runners.packs import parse_pack
+    from che.runners.packs import make_packs, parse_pack
 
     if executor not in EXECUTORS:
         raise CheError(f"unknown executor '{executor}' (choices: {', '.join(EXECUTORS)})")
@@ -187,15 +187,24 @@ def plan_sweep(spec: str | None, *, tasks=None, pes=None, seeds=None, lrs=None, 
 
         slurm = options_from_table(device, grid.slurm)
     elif grid.slurm:
-        raise CheError(f"slurm settings ({', '.join(sorted(grid.slurm))}) are for the slurm executor "
-                       f"(add --executor slurm)")
+        raise CheError(f"slurm settings ({', '.join(echo(key) for key in sorted(grid.slurm))}) are for the slurm "
+                       f"executor (add --executor slurm)")
     configs = grid.configs()
-    # what a pack's memory is measured on: the sweep's device; for SLURM jobs nothing (this machine,
-    # a login node, trains nothing), so `--pack auto` gives one run per job there
-    pack_size = parse_pack(pack, configs, device if slurm is None else "cpu")
-    if slurm is not None and slurm.gpus and pack == "auto":
-        notes.append("--pack auto: nothing is measured on the machine that submits SLURM jobs, so each job "
-                     "trains one run (--pack K trains K runs per job)")
-    if pack_size > 1:
-        notes.append(f"runs that differ only in seed and lr train in packs of up to {pack_size}")
+    # `--pack auto` measures a pack's memory on the GPU the runs use. GPUs elsewhere (SLURM jobs', a
+    # Ray cluster's that this machine lacks) are not measured from here: one run per job there.
+    # CPU jobs take the CPU rule, which measures nothing.
+    gpus_elsewhere = ((slurm is not None and slurm.gpus > 0)
+                      or (executor == "ray" and device == "cuda" and not torch.cuda.is_available()))
+    if pack == "auto" and gpus_elsewhere:
+        pack_size = 1
+        notes.append(f"--pack auto: nothing is measured on the machine that submits the "
+                     f"{'SLURM jobs' if slurm is not None else 'Ray tasks'}, so each trains one run "
+                     f"(--pack K trains K runs in each)")
+    else:
+        pack_size = parse_pack(pack, configs, device if slurm is None else "cpu")
+    if pack_size > 1:  # split evenly: a cell's 9 runs in packs of up to 4 are 3 packs of 3
+        packs = make_packs(configs, pack_size)
+        low, high = min(map(len, packs)), max(map(len, packs))
+        notes.append(f"runs that differ only in seed and lr train together, in packs of up to {pack_size}: here "
+                     f"{len(packs)} packs of {low if low == high else f'{low}-{high}'} run(s)")
     return SweepPlan(grid, label, configs, pack_size, slurm, notes)
