@@ -70,6 +70,30 @@ def test_a_full_disk_rescues_every_result_of_the_pack(tmp_path, monkeypatch, sav
     assert {json.loads(p.read_text())["run_id"] for p in rescued} >= {c.run_id for c in configs}
     if save_model:
         assert any("could not keep the model" in str(w.message) for w in caught)
+    # the list of the pack's runs was written (small), its checkpoint never was: the list goes too
+    assert not list(results.rglob("*.ckpt")) and not list(results.rglob("pack-*.ckpt.json"))
+
+
+def test_a_results_folder_that_cannot_take_a_byte_is_refused_and_left_clean(tmp_path):
+    """The check before training writes a probe; on a folder whose writes fail (here every write of
+    data: RLIMIT_FSIZE 0, as a full disk fails them) it is refused in one line and leaves no file."""
+    import resource
+    import subprocess
+    import sys
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+
+    def no_bytes():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "che", "run", "--task", "parity_check", "--pe", "none", "--preset", "smoke",
+         "--results", str(folder), "--quiet"], capture_output=True, text=True, timeout=300, preexec_fn=no_bytes,
+        cwd=Path(__file__).parent.parent)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot write to the results folder '{folder}'")
+    assert list(folder.iterdir()) == []
 
 
 def test_a_full_disk_at_a_checkpoint_is_a_warning_and_the_run_finishes(tmp_path, monkeypatch):
