@@ -6,6 +6,7 @@ values, the task's sampler, memory, a checkpoint that needs --resume, the execut
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 
 from che.config import RunConfig
 from che.errors import CheError, echo
-from che.registry import TASKS
+from che.registry import TASKS, CheWarning
 from che.results import is_finished, result_path
 from che.runners.estimate import (available_memory_bytes, estimate_seconds, evaluation_memory_bytes,
                                   training_memory_bytes)
@@ -89,6 +90,9 @@ def plan_run(task: str | None = None, pe: str | None = None, *, config_file: Pat
     todo = configs if force else [c for c in configs if not is_finished(result_path(grid.results, c))]
     if todo:
         check_resumable(grid.results, todo, force, resume)  # at once, not after an estimate
+        if resume and not force and not find_checkpoint(grid.results, todo)[0].exists():
+            warnings.warn(f"--resume: no checkpoint of {'this run' if len(todo) == 1 else 'these runs'} in "
+                          f"{grid.results}; training from step 0", CheWarning, stacklevel=2)
     return RunPlan(configs, todo, task_obj, torch_device, grid.results, grid.seeds, need, one_example, free)
 
 

@@ -52,10 +52,13 @@ def main(args: list[str] | None = None) -> None:
     `error: ...`, with exit code 2; exits with the command's code."""
     from typer.exceptions import TyperException
 
+    from che.runners.stopping import exit_code, signal_name, sigterm_as_ctrl_c
+
     args = sys.argv[1:] if args is None else list(args)
     os.environ["CHE_COMMAND"] = shlex.join(["che", *args])  # stored with each result
     try:
-        code = typer.main.get_command(app).main(args=args, prog_name="che", standalone_mode=False)
+        with sigterm_as_ctrl_c():  # `che run` then saves its checkpoint on SIGTERM as on Ctrl-C
+            code = typer.main.get_command(app).main(args=args, prog_name="che", standalone_mode=False)
     except TyperException as exc:  # click's usage errors (exit code 2) and other reported errors
         from che.errors import echo_words
 
@@ -64,8 +67,10 @@ def main(args: list[str] | None = None) -> None:
         message = setting_given_as_option(exc, args) or exc.format_message()
         print(f"error: {echo_words(message)} (see {where} --help)", file=sys.stderr)
         sys.exit(getattr(exc, "exit_code", 2))
-    except typer.Abort:
-        sys.exit(130)
+    except typer.Abort as exc:  # Ctrl-C, or SIGTERM (`Stopped`), where the command does not handle it
+        if signal_name(exc.__cause__):
+            print(f"stopped by {signal_name(exc.__cause__)}", file=sys.stderr)
+        sys.exit(exit_code(exc.__cause__))
     sys.exit(code if isinstance(code, int) else 0)
 
 

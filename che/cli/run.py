@@ -64,6 +64,7 @@ def run_command(
     from che.runners import launch
     from che.runners.estimate import format_duration
     from che.runners.run import diverged_message
+    from che.runners.stopping import exit_code, signal_name
     from che.runners.train import Interrupted
     from che.threads import chosen_by_user
 
@@ -83,15 +84,16 @@ def run_command(
                       TensorBoardReporter.maybe(plan.config.tensorboard))
     try:
         outcomes = launch.execute(plan, force=force, resume=resume, reporter=reporter)
-    except Interrupted as stop:
+    except Interrupted as stop:  # Ctrl-C or SIGTERM in training: a checkpoint, then stop
         reporter.close()
         print(f"{stop}; continue with the same command and --resume", file=sys.stderr)
-        raise typer.Exit(130) from None
-    except KeyboardInterrupt:  # during evaluation: training ended with a checkpoint
+        raise typer.Exit(exit_code(stop)) from None
+    except KeyboardInterrupt as stop:  # during evaluation: training ended with a checkpoint
         reporter.close()
-        print("interrupted during evaluation; the trained model is in its checkpoint: continue with the same "
-              "command and --resume", file=sys.stderr)
-        raise typer.Exit(130) from None
+        by = signal_name(stop)
+        print(f"interrupted{f' by {by}' if by else ''} during evaluation; the trained model is in its checkpoint: "
+              f"continue with the same command and --resume", file=sys.stderr)
+        raise typer.Exit(exit_code(stop)) from None
     except FloatingPointError as exc:  # every run being trained diverged
         reporter.close()
         print(f"error: {diverged_message(exc, plan.todo)}", file=sys.stderr)
