@@ -210,5 +210,5 @@ def plan_sweep(spec: str | None, *, tasks=None, pes=None, seeds=None, lrs=None, 
         packs = make_packs(configs, pack_size)
         low, high = min(map(len, packs)), max(map(len, packs))
         notes.append(f"runs that differ only in seed and lr train together, in packs of up to {pack_size}: here "
-                     f"{len(packs)} packs of {low if low == high else f'{low}-{high}'} run(s)")
+                     f"{len(packs)} pack(s) of {low if low == high else f'{low}-{high}'} run(s)")
     return SweepPlan(grid, label, configs, pack_size, slurm, notes)

@@ -202,7 +202,7 @@ def test_the_readmes_slurm_and_ray_dry_runs_agree_with_themselves(cli, monkeypat
         result = cli(*command.split(), "--results", "/nonexistent/che-dry-run", "--dry-run")
         assert result.exit_code == 0, (command, result.stderr)
         assert "GPUs like cuda: NVIDIA H200" in result.stdout or "nodes like cuda: NVIDIA H200" in result.stdout
-        announced = re.search(r"here (\d+) packs of (\d+) run\(s\)", result.stdout)
+        announced = re.search(r"here (\d+) pack\(s\) of (\d+) run\(s\)", result.stdout)
         if executor == "slurm":
             jobs = re.search(r"on SLURM: (\d+) job\(s\) of (\d+) run\(s\)", result.stdout)
             assert announced and jobs and announced.groups() == jobs.groups(), result.stdout
