@@ -175,7 +175,7 @@ def test_a_partly_written_pack_resumes_from_its_checkpoint(tmp_path, monkeypatch
 
 
 def test_che_run_says_resume_before_estimating_and_says_where_it_resumes(cli, tmp_path, monkeypatch):
-    import che.runners.estimate as estimate
+    from che.runners import launch  # patched where `che run` calls it (a name it imported)
 
     results = tmp_path / "runs"
     config = pack(seeds=(0,))[0]
@@ -189,11 +189,11 @@ def test_che_run_says_resume_before_estimating_and_says_where_it_resumes(cli, tm
         run_alone(config, results, device="cpu", reporter=StopAtSix())
     args = ("run", "--task", "parity_check", "--pe", "alibi", "--preset", "smoke", "--steps", 12,
             "--set", "checkpoint_every=4", "--results", results, "--quiet")
-    real = estimate.estimate_seconds
-    monkeypatch.setattr(estimate, "estimate_seconds", lambda *a, **k: pytest.fail("estimated before refusing"))
+    real = launch.estimate_seconds
+    monkeypatch.setattr(launch, "estimate_seconds", lambda *a, **k: pytest.fail("estimated before refusing"))
     refused = cli(*args)
     assert refused.exit_code == 2 and "pass --resume" in refused.stderr
-    monkeypatch.setattr(estimate, "estimate_seconds", real)
+    monkeypatch.setattr(launch, "estimate_seconds", real)
     resumed = cli(*args, "--resume")
     assert resumed.exit_code == 0, resumed.stderr
     assert "resuming from step 4" in resumed.output
