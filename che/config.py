@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from che.errors import CheError, unknown_name_error
+from che.errors import CheError, echo, unknown_name_error
 
 # The choices of a setting, named once: the models, the runners and the CLI use these.
 Device = Literal["auto", "cpu", "cuda"]
@@ -96,7 +96,7 @@ class ModelConfig:
             raise CheError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         for name, choices in CHOICES.items():
             if hasattr(self, name) and getattr(self, name) not in choices:
-                raise CheError(f"{name}: unknown value '{getattr(self, name)}' (choices: {', '.join(choices)})")
+                raise CheError(f"{name}: unknown value '{echo(getattr(self, name))}' (choices: {', '.join(choices)})")
 
 
 # The fields of a ModelConfig that a run sets (the others come from the task).
@@ -226,7 +226,7 @@ class RunConfig:
         if not 0 < self.max_grad_norm < math.inf:  # <= 0 would turn clipping into gradient ascent
             raise CheError(f"max_grad_norm must be a positive number, got {self.max_grad_norm}")
         if self.precision not in PRECISIONS:
-            raise CheError(f"precision: unknown value '{self.precision}' (choices: {', '.join(PRECISIONS)})")
+            raise CheError(f"precision: unknown value '{echo(self.precision)}' (choices: {', '.join(PRECISIONS)})")
         if not 0 < self.eval_memory_gb < math.inf:
             raise CheError(f"eval_memory_gb must be a positive number, got {self.eval_memory_gb}")
         for name in ("seed", "length_seed", "eval_seed"):
@@ -285,7 +285,7 @@ def typed_value(name: str, value, what: str = "config"):
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is not None and (not isinstance(value, expected) or (expected is int and isinstance(value, bool))):
-        raise CheError(f"{what}: {name} must be {declared}, got {value!r}")
+        raise CheError(f"{what}: {name} must be {declared}, got {echo(repr(value))}")
     return value
 
 
@@ -294,7 +294,7 @@ def parse_setting(text: str, what: str = "--set") -> tuple[str, object]:
     key, sep, raw = text.partition("=")
     key, raw = key.strip().replace("-", "_"), raw.strip()
     if not sep or not key:
-        raise CheError(f"{what} takes key=value, got {text!r} (`che settings` lists the keys)")
+        raise CheError(f"{what} takes key=value, got {echo(repr(text))} (`che settings` lists the keys)")
     if key.startswith("slurm."):  # the slurm executor's table: checked there
         return key, _slurm_value(raw)
     if key in ("task", "pe", "preset"):
@@ -312,7 +312,7 @@ def parse_setting(text: str, what: str = "--set") -> tuple[str, object]:
         else:
             value = FIELD_TYPES[declared](raw)
     except (ValueError, json.JSONDecodeError):
-        raise CheError(f"{what}: {key} must be {declared}, got {raw!r}") from None
+        raise CheError(f"{what}: {key} must be {declared}, got {echo(repr(raw))}") from None
     return key, typed_value(key, value, what)
 
 

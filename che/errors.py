@@ -1,13 +1,28 @@
 """User-facing errors: the CLI prints them as one line on stderr and exits with code 2."""
 
 import difflib
+import re
 from collections.abc import Iterable
 
 LISTED_UP_TO = 20  # longer lists of choices (the 66 PE names) are named by the command that lists them
+ECHOED_UP_TO = 60  # characters of the user's input that a message repeats: a mistyped name, not a pasted file
 
 
 class CheError(Exception):
     """A problem with the user's input or data, reported without a traceback."""
+
+
+def echo(text) -> str:
+    """What the user typed, as a message repeats it: whole up to ECHOED_UP_TO characters, else its
+    beginning and an ellipsis (a 10,000-character name makes a one-line error, not a page)."""
+    text = str(text)
+    return text if len(text) <= ECHOED_UP_TO else text[:ECHOED_UP_TO - 3] + "..."
+
+
+def echo_words(message: str) -> str:
+    """Another library's message (click's usage errors), each word of it longer than ECHOED_UP_TO
+    characters (what the user typed) shortened as `echo` does."""
+    return re.sub(rf"\S{{{ECHOED_UP_TO + 1},}}", lambda match: echo(match.group()), message)
 
 
 def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
@@ -29,7 +44,7 @@ def unknown_name_error(kind: str, name: str, choices: Iterable[str], listed_by: 
         where = f"choices: {', '.join(choices)}"
     else:
         where = f"{len(choices)} choices: `{listed_by}` lists them"
-    return CheError(f"unknown {kind} '{name}'{hint} ({where})")
+    return CheError(f"unknown {kind} '{echo(name)}'{hint} ({where})")
 
 
 def check_range(what: str, value, low, high=None) -> None:

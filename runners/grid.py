@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from che.config import AXES, DEFAULT_PRESET, PRESETS, SETTINGS, RunConfig, make_config, typed_value
-from che.errors import CheError, unknown_name_error
+from che.errors import CheError, echo, unknown_name_error
 from che.results import DEFAULT_RESULTS
 
 SPEC_KEYS = ("description", "preset", "tasks", "pes", "seeds", "lrs", "results", "plugins", "overrides")
@@ -133,19 +133,22 @@ def build_grid(values: dict | None = None, label: str = "command line", *, tasks
     pe_value, what_pe = pick("pes", pes)
     if pe_value is None:
         raise CheError(f"no positional encoding: pass {require_pes} (or give `pes` in a sweep or config file)")
-    for axis, key in (("seeds", "seed"), ("lrs", "lr")):  # --set seed=7: the one seed of a run
+    given_by_set = {}  # --set seed=7: the one seed of a run, named as typed in messages
+    for axis, key in (("seeds", "seed"), ("lrs", "lr")):
         if overrides.get(key) is not None:
             if (seeds if axis == "seeds" else lrs) is not None:
                 raise CheError(f"give --{axis} or --set {key}=..., not both")
+            given_by_set[axis] = f"--set {key}"
             if axis == "seeds":
                 seeds = [overrides.pop(key)]
             else:
                 lrs = [overrides.pop(key)]
     seed_value, what_seed = pick("seeds", seeds)
     lr_value, what_lr = pick("lrs", lrs)
+    what_seed, what_lr = given_by_set.get("seeds", what_seed), given_by_set.get("lrs", what_lr)
     results_value, what_results = pick("results", results)
     if results_value is not None and not isinstance(results_value, (str, Path)):
-        raise CheError(f"{what_results} must be a folder path, got {results_value!r}")
+        raise CheError(f"{what_results} must be a folder path, got {echo(repr(results_value))}")
 
     file_overrides = values.get("overrides", {})
     if not isinstance(file_overrides, dict):
@@ -185,7 +188,7 @@ def _string_list(value, what: str) -> list[str]:
     elif isinstance(value, list) and all(isinstance(v, str) for v in value):
         items = [s.strip() for s in value]
     else:
-        raise CheError(f"{what} must be a list of names or a comma-separated string, got {value!r}")
+        raise CheError(f"{what} must be a list of names or a comma-separated string, got {echo(repr(value))}")
     return [s for s in items if s]
 
 
@@ -227,7 +230,8 @@ def parse_pes(value, what: str = "--pes") -> list[str]:
 
 def parse_seeds(value, what: str = "--seeds") -> list[int]:
     """A count N (seeds 0..N-1), or a list: `3`, `"0,4,7"`, `[0, 4, 7]`."""
-    bad = CheError(f"{what} must be a count N (seeds 0..N-1) or a list of seeds such as 0,4,7; got {value!r}")
+    bad = CheError(f"{what} must be a count N (seeds 0..N-1) or a list of seeds such as 0,4,7; "
+                   f"got {echo(repr(value))}")
     if isinstance(value, str):
         text = value.strip()
         if "," not in text:
@@ -259,7 +263,7 @@ def parse_lrs(value, what: str = "--lrs") -> list[float | None]:
     """Learning rates: `"1e-4,3e-4"`, `[1e-4, 3e-4]` or one number; None means the preset's."""
     if value is None:
         return [None]
-    bad = CheError(f"{what} must be learning rates such as 1e-4,3e-4; got {value!r}")
+    bad = CheError(f"{what} must be learning rates such as 1e-4,3e-4; got {echo(repr(value))}")
     if isinstance(value, str):
         try:
             value = [float(s) for s in value.split(",") if s.strip()]

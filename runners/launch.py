@@ -6,14 +6,15 @@ values, the task's sampler, memory, a checkpoint that needs --resume, the execut
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from che.config import RunConfig
-from che.errors import CheError
-from che.registry import TASKS
+from che.errors import CheError, echo
+from che.registry import TASKS, CheWarning
 from che.results import is_finished, result_path
 from che.runners.estimate import (available_memory_bytes, estimate_seconds, evaluation_memory_bytes,
                                   training_memory_bytes)
@@ -66,7 +67,10 @@ def plan_run(task: str | None = None, pe: str | None = None, *, config_file: Pat
     label, values = read_spec(str(config_file), "config file") if config_file is not None else ("command line", {})
     grid = build_grid(values, label, tasks=task, pes=pe, seeds=seeds, lrs=lrs, preset=preset, results=results,
                       plugins=plugins, require_tasks="--task", require_pes="--pe",
-                      options={"tasks": "--task", "pes": "--pe"}, **({**(settings or {})} | _given(steps=steps)))
+                      options={"tasks": "--task", "pes": "--pe"}, **settings_with_options(settings, steps=steps))
+    if grid.slurm:
+        raise CheError(f"slurm settings ({', '.join(echo(key) for key in sorted(grid.slurm))}) are for "
+                       f"`che sweep --executor slurm`, not che run")
     if len(grid.tasks) != 1 or len(grid.pes) != 1:
         raise CheError(f"che run trains one task x PE, {label} gives {len(grid.tasks)} task(s) x {len(grid.pes)} "
                        f"PE(s); use che sweep for a grid")
@@ -86,6 +90,9 @@ def plan_run(task: str | None = None, pe: str | None = None, *, config_file: Pat
     todo = configs if force else [c for c in configs if not is_finished(result_path(grid.results, c))]
     if todo:
         check_resumable(grid.results, todo, force, resume)  # at once, not after an estimate
+        if resume and not force and not find_checkpoint(grid.results, todo)[0].exists():
+            warnings.warn(f"--resume: no checkpoint of {'this run' if len(todo) == 1 else 'these runs'} in "
+                          f"{grid.results}; training from step 0", CheWarning, stacklevel=2)
     return RunPlan(configs, todo, task_obj, torch_device, grid.results, grid.seeds, need, one_example, free)
 
 
@@ -102,9 +109,14 @@ def execute(plan: RunPlan, force: bool = False, resume: bool = False, reporter: 
                             reporter=reporter)
 
 
-def _given(**options) -> dict:
-    """The options given (not None): they win over the same settings given with --set."""
-    return {key: value for key, value in options.items() if value is not None}
+def settings_with_options(settings: dict | None, **options) -> dict:
+    """The settings (--set) and the options that set one (--steps, che eval's --max-test-length), each
+    given once: a setting given both ways is refused, rather than one of them silently winning."""
+    given = {key: value for key, value in options.items() if value is not None}
+    both = sorted(given.keys() & (settings or {}).keys())
+    if both:
+        raise CheError(f"give --{both[0].replace('_', '-')} or --set {both[0]}=..., not both")
+    return {**(settings or {}), **given}
 
 
 def probe_sampler(task, config: RunConfig) -> None:
@@ -163,7 +175,7 @@ def plan_sweep(spec: str | None, *, tasks=None, pes=None, seeds=None, lrs=None, 
     (the file's [slurm] table and `--set slurm.KEY=VALUE`)."""
     from che.errors import check_range
     from che.runners.executors import EXECUTORS
-    from che.runners.packs import parse_pack
+    from che.runners.packs import make_packs, parse_pack
 
     if executor not in EXECUTORS:
         raise CheError(f"unknown executor '{executor}' (choices: {', '.join(EXECUTORS)})")
@@ -172,22 +184,31 @@ def plan_sweep(spec: str | None, *, tasks=None, pes=None, seeds=None, lrs=None, 
     check_range("--jobs-per-gpu", jobs_per_gpu, 1, 64)
     label, values = read_spec(spec) if spec else ("command line", {})
     grid = build_grid(values, label, tasks=tasks, pes=pes, seeds=seeds, lrs=lrs, preset=preset, results=results,
-                      plugins=plugins, **({**(settings or {})} | _given(steps=steps)))
+                      plugins=plugins, **settings_with_options(settings, steps=steps))
     slurm, notes = None, []
     if executor == "slurm":
         from che.runners.executors.slurm import options_from_table
 
         slurm = options_from_table(device, grid.slurm)
     elif grid.slurm:
-        raise CheError(f"slurm settings ({', '.join(sorted(grid.slurm))}) are for the slurm executor "
-                       f"(add --executor slurm)")
+        raise CheError(f"slurm settings ({', '.join(echo(key) for key in sorted(grid.slurm))}) are for the slurm "
+                       f"executor (add --executor slurm)")
     configs = grid.configs()
-    # what a pack's memory is measured on: the sweep's device; for SLURM jobs nothing (this machine,
-    # a login node, trains nothing), so `--pack auto` gives one run per job there
-    pack_size = parse_pack(pack, configs, device if slurm is None else "cpu")
-    if slurm is not None and slurm.gpus and pack == "auto":
-        notes.append("--pack auto: nothing is measured on the machine that submits SLURM jobs, so each job "
-                     "trains one run (--pack K trains K runs per job)")
-    if pack_size > 1:
-        notes.append(f"runs that differ only in seed and lr train in packs of up to {pack_size}")
+    # `--pack auto` measures a pack's memory on the GPU the runs use. GPUs elsewhere (SLURM jobs', a
+    # Ray cluster's that this machine lacks) are not measured from here: one run per job there.
+    # CPU jobs take the CPU rule, which measures nothing.
+    gpus_elsewhere = ((slurm is not None and slurm.gpus > 0)
+                      or (executor == "ray" and device == "cuda" and not torch.cuda.is_available()))
+    if pack == "auto" and gpus_elsewhere:
+        pack_size = 1
+        notes.append(f"--pack auto: nothing is measured on the machine that submits the "
+                     f"{'SLURM jobs' if slurm is not None else 'Ray tasks'}, so each trains one run "
+                     f"(--pack K trains K runs in each)")
+    else:
+        pack_size = parse_pack(pack, configs, device if slurm is None else "cpu")
+    if pack_size > 1:  # split evenly: a cell's 9 runs in packs of up to 4 are 3 packs of 3
+        packs = make_packs(configs, pack_size)
+        low, high = min(map(len, packs)), max(map(len, packs))
+        notes.append(f"runs that differ only in seed and lr train together, in packs of up to {pack_size}: here "
+                     f"{len(packs)} pack(s) of {low if low == high else f'{low}-{high}'} run(s)")
     return SweepPlan(grid, label, configs, pack_size, slurm, notes)

@@ -4,7 +4,7 @@ seed and learning rate, in packs whose size fits the device."""
 from __future__ import annotations
 
 from che.config import RunConfig
-from che.errors import CheError
+from che.errors import CheError, echo
 
 
 def make_packs(configs: list[RunConfig], size: int) -> list[list[RunConfig]]:
@@ -74,7 +74,7 @@ def parse_pack(value: str, configs: list[RunConfig], device: str) -> int:
     try:
         size = int(value)
     except ValueError:
-        raise CheError(f"--pack must be auto, off or a number of runs, got {value!r}") from None
+        raise CheError(f"--pack must be auto, off or a number of runs, got {echo(repr(value))}") from None
     if not 1 <= size <= 1024:
         raise CheError(f"--pack must be between 1 and 1024, got {size}")
     return size

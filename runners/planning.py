@@ -53,6 +53,7 @@ def dry_run(configs: list[RunConfig], results: Path, executor: str, *, device: s
 
 
 def _estimate(todo, executor, device, jobs, jobs_per_gpu, pack, slurm) -> list[str]:
+    """The cost of the runs left, in the packs that would be submitted, on the device they would use."""
     import torch
 
     from che.runners import cost
@@ -62,32 +63,56 @@ def _estimate(todo, executor, device, jobs, jobs_per_gpu, pack, slurm) -> list[s
     from che.runners.packs import make_packs
 
     packs = make_packs(todo, pack)
-    if slurm is None:  # where the runs will go: this machine's device, measured once and cached
+
+    def costs(calibration) -> tuple[float, list[float]]:
+        """(seconds of all the runs, seconds of each pack)."""
+        seconds = cost.grid_seconds(todo, calibration, pack)
+        by_run = {c.run_id: s for c, s in zip(todo, seconds)}
+        return sum(seconds), [sum(by_run[c.run_id] for c in p) for p in packs]
+
+    head = f"estimated cost of the {len(todo)} runs left:"
+    if executor == "local":  # this machine's device, measured once and cached
         machine = local_plan(device, jobs, jobs_per_gpu, len(packs))
         calibration = cost.for_device(torch.device(machine.device), machine.threads)
-        where = f"{machine.device} ({calibration.device}, {calibration.source})"
-    else:  # the nodes' devices: a calibration shipped or cached, never a measurement on a login node
+        total, per_pack = costs(calibration)
+        return [f"{head} {format_duration(total)} of device time on {machine.device} ({calibration.device}, "
+                f"{calibration.source})",
+                f"about {format_duration(expected_wall(per_pack, machine.jobs))} here with {machine.describe()}"]
+    if executor == "slurm":  # the nodes' device: a calibration shipped or cached, never measured on a login node
         calibration = cost.any_gpu_calibration() if slurm.gpus else cost.cpu_calibration(slurm.cpus)
         cost.require(calibration, "the jobs' GPUs" if slurm.gpus else "a CPU")
-        where = f"nodes like {calibration.device} ({calibration.source})"
-    seconds = cost.grid_seconds(todo, calibration, pack)
-    by_run = {c.run_id: s for c, s in zip(todo, seconds)}
-    per_pack = [sum(by_run[c.run_id] for c in p) for p in packs]
-    lines = [f"estimated cost of the {len(todo)} runs left: {format_duration(sum(seconds))} of device time on {where}"]
-    if executor == "local":
-        lines.append(f"about {format_duration(expected_wall(per_pack, machine.jobs))} here with {machine.describe()}")
-    elif executor == "slurm":
+        total, per_pack = costs(calibration)
         at_once = min(jobs or SLURM_MAX_IN_FLIGHT, slurm.array_parallelism, len(packs))
         longest = max(per_pack)
-        lines.append(f"on SLURM: {len(packs)} job(s), the longest about {format_duration(longest)} "
-                     f"(slurm.time {slurm.time_min} min); about "
-                     f"{format_duration(expected_wall(per_pack, at_once))} if {at_once} run at once")
+        low, high = min(map(len, packs)), max(map(len, packs))
+        lines = [f"{head} {format_duration(total)} of device time on nodes like {calibration.device} "
+                 f"({calibration.source})",
+                 f"on SLURM: {len(packs)} job(s) of {low if low == high else f'{low}-{high}'} run(s), each asking "
+                 f"{slurm.describe()}; the longest about {format_duration(longest)}; about "
+                 f"{format_duration(expected_wall(per_pack, at_once))} if {at_once} run at once"]
         if longest > 60 * slurm.time_min:
             lines.append("a job out of time saves a checkpoint and the next sweep resumes its runs: raise "
                          "slurm.time, or run the sweep again until it is done")
-    elif jobs:
-        lines.append(f"about {format_duration(expected_wall(per_pack, jobs))} with {jobs} parallel packs of this "
-                     f"speed on the Ray cluster")
-    else:
-        lines.append("on Ray: divide by the number of runs the cluster holds at once (--jobs to say)")
+        return lines
+    # Ray: the cluster's devices, which a dry run does not ask it about. GPUs (--device cuda, or auto
+    # on a cluster that has them): this machine's if it has one, else a shipped or cached calibration,
+    # as for SLURM jobs; CPUs: this machine's. With --device auto and no GPU here, both.
+    here = torch.cuda.is_available()
+    kinds = ([("cuda", ", if the Ray cluster has GPUs (--device auto uses them)"), ("cpu", ", if it has none")]
+             if device == "auto" and not here else [("cuda" if device == "auto" else device, "")])
+    lines = []
+    for kind, condition in kinds:
+        if kind == "cuda" and not here:
+            calibration = cost.require(cost.any_gpu_calibration(), "the Ray cluster's GPUs")
+        else:
+            calibration = cost.for_device(torch.device(kind), local_plan(kind, jobs, jobs_per_gpu, len(packs)).threads)
+        total, per_pack = costs(calibration)
+        wall = (f"; about {format_duration(expected_wall(per_pack, jobs))} with {jobs} parallel "
+                f"{'runs' if pack == 1 else 'packs'} of this speed" if jobs else "")
+        lines.append(f"{'or' if lines else head} {format_duration(total)} of device time on "
+                     f"{'GPUs' if kind == 'cuda' else 'CPUs'} like {calibration.device} ({calibration.source})"
+                     f"{condition}{wall}")
+    if not jobs:
+        lines.append(f"on Ray: divide by the number of {'runs' if pack == 1 else 'packs'} the cluster holds at once "
+                     f"(--jobs to say)")
     return lines

@@ -166,13 +166,14 @@ def diverged_message(exc: BaseException, trained: list[RunConfig]) -> str:
 
 
 def check_writable(results: Path) -> None:
-    """Refuse (one line) a results folder that cannot take files, before hours of training."""
+    """Refuse (one line) a results folder that cannot take files, before hours of training. The probe
+    file has no name (or loses it at once), so a write that fails there (a full disk) leaves nothing."""
     results = Path(results)
     try:
         results.mkdir(parents=True, exist_ok=True)
-        probe = results / f".write-test.{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=results) as probe:
+            probe.write(b"ok")
+            probe.flush()
     except OSError as exc:
         raise CheError(f"cannot write to the results folder '{results}': {exc.strerror or exc}") from None
 
@@ -232,6 +233,16 @@ def resume_threads(trainer: Trainer) -> None:
 
 
 def _train_and_evaluate(configs, task, results, device, force, resume, reporter, checkpoint) -> list[Outcome]:
+    try:
+        return _train_evaluate_and_write(configs, task, results, device, force, resume, reporter, checkpoint)
+    finally:
+        # A pack's list of runs describes its checkpoint and goes with it: when the checkpoint was
+        # never saved (a full disk) or is removed at the end, nothing is left beside the results.
+        if not checkpoint.exists():
+            pack_members_path(checkpoint).unlink(missing_ok=True)
+
+
+def _train_evaluate_and_write(configs, task, results, device, force, resume, reporter, checkpoint) -> list[Outcome]:
     torch_device = pick_device(device)
     started_at = dt.datetime.now(dt.timezone.utc)
     wall_start = time.perf_counter()
@@ -325,5 +336,4 @@ def _train_and_evaluate(configs, task, results, device, force, resume, reporter,
                        f"({disk_problem(rescued[0][0], rescued[0][2])}); they are saved in {where}: move them "
                        f"there when the folder is writable")
     checkpoint.unlink(missing_ok=True)
-    pack_members_path(checkpoint).unlink(missing_ok=True)
     return outcomes

@@ -2,7 +2,12 @@
 
 - A training loop (`StopRequested`): the first Ctrl-C asks it to stop at the next step boundary,
   after saving a checkpoint; a second interrupts at once. A process started with SIGINT ignored
-  (`che run &` in a script) keeps ignoring it.
+  (`che run &` in a script) keeps ignoring it. A signal that acts as Ctrl-C (`as_ctrl_c`) is the
+  loop's too, even where SIGINT is ignored.
+- Outside a training loop (setting up, evaluating), Ctrl-C interrupts at once (KeyboardInterrupt;
+  `Stopped` for a signal that acts as it, naming that signal).
+- A `che` command (`sigterm_as_ctrl_c`): SIGTERM acts as Ctrl-C; `che run` saves its checkpoint,
+  says where and how to resume, and exits with 128 + the signal's number (130, 143).
 - A sweep's dispatcher (`SignalCount`): counts SIGINT and SIGTERM; the first stops dispatching and asks
   the running runs to stop as above, a second abandons them.
 - A sweep's worker (`deferred_until_training`, `relay_stop`): a Ctrl-C that arrives before training
@@ -21,28 +26,47 @@ import threading
 from contextlib import contextmanager
 
 
+class Stopped(KeyboardInterrupt):
+    """A stop that interrupts at once (a second signal in a training loop, or one outside it), by
+    `signum`: caught wherever Ctrl-C's KeyboardInterrupt is."""
+
+    def __init__(self, signum: int):
+        super().__init__()
+        self.signum = signum
+
+
+# Signals that may be set to act as Ctrl-C (`as_ctrl_c`): SIGTERM (a che command, a SLURM job) and
+# SIGUSR2 (a SLURM job whose time is nearly up).
+CTRL_C_LIKE = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR2") if hasattr(signal, name))
+
+
 class StopRequested:
-    """Ctrl-C (SIGINT) asks the loop to stop at the next step boundary; a second one interrupts."""
+    """Ctrl-C (SIGINT), or a signal that acts as it, asks the loop to stop at the next step boundary
+    (`signum`: which); a second one interrupts."""
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self.signum: int | None = None
+        self._previous = {}
 
     def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self
         # A process started with SIGINT ignored (`che run &` in a script, nohup) keeps ignoring it.
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            self._previous = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handle)
+        taken = [signal.SIGINT] if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN else []
+        taken += [sig for sig in CTRL_C_LIKE if signal.getsignal(sig) is as_ctrl_c]
+        for sig in taken:
+            self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
         if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+            raise Stopped(signum)
+        self.requested, self.signum = True, signum
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
         return False
 
 
@@ -109,7 +133,39 @@ def relay_stop():
 
 
 def as_ctrl_c(signum, frame) -> None:
-    _thread.interrupt_main(signal.SIGINT)  # the handler run_pack or the training loop set for SIGINT
+    """The handler of a signal that acts as Ctrl-C: a training loop takes it over (`StopRequested`);
+    elsewhere it does what SIGINT's handler does (a sweep worker's note, `deferred_until_training`),
+    or where that is Python's default, or SIGINT is ignored, interrupts (`Stopped`)."""
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler) or handler is signal.default_int_handler:
+        raise Stopped(signum)
+    handler(signal.SIGINT, frame)
+
+
+@contextmanager
+def sigterm_as_ctrl_c():
+    """While a `che` command runs: SIGTERM acts as Ctrl-C (`as_ctrl_c`), unless it is ignored."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, as_ctrl_c)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def exit_code(stop: BaseException) -> int:
+    """128 + the number of the signal that stopped (130 for Ctrl-C, 143 for SIGTERM), as a shell
+    reports a process that a signal ended."""
+    signum = getattr(stop, "signum", None) or signal.SIGINT
+    return 128 + int(signum)
+
+
+def signal_name(stop: BaseException) -> str:
+    """'SIGTERM' for a stop by SIGTERM, '' for Ctrl-C (the usual case, said as "interrupted")."""
+    signum = getattr(stop, "signum", None)
+    return "" if signum in (None, signal.SIGINT) else signal.Signals(signum).name
 
 
 @contextmanager

@@ -47,7 +47,7 @@ from che.registry import CheWarning
 from che.results import disk_problem
 from che.runners.optim import PackedAdam
 from che.runners.precision import matmul_precision, numerics
-from che.runners.stopping import StopRequested
+from che.runners.stopping import StopRequested, signal_name
 
 # The stacked weights of a pack are views with gaps between the runs (see PackedAdam); autograd
 # notes that their gradients' strides are unusual, which is harmless here.
@@ -79,12 +79,15 @@ def check_pack(configs: list[RunConfig]) -> None:
 
 
 class Interrupted(Exception):
-    """Training stopped on request; the checkpoint holds its progress (unless `saved` is False)."""
+    """Training stopped on request (by signal `signum`: Ctrl-C's SIGINT, or one that acts as it); the
+    checkpoint holds its progress (unless `saved` is False)."""
 
-    def __init__(self, step: int, checkpoint: Path, saved: bool = True):
-        super().__init__(f"interrupted at step {step}; " + (f"checkpoint saved to {checkpoint}" if saved else
-                         "the checkpoint could not be saved, so the next start begins at the last one"))
-        self.step, self.checkpoint, self.saved = step, checkpoint, saved
+    def __init__(self, step: int, checkpoint: Path, saved: bool = True, signum: int | None = None):
+        self.step, self.checkpoint, self.saved, self.signum = step, checkpoint, saved, signum
+        by = signal_name(self)
+        super().__init__(f"interrupted{f' by {by}' if by else ''} at step {step}; " + (
+            f"checkpoint saved to {checkpoint}" if saved else
+            "the checkpoint could not be saved, so the next start begins at the last one"))
 
 
 class Diverged(FloatingPointError):
@@ -235,9 +238,9 @@ class Trainer:
                 self.step(self.sample())
                 state.step += 1
                 boundary = state.step % self.curve_every == 0 or state.step == config.steps
-                saving = checkpoint is not None and (state.step % config.checkpoint_every == 0 or stop.requested)
-                now = time.perf_counter()
-                if boundary or saving or (on_step is not None and now - last_report >= report_every_s):
+                periodic = checkpoint is not None and state.step % config.checkpoint_every == 0
+                report = on_step is not None and time.perf_counter() - last_report >= report_every_s
+                if boundary or periodic or stop.requested or report:
                     stats = self.stats.read(reset=boundary)
                     state.train_time_s += time.perf_counter() - started
                     started = time.perf_counter()
@@ -248,9 +251,13 @@ class Trainer:
                         loss, accuracy = self._live_means(stats)
                         on_step(state, loss, accuracy)
                     last_report = time.perf_counter()
-                saved = saving and state.step < config.steps and self.save_or_warn(checkpoint)
-                if stop.requested and state.step < config.steps:
-                    raise Interrupted(state.step, checkpoint, saved)
+                # Read once, after the report (where a stop may be asked: a signal while it prints, or
+                # `relay_stop`): a stop is never taken without the checkpoint it was asked for.
+                stopping = stop.requested and state.step < config.steps
+                saving = checkpoint is not None and state.step < config.steps and (periodic or stopping)
+                saved = saving and self.save_or_warn(checkpoint)
+                if stopping:
+                    raise Interrupted(state.step, checkpoint, saved, stop.signum)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             state.train_time_s += time.perf_counter() - started

@@ -71,6 +71,30 @@ def test_a_full_disk_rescues_every_result_of_the_pack(tmp_path, monkeypatch, sav
     assert {json.loads(p.read_text())["run_id"] for p in rescued} >= {c.run_id for c in configs}
     if save_model:
         assert any("could not keep the model" in str(w.message) for w in caught)
+    # the list of the pack's runs was written (small), its checkpoint never was: the list goes too
+    assert not list(results.rglob("*.ckpt")) and not list(results.rglob("pack-*.ckpt.json"))
+
+
+def test_a_results_folder_that_cannot_take_a_byte_is_refused_and_left_clean(tmp_path):
+    """The check before training writes a probe; on a folder whose writes fail (here every write of
+    data: RLIMIT_FSIZE 0, as a full disk fails them) it is refused in one line and leaves no file."""
+    import resource
+    import subprocess
+    import sys
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+
+    def no_bytes():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "che", "run", "--task", "parity_check", "--pe", "none", "--preset", "smoke",
+         "--results", str(folder), "--quiet"], capture_output=True, text=True, timeout=300, preexec_fn=no_bytes,
+        cwd=Path(__file__).parent.parent)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot write to the results folder '{folder}'")
+    assert list(folder.iterdir()) == []
 
 
 def test_a_full_disk_at_a_checkpoint_is_a_warning_and_the_run_finishes(tmp_path, monkeypatch):
@@ -149,7 +173,7 @@ def test_a_partly_written_pack_resumes_from_its_checkpoint(tmp_path, monkeypatch
 
 
 def test_che_run_says_resume_before_estimating_and_says_where_it_resumes(cli, tmp_path, monkeypatch):
-    import che.runners.estimate as estimate
+    from che.runners import launch  # patched where `che run` calls it (a name it imported)
 
     results = tmp_path / "runs"
     config = pack(seeds=(0,))[0]
@@ -163,11 +187,11 @@ def test_che_run_says_resume_before_estimating_and_says_where_it_resumes(cli, tm
         run_alone(config, results, device="cpu", reporter=StopAtSix())
     args = ("run", "--task", "parity_check", "--pe", "alibi", "--preset", "smoke", "--steps", 12,
             "--set", "checkpoint_every=4", "--results", results, "--quiet")
-    real = estimate.estimate_seconds
-    monkeypatch.setattr(estimate, "estimate_seconds", lambda *a, **k: pytest.fail("estimated before refusing"))
+    real = launch.estimate_seconds
+    monkeypatch.setattr(launch, "estimate_seconds", lambda *a, **k: pytest.fail("estimated before refusing"))
     refused = cli(*args)
     assert refused.exit_code == 2 and "pass --resume" in refused.stderr
-    monkeypatch.setattr(estimate, "estimate_seconds", real)
+    monkeypatch.setattr(launch, "estimate_seconds", real)
     resumed = cli(*args, "--resume")
     assert resumed.exit_code == 0, resumed.stderr
     assert "resuming from step 4" in resumed.output
@@ -350,6 +374,99 @@ def test_che_run_started_with_sigint_ignored_keeps_ignoring_it(tmp_path):
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr
     assert len(list((tmp_path / "runs").rglob("seed0-*.json"))) == 1
+
+
+# -- SIGTERM stops `che run` as Ctrl-C does ---------------------------------------------------------
+def che_run_stopped(args: list, when: str, sigint_ignored: bool = False):
+    """`che run` in its own process, sent SIGTERM once its --quiet log shows a line starting with
+    `when` ("step " in training, "evaluating" in evaluation): (exit code, stderr), or None when the
+    run finished before the signal arrived (a very fast machine)."""
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "che", "run", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=Path(__file__).parent.parent,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None)
+    for line in process.stderr:
+        if line.startswith(when):
+            break
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    return None if process.returncode == 0 else (process.returncode, err)
+
+
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["foreground", "sigint-ignored"])
+def test_sigterm_in_training_saves_a_checkpoint_says_how_to_resume_and_exits_143(cli, tmp_path, sigint_ignored):
+    """As Ctrl-C: a checkpoint, one line naming it and --resume, exit code 128 + 15, and --resume
+    reaches the uninterrupted result; also in a process that ignores SIGINT (`che run &`, nohup)."""
+    common = ["--task", "parity_check", "--pe", "alibi", "--preset", "smoke", "--steps", 200, "--quiet",
+              "--set", "checkpoint_every=100000", "--set", "max_test_length=6"]
+    stopped = che_run_stopped([*common, "--results", tmp_path / "b"], "step ", sigint_ignored)
+    if stopped is None:
+        pytest.skip("the run finished before the signal arrived")
+    code, err = stopped
+    assert code == 143, err
+    checkpoints = list((tmp_path / "b").rglob("*.ckpt"))
+    said = [line for line in err.splitlines() if "SIGTERM" in line]
+    assert len(said) == 1 and said[0].startswith("interrupted by SIGTERM at step ") and "Traceback" not in err
+    assert len(checkpoints) == 1 and f"checkpoint saved to {checkpoints[0]}" in said[0] and "--resume" in said[0]
+    assert not list((tmp_path / "b").rglob("*.json"))
+
+    resumed = cli("run", *common, "--results", tmp_path / "b", "--resume")
+    straight = cli("run", *common, "--results", tmp_path / "a")
+    assert resumed.exit_code == 0 and straight.exit_code == 0, resumed.stderr + straight.stderr
+    a = json.loads(next((tmp_path / "a").rglob("seed*.json")).read_text())
+    b = json.loads(next((tmp_path / "b").rglob("seed*.json")).read_text())
+    assert b["resumed_from_step"] > 0 and not list((tmp_path / "b").rglob("*.ckpt"))
+    assert a["train_curve"] == b["train_curve"] and a["accuracy_by_length"] == b["accuracy_by_length"]
+
+
+def test_sigterm_in_evaluation_keeps_the_training_and_exits_143(cli, tmp_path):
+    """As Ctrl-C in evaluation: training ended with a checkpoint, which --resume evaluates without
+    training again."""
+    args = ["--task", "reverse_string", "--pe", "alibi", "--preset", "smoke", "--set", "max_test_length=120",
+            "--set", "eval_samples=16", "--results", tmp_path, "--quiet"]
+    stopped = che_run_stopped(args, "evaluating")
+    if stopped is None:
+        pytest.skip("the evaluation finished before the signal arrived")
+    code, err = stopped
+    assert code == 143, err
+    assert "interrupted by SIGTERM during evaluation" in err and "--resume" in err and "Traceback" not in err
+    assert list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("*.json"))
+    resumed = cli("run", *args, "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert "step 1/" not in resumed.stderr  # no training step was redone
+    assert json.loads(next(tmp_path.rglob("seed*.json")).read_text())["resumed_from_step"] == 10
+
+
+def test_a_stop_asked_for_while_a_step_reports_saves_its_checkpoint(tmp_path):
+    """A signal that arrives while the loop reports a step (prints its log line) stops the run with a
+    checkpoint of that step, not without one."""
+    import signal
+
+    from che.runners.train import Interrupted
+
+    class SignalWhileReporting(run_module.Reporter):
+        def step(self, state, loss, accuracy):
+            if state.step == 6:
+                os.kill(os.getpid(), signal.SIGINT)  # handled here, by the training loop's handler
+
+    config = pack(seeds=(0,))[0]  # checkpoints every 4 steps
+    with pytest.raises(Interrupted) as stop:
+        run_alone(config, tmp_path / "runs", device="cpu", reporter=SignalWhileReporting())
+    assert stop.value.step == 6 and stop.value.saved, str(stop.value)
+    assert torch.load(stop.value.checkpoint, weights_only=True)["step"] == 6
+
+
+def test_resume_without_a_checkpoint_says_so_and_trains_from_step_0(cli, tmp_path):
+    result = cli("run", "--task", "parity_check", "--pe", "none", "--preset", "smoke", "--results", tmp_path,
+                 "--quiet", "--resume")
+    assert result.exit_code == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "--resume" in line]
+    assert said == [f"warning: --resume: no checkpoint of this run in {tmp_path}; training from step 0"]
+    assert json.loads(next(tmp_path.rglob("seed*.json")).read_text())["resumed_from_step"] == 0
 
 
 # -- messages that say what happened ---------------------------------------------------------------

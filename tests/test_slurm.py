@@ -226,6 +226,6 @@ def test_dry_run_needs_no_slurm(tmp_path, monkeypatch):
                    "--results", tmp_path / "runs", "--dry-run")
     assert result.exit_code == 0, result.stderr
     assert "2 pending" in result.stdout and "estimated cost of the 2 runs left:" in result.stdout
-    assert "on SLURM: 1 job(s), the longest about " in result.stdout
-    assert "(slurm.time 30 min); about " in result.stdout and " if 1 run at once" in result.stdout
+    assert "on SLURM: 1 job(s) of 2 run(s), each asking 0 GPU(s), 1 CPU(s), 30 min; the longest about " in result.stdout
+    assert " if 1 run at once" in result.stdout
     assert not (tmp_path / "runs").exists()

@@ -52,18 +52,53 @@ def main(args: list[str] | None = None) -> None:
     `error: ...`, with exit code 2; exits with the command's code."""
     from typer.exceptions import TyperException
 
+    from che.runners.stopping import exit_code, signal_name, sigterm_as_ctrl_c
+
     args = sys.argv[1:] if args is None else list(args)
     os.environ["CHE_COMMAND"] = shlex.join(["che", *args])  # stored with each result
     try:
-        code = typer.main.get_command(app).main(args=args, prog_name="che", standalone_mode=False)
+        with sigterm_as_ctrl_c():  # `che run` then saves its checkpoint on SIGTERM as on Ctrl-C
+            code = typer.main.get_command(app).main(args=args, prog_name="che", standalone_mode=False)
     except TyperException as exc:  # click's usage errors (exit code 2) and other reported errors
+        from che.errors import echo_words
+
         ctx = getattr(exc, "ctx", None)
         where = f"che {ctx.command_path.split(' ', 1)[1]}" if ctx is not None and " " in ctx.command_path else "che"
-        print(f"error: {exc.format_message()} (see {where} --help)", file=sys.stderr)
+        message = setting_given_as_option(exc, args) or exc.format_message()
+        print(f"error: {echo_words(message)} (see {where} --help)", file=sys.stderr)
         sys.exit(getattr(exc, "exit_code", 2))
-    except typer.Abort:
-        sys.exit(130)
+    except typer.Abort as exc:  # Ctrl-C, or SIGTERM (`Stopped`), where the command does not handle it
+        if signal_name(exc.__cause__):
+            print(f"stopped by {signal_name(exc.__cause__)}", file=sys.stderr)
+        sys.exit(exit_code(exc.__cause__))
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def setting_given_as_option(exc: Exception, args: list[str]) -> str | None:
+    """An unknown option that names a setting (`--batch-size 64`, `--train_length 20`, `--seed 3`) on
+    a command that takes --set: the message says how to give it (`--set batch_size=64`); `--seed`
+    also says what --seeds means, which click would suggest. None for any other error."""
+    from che.config import AXES, SETTINGS
+
+    # typer vendors click, whose exception classes it does not export: known by name
+    if type(exc).__name__ != "NoSuchOption" or exc.ctx is None:
+        return None
+    if not any("--set" in getattr(param, "opts", ()) for param in exc.ctx.command.params):
+        return None
+    option = exc.option_name
+    key = option.lstrip("-").replace("-", "_")
+    if key not in SETTINGS or (key in AXES and key not in ("seed", "lr")):  # --task on che sweep: click's hint
+        return None
+    value = "true" if str(SETTINGS[key].type) == "bool" else "VALUE"
+    for i, arg in enumerate(args):
+        if arg.startswith(option + "="):
+            value = arg.split("=", 1)[1]
+        elif arg == option and i + 1 < len(args) and not args[i + 1].startswith("--"):
+            value = args[i + 1]
+    if key == "seed":
+        return (f"no such option {option}: one seed is --set seed={value} (--seeds N trains N seeds, 0..N-1; "
+                f"--seeds 0,4,7 those seeds)")
+    return f"no such option {option}: {key} is a setting, given as --set {key}={value} (`che settings` lists them)"
 
 
 if __name__ == "__main__":

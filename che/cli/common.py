@@ -95,10 +95,17 @@ def load_plugins(plugins: list[str] | None) -> None:
 
 
 def settings(pairs: list[str] | None) -> dict:
-    """--set key=value ... as {key: value of the setting's type} (`che.config.parse_setting`)."""
+    """--set key=value ... as {key: value of the setting's type} (`che.config.parse_setting`); a key
+    given twice is refused, rather than the last one silently winning."""
     from che.config import parse_setting
+    from che.errors import echo
 
-    parsed = dict(parse_setting(pair) for pair in pairs or [])
+    parsed: dict = {}
+    for pair in pairs or []:
+        key, value = parse_setting(pair)
+        if key in parsed:
+            raise CheError(f"--set {echo(key)} is given twice ({echo(parsed[key])} and {echo(value)}); give it once")
+        parsed[key] = value
     return parsed
 
 

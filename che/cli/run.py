@@ -63,6 +63,7 @@ def run_command(
     from che.runners import launch
     from che.runners.estimate import describe_range, format_duration, format_range
     from che.runners.run import diverged_message
+    from che.runners.stopping import exit_code, signal_name
     from che.runners.train import Interrupted
 
     plan = launch.plan_run(task, pe, config_file=config_file, preset=preset, seeds=seeds, lrs=lrs, steps=steps,
@@ -79,15 +80,16 @@ def run_command(
                       TensorBoardReporter.maybe(plan.config.tensorboard))
     try:
         outcomes = launch.execute(plan, force=force, resume=resume, reporter=reporter)
-    except Interrupted as stop:
+    except Interrupted as stop:  # Ctrl-C or SIGTERM in training: a checkpoint, then stop
         reporter.close()
         print(f"{stop}; continue with the same command and --resume", file=sys.stderr)
-        raise typer.Exit(130) from None
-    except KeyboardInterrupt:  # during evaluation: training ended with a checkpoint
+        raise typer.Exit(exit_code(stop)) from None
+    except KeyboardInterrupt as stop:  # during evaluation: training ended with a checkpoint
         reporter.close()
-        print("interrupted during evaluation; the trained model is in its checkpoint: continue with the same "
-              "command and --resume", file=sys.stderr)
-        raise typer.Exit(130) from None
+        by = signal_name(stop)
+        print(f"interrupted{f' by {by}' if by else ''} during evaluation; the trained model is in its checkpoint: "
+              f"continue with the same command and --resume", file=sys.stderr)
+        raise typer.Exit(exit_code(stop)) from None
     except FloatingPointError as exc:  # every run being trained diverged
         reporter.close()
         print(f"error: {diverged_message(exc, plan.todo)}", file=sys.stderr)
@@ -142,12 +144,13 @@ def eval_command(
     from che.progress import LogReporter, RichReporter, accuracy_chart
     from che.runners.estimate import describe_range, format_duration, format_range, likely_range
     from che.runners.inspection import check_reevaluation, evaluation_seconds, reevaluate
+    from che.runners.launch import settings_with_options
     from che.runners.run import pick_device
     from che.runners.stored import find_run
 
     load_plugins(plugin)
     record, path = find_run(run, results)
-    changes = dict(max_test_length=max_test_length, eval_samples=eval_samples) | settings(set_)
+    changes = settings_with_options(settings(set_), max_test_length=max_test_length, eval_samples=eval_samples)
     length = check_reevaluation(record, path, out_results, **changes).max_test_length
     torch_device = pick_device(device)
     seconds = evaluation_seconds(record, torch_device, **changes)

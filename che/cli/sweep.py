@@ -78,8 +78,10 @@ def sweep_command(
         try:
             report = planning.dry_run(plan.configs, grid.results, executor, device=device, jobs=jobs,
                                       jobs_per_gpu=jobs_per_gpu, pack=plan.pack, slurm=plan.slurm, estimate=estimate)
-        except KeyboardInterrupt:
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM while calibrating
+            from che.runners.stopping import exit_code
+
+            raise typer.Exit(exit_code(stop)) from None
         table = Table(title=f"che sweep --dry-run: {len(report.rows)} runs")
         for column in ("task", "pe", "seed", "lr", "run id", "state"):
             table.add_column(column, no_wrap=True)

@@ -236,7 +236,7 @@ def describe_pes(config) -> list[dict]:
         {"name": "rand-<pe>", "family": "modifier", "parameters": "as <pe>",
          "bidirectional": "as <pe>; redrawn every forward pass (per layer for attention PEs), shared by "
                           f"the batch, L = {config.rand_max_length}. Absolute and rotary PEs: T sorted "
-                          "positions from [0, L). Relative and bias PEs by rand_mode (--set rand_mode=...): offsets (default, "
+                          "positions from [0, L). Relative and bias PEs by --set rand_mode=...: offsets (default, "
                           "RPE's method: sorted r_1 < ... < r_{T-1} from [1, L), distance |i-j| -> r_|i-j|), "
                           "reference (RPE's released code bit for bit; its NOISY_RELATIVE encodes every key "
                           "right of the query alike) or positions (T sorted positions, offsets p_i - p_j)",

@@ -64,7 +64,7 @@ TABLE = {"partition": ("partition", str, None, None), "time": ("time_min", int, 
 
 def options_from_table(device: str, table: dict) -> SlurmOptions:
     """SlurmOptions from a sweep's [slurm] table, each value checked (one-line errors naming it)."""
-    from che.errors import check_range, unknown_name_error
+    from che.errors import check_range, echo, unknown_name_error
 
     values = {}
     for key, value in table.items():
@@ -72,7 +72,7 @@ def options_from_table(device: str, table: dict) -> SlurmOptions:
             raise CheError(f"[slurm]: {unknown_name_error('key', key, TABLE)}")
         name, kind, low, high = TABLE[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise CheError(f"[slurm]: {key} must be {kind.__name__}, got {value!r}")
+            raise CheError(f"[slurm]: {key} must be {kind.__name__}, got {echo(repr(value))}")
         if low is not None:
             check_range(f"slurm.{key}", value, low, high)
         if kind is str and not value.strip():
