@@ -54,9 +54,10 @@ def zero_4k_in_the_middle(path) -> None:
 def one_error_line(result) -> str:
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
+    lines = result.stderr.strip().splitlines()  # the run's plan may come first, as a log line
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
+    return errors[0]
 
 
 # -- checkpoints ------------------------------------------------------------------------------------

@@ -28,14 +28,14 @@ def test_che_run_and_che_eval_say_what_their_range_means(cli, tmp_path):
     run = cli("run", "--task", "parity_check", "--pe", "alibi", "--preset", "smoke", "--seeds", 2,
               "--results", tmp_path / "runs")
     assert run.exit_code == 0, run.stderr
-    line = next(line for line in run.stdout.splitlines() if line.startswith("estimated cost"))
+    line = next(line for line in run.stderr.splitlines() if line.startswith("estimated cost"))  # a log line
     assert re.search(r"training ~\S+ s \(\S+ s-\S+ s\), evaluation ~\S+ s \(\S+ s-\S+ s\)", line), line
     assert "each range: from the fastest step timed now to 3x the estimate, as when another busy process" in line
     kept = next((tmp_path / "runs").rglob("seed0-*.json"))
     evaluated = cli("eval", kept, "--out-results", tmp_path / "evals", "--max-test-length", 10)
     assert evaluated.exit_code == 0, evaluated.stderr
     assert re.search(r"estimated cost ~[^(]+\([^-]+-[^:]+: 3x either way, as the machine's load now differs "
-                     r"from when it was calibrated\)", evaluated.stdout), evaluated.stdout
+                     r"from when it was calibrated\)", evaluated.stderr), evaluated.stderr
 
 
 def test_the_readme_gives_the_cpu_leaderboard_the_time_its_dry_run_prints(tmp_path, monkeypatch):

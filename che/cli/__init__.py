@@ -75,7 +75,7 @@ def main(args: list[str] | None = None) -> None:
 
 
 def setting_given_as_option(exc: Exception, args: list[str]) -> str | None:
-    """An unknown option that names a setting (`--batch-size 64`, `--train_length 20`, `--seed 3`) on
+    """An unknown option that names a setting (`--batch-size 64`, `--seed 3`, with - or _) on
     a command that takes --set: the message says how to give it (`--set batch_size=64`); `--seed`
     also says what --seeds means, which click would suggest. None for any other error."""
     from che.config import AXES, SETTINGS

@@ -135,7 +135,7 @@ def terminal_width() -> int | None:
 
 def natural_width(renderable) -> int:
     """The columns a table needs to show every cell on one line."""
-    return Console(width=1_000_000).measure(renderable).maximum
+    return Console(width=1_000_000, markup=False).measure(renderable).maximum
 
 
 def plain_text(renderable) -> str:
