@@ -84,7 +84,7 @@ def test_sandwich_causal_has_no_left_offset():
     def bias(h, i, j):
         inner = sum(math.cos((i - j) * 10000.0 ** (-2.0 * k / 128)) for k in range(1, 65))
         return (inner - 64) / (8.0 * (h + 1) / HEADS)
-    assert_causal_logits("sandwich", lambda module: per_entry(bias))
+    assert_causal_logits("sandwich", lambda module: per_entry(bias), tolerance=1e-5)  # float32, as che computes it
 
 
 def t5_decoder_bucket(distance: int, num_buckets: int = 32, max_distance: int = 128) -> int:
@@ -247,7 +247,7 @@ def test_ssmax_causal_scales_by_the_log_of_the_keys_seen():
         bias = per_entry(lambda h, i, j: -m[h] * (i - j))
         factor = per_entry(lambda h, i, j: s[h] * math.log(i + 1))
         return (scores + bias) * factor
-    assert_causal_logits("ssmax-alibi", expected=expected)
+    assert_causal_logits("ssmax-alibi", expected=expected, tolerance=1e-5)  # s log n is computed in float32
 
 
 def test_dape_causal_is_dape_over_the_causal_bias():
@@ -271,3 +271,19 @@ def test_absolute_pes_are_unchanged_by_the_causal_mask(name):
     causal = parse_pe(name + "+causal", CONFIG).make_embedding()
     x = torch.randn(2, T, HEADS * D_HEAD)
     torch.testing.assert_close(both(x), causal(x))
+
+
+@pytest.mark.parametrize("name, versions", [
+    ("alibi+causal", {"alibi": 3}), ("sandwich+causal", {"sandwich": 3}), ("t5+causal", {"t5": 3}),
+    ("bipe-alibi+causal", {"bipe-alibi": 2}), ("dape-alibi+causal", {"alibi": 3, "dape": 1}),
+    # unchanged: the bidirectional forms, and causal forms that were already the published ones
+    ("alibi", {"alibi": 2}), ("sandwich", {"sandwich": 2}), ("t5", {"t5": 2}), ("bipe-alibi", {"bipe-alibi": 1}),
+    ("sandwich-sym+causal", {"sandwich-sym": 2}), ("kerple-log+causal", {"kerple-log": 2}),
+    ("fire+causal", {"fire": 2}), ("none+causal", {"none": 1}), ("fox+causal", {"none": 1, "fox": 1}),
+])
+def test_a_changed_causal_form_has_a_new_identity(name, versions):
+    """Runs of a causal form that changed are never taken for runs of the old one (the version is in
+    the run id), while every bidirectional run and every unchanged causal form keeps its id."""
+    from che.registry import implementation_versions
+
+    assert implementation_versions("reverse_string", name)["pe"] == versions

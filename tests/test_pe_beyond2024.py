@@ -203,7 +203,7 @@ def test_fox_layer_equals_the_naive_forgetting_attention_causal():
 def test_ssmax_multiplies_the_logits_by_s_log_n(causal):
     config = ModelConfig(input_size=2, output_size=2, pe="ssmax-alibi", n_heads=4, d_model=32)
     module = parse_pe("ssmax-alibi" + ("+causal" if causal else ""), config).make().double()
-    plain = parse_pe("alibi", config).make().double()
+    plain = parse_pe("alibi" + ("+causal" if causal else ""), config).make().double()
     with torch.no_grad():
         module.scale.copy_(torch.tensor([0.43, 1.0, 0.1, 2.0]))
     q, k = torch.randn(2, 4, 6, 8, dtype=torch.float64), torch.randn(2, 4, 6, 8, dtype=torch.float64)

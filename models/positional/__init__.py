@@ -165,7 +165,8 @@ def pe_versions(name: str) -> dict[str, int]:
     from che.models.positional.dape import DAPE
 
     build = parse_pe(name, None)
-    versions = {build.cls.name: getattr(build.cls, "version", 1)}
+    causal_version = getattr(build.cls, "causal_version", None) if build.causal else None
+    versions = {build.cls.name: causal_version or getattr(build.cls, "version", 1)}
     if build.dape:
         versions["dape"] = DAPE.version
     for modifier in ("fox", "ssmax"):

@@ -86,6 +86,8 @@ class PositionalEncoding(nn.Module):
     # Raise when what the PE computes changes: the version is part of every run's identity, so a
     # finished result of the old implementation is not taken for one of the new.
     version: ClassVar[int] = 1
+    # The version of its causal form (`+causal`) where that changed on its own; None: `version`.
+    causal_version: ClassVar[int | None] = None
     # Segment-based PEs (BiPE): the model sets `segments` = (segment index, position inside the
     # segment), each [B, T] int64, from the tokens before every forward pass (`segment_positions`).
     uses_segments: ClassVar[bool] = False

@@ -29,7 +29,7 @@ class FixedBiasPE(BiasPE):
 
     def cache_key(self) -> tuple:
         """Everything besides the length that the bias depends on."""
-        return (type(self).__qualname__, self.config.n_heads)
+        return (type(self).__qualname__, self.config.n_heads, self.causal)
 
     def bias(self, q, k):
         # Random draws are not cached; nor is anything computed inside a CUDA graph capture (the
@@ -67,14 +67,23 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
     return torch.tensor(slopes, dtype=torch.float32)
 
 
+def alibi_shape(offsets: torch.Tensor, causal: bool) -> torch.Tensor:
+    """ALiBi's bias before the slope, from the key-minus-query offsets j - i: -|j - i|, with +0.5 on
+    keys left of the query in the encoder (the CHE reference's form), and nothing more causal (Press
+    et al.'s -(i - j); keys right of the query are masked)."""
+    offsets = offsets.to(torch.float32)
+    return -offsets.abs() if causal else -offsets.abs() + 0.5 * (offsets < 0)
+
+
 @register_pe
 class ALiBi(FixedBiasPE):
-    """Press et al.'s linear biases, as in the CHE reference:
-    B[h, i, j] = m_h * (-|i - j| + 0.5 * [j < i]), slopes m_h from `alibi_slopes` (2^-1..2^-8 for
-    8 heads). The +0.5 on keys left of the query breaks the left/right symmetry of |i - j| that a
-    non-causal encoder would otherwise have."""
+    """Press et al.'s linear biases. Causal, as published: B[h, i, j] = -m_h (i - j) for j <= i.
+    Bidirectional, as the CHE reference: B[h, i, j] = m_h * (-|i - j| + 0.5 * [j < i]), where the
+    +0.5 on keys left of the query breaks the left/right symmetry of |i - j| that a non-causal
+    encoder would otherwise have. Slopes m_h from `alibi_slopes` (2^-1..2^-8 for 8 heads)."""
 
     version = 2  # changed since che 0.1: randomized: RPE's offsets
+    causal_version = 3  # causal: Press et al.'s -m (i - j), without the encoder's +0.5 on the left
     name = "alibi"
     family = "additive bias"
     citation = "Press et al. 2022, Train Short, Test Long (ALiBi)"
@@ -85,28 +94,31 @@ class ALiBi(FixedBiasPE):
         self.register_buffer("slopes", alibi_slopes(config.n_heads), persistent=False)
 
     def bias_from_offsets(self, offsets, positions):
-        offsets = offsets.to(torch.float32)  # j - i
-        shape = -offsets.abs() + 0.5 * (offsets < 0)
-        return self.slopes[:, None, None] * shape
+        return self.slopes[:, None, None] * alibi_shape(offsets, self.causal)
 
 
 # -- T5 -------------------------------------------------------------------------------------------
-def t5_buckets(relative: torch.Tensor, num_buckets: int = 32, max_distance: int = 128) -> torch.Tensor:
-    """T5's bidirectional relative-position buckets (Raffel et al. 2020; `_relative_position_bucket`
-    of the T5 code) for `relative` = j - i (key minus query), int64 of the same shape.
+def t5_buckets(relative: torch.Tensor, num_buckets: int = 32, max_distance: int = 128,
+               bidirectional: bool = True) -> torch.Tensor:
+    """T5's relative-position buckets (Raffel et al. 2020; `_relative_position_bucket` of the T5
+    code) for `relative` = j - i (key minus query), int64 of the same shape.
 
-    Half the buckets per side: keys at or left of the query (j <= i) get 0..num_buckets/2 - 1, keys
-    to the right num_buckets/2 + the same. Within a side, n = |j - i|: buckets 0..max_exact-1 are the
-    exact distances n < max_exact = num_buckets/4; larger n get
-    max_exact + floor(log(n / max_exact) / log(max_distance / max_exact) * (half - max_exact)),
-    capped at half - 1, so every n >= max_distance (roughly) shares the last bucket.
+    Bidirectional (T5's encoder): half the buckets per side, keys at or left of the query (j <= i)
+    get 0..num_buckets/2 - 1, keys to the right num_buckets/2 + the same, n = |j - i|.
+    Unidirectional (T5's decoder): all the buckets for keys at or left of the query, n = max(i - j, 0).
+    Within a side of B buckets: buckets 0..max_exact-1 are the exact distances n < max_exact = B/2;
+    larger n get max_exact + floor(log(n / max_exact) / log(max_distance / max_exact) * (B - max_exact)),
+    capped at B - 1, so every n >= max_distance (roughly) shares the last bucket.
     """
-    half = num_buckets // 2
-    max_exact = half // 2
-    side = (relative > 0).long() * half
-    n = relative.abs()
+    if bidirectional:
+        buckets = num_buckets // 2
+        side = (relative > 0).long() * buckets
+        n = relative.abs()
+    else:
+        buckets, side, n = num_buckets, 0, (-relative).clamp(min=0)
+    max_exact = buckets // 2
     log_ratio = torch.log(n.float().clamp(min=1) / max_exact) / math.log(max_distance / max_exact)
-    large = (max_exact + (log_ratio * (half - max_exact)).long()).clamp(max=half - 1)
+    large = (max_exact + (log_ratio * (buckets - max_exact)).long()).clamp(max=buckets - 1)
     return side + torch.where(n < max_exact, n, large)
 
 
@@ -115,12 +127,14 @@ class T5(BiasPE):
     """T5's relative position bias (Raffel et al. 2020, §2.1): B[h, i, j] = table[bucket(j - i), h],
     a learned scalar per head and bucket, with `t5_buckets` (32 buckets, max distance 128, the T5
     defaults). Bidirectional as T5's encoder: half the buckets for keys left of (or at) the query,
-    half for keys to its right. The original T5 computes the table once (first layer) and shares it
+    half for keys to its right (8 exact distances a side). Causal as T5's decoder: all 32 buckets for
+    keys at or left of the query, 16 exact distances. The original T5 computes the table once (first layer) and shares it
     across layers; here every layer has its own table (as every attention PE in this zoo).
     Init: N(0, d_model^-0.5), as the T5 code (HF's `_init_weights`, factor 1), so the bias tells
     left from right from the start."""
 
     version = 2  # changed since che 0.1: initialised as the T5 code; randomized: RPE's offsets
+    causal_version = 3  # causal: the decoder's unidirectional buckets (16 exact), not the encoder's left half
     name = "t5"
     family = "additive bias"
     citation = "Raffel et al. 2020, Exploring the Limits of Transfer Learning (T5)"
@@ -133,7 +147,7 @@ class T5(BiasPE):
         self.table = nn.Parameter(torch.randn(self.num_buckets, config.n_heads) * config.d_model ** -0.5)
 
     def bias_from_offsets(self, offsets, positions):
-        buckets = t5_buckets(offsets, self.num_buckets, self.max_distance)
+        buckets = t5_buckets(offsets, self.num_buckets, self.max_distance, bidirectional=not self.causal)
         return self.table[buckets].permute(2, 0, 1)
 
 
@@ -258,6 +272,7 @@ class Sandwich(FixedBiasPE):
     """
 
     version = 2  # changed since che 0.1: two-sided; randomized: RPE's offsets
+    causal_version = 3  # causal: the published form, without the encoder's + 0.5 / r_h on the left
     name = "sandwich"
     family = "additive bias"
     citation = ("Chi et al. 2023, Dissecting Transformer Length Extrapolation via the Lens of "
@@ -267,14 +282,15 @@ class Sandwich(FixedBiasPE):
     left_offset: ClassVar[float] = 0.5
 
     def cache_key(self):
-        return (type(self).__qualname__, self.config.n_heads, self.dim)
+        return (*super().cache_key(), self.dim)
 
     def bias_from_offsets(self, offsets, positions):
         o = offsets.to(torch.float32)
         inner = torch.zeros_like(o)
         for k in range(1, self.dim // 2 + 1):  # one frequency at a time: no [T, T, d'/2] tensor
             inner += torch.cos(o * 10000.0 ** (-2.0 * k / self.dim))
-        inner = inner - self.dim / 2 + self.left_offset * (o < 0)        # sum_k cos((i-j) w_k) - d'/2
+        left_offset = 0.0 if self.causal else self.left_offset          # causal: as published
+        inner = inner - self.dim / 2 + left_offset * (o < 0)              # sum_k cos((i-j) w_k) - d'/2
         heads = self.config.n_heads
         ratio = 8.0 * torch.arange(1, heads + 1, device=o.device, dtype=torch.float32) / heads
         return inner[None] / ratio[:, None, None]
@@ -287,6 +303,7 @@ class SandwichSymmetric(Sandwich):
     name = "sandwich-sym"
     bidirectional = "symmetric in i - j (cos is even), as NeMo's bidirectional variant"
     left_offset = 0.0
+    causal_version = None  # its causal form (the left half, no offset) never changed
 
 
 # -- FIRE -------------------------------------------------------------------------------------------

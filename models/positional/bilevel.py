@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from che.models.positional.base import AbsolutePE, AttentionPE
-from che.models.positional.biases import alibi_slopes
+from che.models.positional.biases import alibi_shape, alibi_slopes
 from che.models.positional.rotary import rotate_pairs
 from che.registry import register_pe
 
@@ -82,10 +82,12 @@ class BiPERoPE(BiPE):
 @register_pe
 class BiPEALiBi(BiPE):
     """BiPE-ALiBi (He et al. 2024): the learned intra-segment embedding, and ALiBi over segment
-    indices with the standard slopes times 96, as the authors' code: B[h, i, j] = 96 m_h (-|s_i -
-    s_j| + 0.5 [s_j < s_i]) in che's two-sided ALiBi form (s: segment index). Segments as bipe-rope."""
+    indices with the standard slopes times 96, as the authors' code (s: segment index). Causal, the
+    authors' form: B[h, i, j] = -96 m_h (s_i - s_j). Bidirectional, che's two-sided ALiBi form:
+    B[h, i, j] = 96 m_h (-|s_i - s_j| + 0.5 [s_j < s_i]). Segments as bipe-rope."""
 
     name = "bipe-alibi"
+    causal_version = 2  # causal: the authors' -96 m (s_i - s_j), without the encoder's +0.5
     bidirectional = "as che's alibi, over segment indices"
 
     def __init__(self, config, randomized=False):
@@ -94,6 +96,5 @@ class BiPEALiBi(BiPE):
 
     def bias(self, q, k):
         index = self.segments[0]
-        offsets = (index[:, None, :] - index[:, :, None]).to(torch.float32)  # s_j - s_i, [B, T, T]
-        shape = -offsets.abs() + 0.5 * (offsets < 0)
-        return (self.slopes[None, :, None, None] * shape[:, None]).to(q.dtype)
+        offsets = index[:, None, :] - index[:, :, None]                      # s_j - s_i, [B, T, T]
+        return (self.slopes[None, :, None, None] * alibi_shape(offsets, self.causal)[:, None]).to(q.dtype)
