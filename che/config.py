@@ -1,8 +1,11 @@
 """A run's configuration: the model's (`ModelConfig`) inside the run's (`RunConfig`), the presets,
 and the one place that checks every value.
 
-A `RunConfig` is everything that determines a run's result. Its identity (the hash in the run id)
-leaves out what only changes how fast or where it runs (`NOT_IDENTITY`) and the preset's name. Its
+A `RunConfig` is everything that determines a run's result. Each setting is described once, where it
+is declared (`setting`: what it does, whether it is part of the identity, of the protocol, an
+evaluation setting, a pack or grid axis, and the value results written before it existed read as);
+`SETTINGS` and the lists other modules need are read off those declarations. Its identity (the hash
+in the run id) leaves out what only changes how fast or where it runs and the preset's name. Its
 dict (`to_dict`, what a result file stores as "config") is flat: the model's settings beside the
 run's, under the same names as the TOML `[overrides]` table and `--set key=value`.
 """
@@ -10,6 +13,7 @@ run's, under the same names as the TOML `[overrides]` table and `--set key=value
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -40,9 +44,30 @@ FIRE_THRESHOLD_RATIO = 1 / 8  # FIRE's threshold / the longest training sequence
 SEED_LIMIT = 2**32
 
 
-def setting(default, about: str, **kwargs):
-    """A dataclass field with its one-line description (`che settings` lists them)."""
-    return field(default=default, metadata={"about": about}, **kwargs)
+_NEVER = object()
+
+
+def setting(default, about: str, *, identity: bool = True, protocol: bool | None = None, evaluation: bool = False,
+            pack: bool = False, axis: str | None = None, absent=_NEVER, from_task: bool = False, **kwargs):
+    """A setting, described once, where it is declared (`che settings` lists them):
+    - `about`: what it does, in one line;
+    - `identity`: part of the run's identity (its run id); False for what only changes how fast or
+      where a run computes, or how it reports;
+    - `protocol`: part of the protocol, what the runs of a leaderboard cell share (default: as
+      `identity`; False for the task, PE, seed and lr, over which cells and tables range);
+    - `evaluation`: `che eval` may change it on a stored run;
+    - `pack`: runs that differ only in such settings train together as one pack;
+    - `axis`: a sweep's grid axis (its key in a sweep file), not an override;
+    - `absent`: the value that results written before the setting existed had in effect; at that
+      value it is left out of the identity, so that every earlier run keeps its run id;
+    - `from_task`: a model setting set from the task, not by the user."""
+    metadata = {"about": about, "identity": identity, "protocol": identity if protocol is None else protocol,
+                "evaluation": evaluation, "pack": pack, "axis": axis, "from_task": from_task}
+    if absent is not _NEVER:
+        metadata["absent"] = absent
+    if "default_factory" in kwargs:
+        return field(metadata=metadata, **kwargs)
+    return field(default=default, metadata=metadata, **kwargs)
 
 
 @dataclass
@@ -50,16 +75,18 @@ class ModelConfig:
     """The shared transformer and its PE. `input_size` and `output_size` come from the task
     (`RunConfig.model_for`); the rest from the run."""
 
-    input_size: int = setting(0, "task input vocabulary (set from the task; the model adds one empty token)")
-    output_size: int = setting(0, "task output classes (set from the task)")
-    pe: str = setting("none", "the positional encoding, by name (`che pes`)")
+    input_size: int = setting(0, "task input vocabulary (set from the task; the model adds one empty token)",
+                              from_task=True)
+    output_size: int = setting(0, "task output classes (set from the task)", from_task=True)
+    pe: str = setting("none", "the positional encoding, by name (`che pes`)", protocol=False, axis="pes")
     n_layers: int = setting(5, "transformer layers")
     d_model: int = setting(64, "model width")
     n_heads: int = setting(8, "attention heads")
     ffn_mult: int = setting(4, "feed-forward width / d_model")
     dropout: float = setting(0.1, "dropout rate")
     rand_max_length: int = setting(2048, "L, the range of randomized positions (rand- PEs)")
-    rand_at_eval: bool = setting(True, "randomized PEs also randomize at evaluation, as the reference")
+    rand_at_eval: bool = setting(True, "randomized PEs also randomize at evaluation, as the reference",
+                                 evaluation=True)
     rand_mode: str = setting("offsets", "how rand- relative and bias PEs draw: offsets (RPE's method), "
                                         "reference (RPE's released code bit for bit), positions")
     learned_max_length: int = setting(2048, "rows of the learned PE's table")
@@ -67,14 +94,16 @@ class ModelConfig:
     dape_variant: str = setting("S+B+f(S,B)", "DAPE or one of the paper's ablations")
     dape_kernel: int = setting(3, "k of DAPE V2's 1 x k convolutions")
     dape_impl: str = setting("fast", "DAPE's implementation (the same function): fast, literal, or triton (fused "
-                                     "kernels, CUDA)")
+                                     "kernels, CUDA)", identity=False)
     dape_init: str = setting("haiku", "DAPE's MLP initialisation: haiku (as the CHE code) or torch (as DAPE's)")
-    fire_threshold: float = setting(64.0, "FIRE's initial threshold L (set from the training length)")
-    rope_fraction: float = setting(0.75, "p of p-rope: the fraction of RoPE's frequency pairs that rotate (the highest)")
-    bipe_segment: int = setting(8, "BiPE's segment length in tokens, for tasks without separator tokens")
-    segment_separators: tuple = setting((), "BiPE's separator token ids (set from the task)")
+    fire_threshold: float = setting(64.0, "FIRE's initial threshold L (set from the training length)", from_task=True)
+    rope_fraction: float = setting(0.75, "p of p-rope: the fraction of RoPE's frequency pairs that rotate (the highest)",
+                                   absent=0.75)
+    bipe_segment: int = setting(8, "BiPE's segment length in tokens, for tasks without separator tokens", absent=8)
+    segment_separators: tuple = setting((), "BiPE's separator token ids (set from the task)", from_task=True)
     attention: str = setting("auto", "fused (SDPA), explicit (materialised scores), flex (FlexAttention, the bias "
-                                     "read in its score modification), or auto: explicit on a CPU, fused on CUDA")
+                                     "read in its score modification), or auto: explicit on a CPU, fused on CUDA",
+                             identity=False)
 
     @property
     def d_head(self) -> int:
@@ -100,43 +129,46 @@ class ModelConfig:
 
 
 # The fields of a ModelConfig that a run sets (the others come from the task).
-MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig)
-                     if f.name not in ("input_size", "output_size", "fire_threshold", "segment_separators"))
+MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig) if not f.metadata["from_task"])
 
 
 @dataclass
 class RunConfig:
     """Defaults: the CHE reference protocol (Delétang et al. 2023); presets override them."""
 
-    task: str = setting("", "the task, by name (`che tasks`)")
-    model: ModelConfig = field(default_factory=ModelConfig, metadata={"about": "the model (its fields are flat)"})
-    preset: str = setting("custom", "the preset the settings started from (not part of the identity)")
-    seed: int = setting(0, "seed of the model, the data, dropout and randomized positions")
+    task: str = setting("", "the task, by name (`che tasks`)", protocol=False, axis="tasks")
+    preset: str = setting("custom", "the preset the settings started from (not part of the identity)",
+                          identity=False, axis="preset")
+    seed: int = setting(0, "seed of the model, the data, dropout and randomized positions", protocol=False,
+                        pack=True, axis="seeds")
     # training, as the reference: one length per step drawn from 1..train_length, Adam, clipping, constant lr
     steps: int = setting(1_000_000, "training steps (optimiser updates)")
     length_seed: int = setting(0, "seed of the per-step training lengths (shared by the seeds of a pack)")
     batch_size: int = setting(128, "training batch size")
-    lr: float = setting(3e-4, "Adam's learning rate (constant)")
+    lr: float = setting(3e-4, "Adam's learning rate (constant)", protocol=False, pack=True, axis="lrs")
     max_grad_norm: float = setting(1.0, "global-norm gradient clipping")
     train_length: int = setting(40, "train on lengths 1..N")
     # evaluation, as the reference: every length 1..max_test_length, eval_samples per length in
     # sub-batches of eval_batch_size, data from eval_seed
-    max_test_length: int = setting(500, "evaluate on lengths 1..M")
-    eval_samples: int = setting(512, "test examples per length")
-    eval_batch_size: int = setting(64, "examples per evaluation sub-batch (accuracy is pooled per sub-batch)")
-    eval_seed: int = setting(1, "seed of the test data (the same for every run of a task)")
-    eval_dropout: bool = setting(False, "keep dropout on at evaluation, as the reference code does")
+    max_test_length: int = setting(500, "evaluate on lengths 1..M", evaluation=True)
+    eval_samples: int = setting(512, "test examples per length", evaluation=True)
+    eval_batch_size: int = setting(64, "examples per evaluation sub-batch (accuracy is pooled per sub-batch)",
+                                   evaluation=True)
+    eval_seed: int = setting(1, "seed of the test data (the same for every run of a task)", evaluation=True)
+    eval_dropout: bool = setting(False, "keep dropout on at evaluation, as the reference code does", evaluation=True)
+    # the model, its settings flat beside the run's (in result files, sweep files, --set)
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"about": "the model (its fields are flat)"})
     # numerics
     precision: str = setting("tf32", "fp32, tf32 (float32 with TF32 matmuls on CUDA, as JAX there; fp32 on a CPU), "
                                      "bf16 (autocast), or bf16-emulated (bf16's rounding in float32)")
     # how it runs, not what it computes (left out of the identity)
-    compile: bool = setting(False, "torch.compile the model")
-    cuda_graphs: bool = setting(True, "capture each training step as a CUDA graph (on CUDA only)")
-    checkpoint_every: int = setting(500, "steps between checkpoints")
-    save_model: bool = setting(True, "keep the trained weights beside the result (che eval, che show)")
-    eval_memory_gb: float = setting(4.0, "memory budget of evaluation chunks (GB)")
-    tensorboard: str = setting("", "write TensorBoard logs to this folder (empty: none)")
-    extra: dict = field(default_factory=dict, metadata={"about": "free-form notes, part of the identity"})
+    compile: bool = setting(False, "torch.compile the model", identity=False)
+    cuda_graphs: bool = setting(True, "capture each training step as a CUDA graph (on CUDA only)", identity=False)
+    checkpoint_every: int = setting(500, "steps between checkpoints", identity=False)
+    save_model: bool = setting(True, "keep the trained weights beside the result (che eval, che show)", identity=False)
+    eval_memory_gb: float = setting(4.0, "memory budget of evaluation chunks (GB)", identity=False, evaluation=True)
+    tensorboard: str = setting("", "write TensorBoard logs to this folder (empty: none)", identity=False)
+    extra: dict = setting(None, "free-form notes, part of the identity", default_factory=dict)
 
     @property
     def pe(self) -> str:
@@ -144,21 +176,16 @@ class RunConfig:
 
     # -- the flat dict: result files, checkpoints, sweep files, --set ---------------------------
     def to_dict(self) -> dict:
-        """Flat: the run's settings and the model's, in the order results have always listed them."""
+        """Flat: the run's settings and the model's (those the run sets), in `SETTINGS` order."""
         values = dataclasses.asdict(self)
-        model = values.pop("model")
-        flat = {key: values[key] if key in values else model[key] for key in FLAT_ORDER
-                if key in values or key in model}
-        return flat | {key: value for key, value in values.items() if key not in flat}
+        values |= values.pop("model")
+        return {key: values[key] for key in SETTINGS}
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
         """A RunConfig from its flat dict (a result's "config", a checkpoint's), each value of its
         field's type: a file edited or written by someone else is refused in one line."""
-        data = dict(data)
-        if "bf16" in data or "tf32" in data:  # written before the precision setting
-            flags = (bool(data.pop("bf16", False)), bool(data.pop("tf32", True)))
-            data.setdefault("precision", {(False, False): "fp32", (False, True): "tf32"}.get(flags, "bf16"))
+        data = legacy_settings(data)
         unknown = set(data) - set(SETTINGS)
         if unknown:
             raise CheError(f"unknown run-config keys: {', '.join(sorted(unknown))}")
@@ -180,18 +207,17 @@ class RunConfig:
 
     # -- identity -------------------------------------------------------------------------------
     def identity(self) -> dict:
-        """What determines the result: the settings, and the versions of the task's and the PE's
-        implementations (`implementations`)."""
-        values = {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY
-                  and not (k in ADDED_SETTINGS and v == ADDED_SETTINGS[k])}
-        if values["precision"] in LEGACY_PRECISION:
+        """What determines the result: the settings that are part of it (each says so where it is
+        declared; one added later is left out at the value earlier runs had), and the versions of
+        the task's and the PE's implementations (`implementations`)."""
+        values = {k: v for k, v in self.to_dict().items() if SETTINGS[k].metadata["identity"]
+                  and not ("absent" in SETTINGS[k].metadata and v == SETTINGS[k].metadata["absent"])}
+        if values["precision"] in LEGACY_PRECISION:  # the identity says it as runs before `precision` did
             values |= LEGACY_PRECISION[values.pop("precision")]
         return values | {"implementations": self.implementations()}
 
     def implementations(self) -> dict:
         """{"task": {name: version}, "pe": {class name: version, ...}} of the code this run uses."""
-        from che.registry import implementation_versions
-
         return implementation_versions(self.task, self.pe)
 
     def config_hash(self) -> str:
@@ -203,8 +229,8 @@ class RunConfig:
         return f"seed{self.seed}-lr{self.lr:g}-{self.config_hash()}"
 
     def pack_key(self) -> str:
-        """Runs with the same key differ only in PACK_FIELDS and may train as one pack."""
-        blob = json.dumps({k: v for k, v in self.identity().items() if k not in PACK_FIELDS},
+        """Runs with the same key differ only in pack settings (seed, lr) and may train as one pack."""
+        blob = json.dumps({k: v for k, v in self.identity().items() if k not in pack_settings()},
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
@@ -237,7 +263,9 @@ class RunConfig:
     def validate_for(self, task) -> None:
         """What needs the task too: a randomized PE draws distinct positions (or offsets) from
         [0, rand_max_length) for every token of the longest sequence it sees."""
-        if "rand-" not in self.pe:
+        from che.pe_names import read
+
+        if not read(self.pe).randomized:
             return
         longest = max(self.train_length, self.max_test_length if self.model.rand_at_eval else 0)
         tokens = task.input_length(longest) + task.output_length(longest)
@@ -246,33 +274,65 @@ class RunConfig:
                            f"the randomized PE sees ({tokens} tokens of {self.task} at length {longest})")
 
 
+@functools.lru_cache(maxsize=None)
+def _implementation_versions(task: str, pe: str) -> str:
+    from che.pe_names import read
+    from che.registry import TASKS
+
+    task_cls = type(TASKS.get(task))
+    return json.dumps({"task": {task_cls.name: getattr(task_cls, "version", 1)}, "pe": read(pe).versions()})
+
+
+def implementation_versions(task: str, pe: str) -> dict:
+    """The versions of the code a run of `task` x `pe` uses, part of its identity:
+    {"task": {name: version}, "pe": {name: version, ...}} (`che.pe_names.PEName.versions`)."""
+    return json.loads(_implementation_versions(task, pe))
+
+
 def _at_least(name: str, value, low: int) -> None:
     if value < low:
         raise CheError(f"{name} must be at least {low}, got {value}")
 
 
-# The flat settings: the run's fields, with the model's in place of `model`; in the order result
-# files have listed them (the identity hash sorts its keys, so order never changes a run id).
-FLAT_ORDER = ("task", "pe", "preset", "seed", "steps", "length_seed", "batch_size", "lr", "max_grad_norm",
-              "train_length", "max_test_length", "eval_samples", "eval_batch_size", "eval_seed", "eval_dropout",
-              "n_layers", "d_model", "n_heads", "ffn_mult", "dropout", "rand_max_length", "rand_at_eval",
-              "rand_mode", "learned_max_length", "dape_width", "dape_variant", "dape_kernel", "dape_init",
-              "rope_fraction", "bipe_segment",
-              "precision", "dape_impl", "compile", "cuda_graphs", "attention", "checkpoint_every", "save_model",
-              "eval_memory_gb", "tensorboard", "extra")
-_FIELDS = {f.name: f for cls in (RunConfig, ModelConfig) for f in dataclasses.fields(cls)}
-SETTINGS = {name: _FIELDS[name] for name in FLAT_ORDER}  # name -> the dataclass field (type, default, about)
+# Every setting, flat (the run's fields with the model's in place of `model`, those set from the task
+# left out), in declaration order: name -> the dataclass field (type, default, and its metadata:
+# see `setting`).
+SETTINGS = {f.name: f for run_field in dataclasses.fields(RunConfig) for f in (
+    [m for m in dataclasses.fields(ModelConfig) if not m.metadata["from_task"]] if run_field.name == "model"
+    else [run_field])}
 
-# What only changes how fast or where a run computes, or how it reports: left out of its identity.
-NOT_IDENTITY = {"preset", "dape_impl", "compile", "cuda_graphs", "attention", "checkpoint_every", "eval_memory_gb",
-                "save_model", "tensorboard"}
-# Settings added after results were first stored: at their defaults they are left out of the
-# identity, so that every earlier run keeps its run id.
-ADDED_SETTINGS = {"rope_fraction": 0.75, "bipe_segment": 8}
-# Runs that differ only in these train together as one pack (`che.runners.train.Trainer`).
-PACK_FIELDS = ("seed", "lr")
-# Grid axes of a sweep (set by its own keys, not as overrides)
-AXES = {"task": "tasks", "pe": "pes", "seed": "seeds", "lr": "lrs", "preset": "preset"}
+
+def settings_where(flag: str) -> tuple[str, ...]:
+    """The settings whose metadata sets `flag` ("evaluation", "pack", ...)."""
+    return tuple(name for name, spec in SETTINGS.items() if spec.metadata[flag])
+
+
+def pack_settings() -> tuple[str, ...]:
+    return settings_where("pack")
+
+
+def protocol_settings() -> tuple[str, ...]:
+    return settings_where("protocol")
+
+
+def evaluation_settings() -> tuple[str, ...]:
+    return settings_where("evaluation")
+
+
+# A sweep's grid axes: setting -> its key in a sweep file.
+AXES = {name: spec.metadata["axis"] for name, spec in SETTINGS.items() if spec.metadata["axis"]}
+
+
+def legacy_settings(config: dict) -> dict:
+    """A flat config in today's terms, the one translation of results written before a setting
+    existed: the bf16/tf32 flags of the time become `precision` (a config without the tf32 flag
+    predates TF32 in che, whose matmuls were float32: fp32)."""
+    config = dict(config)
+    if "bf16" in config or "tf32" in config:
+        bf16, tf32 = bool(config.pop("bf16", False)), bool(config.pop("tf32", False))
+        config.setdefault("precision", "bf16" if bf16 else "tf32" if tf32 else "fp32")
+    return config
+
 
 FIELD_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "dict": dict}
 

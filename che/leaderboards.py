@@ -26,44 +26,26 @@ from che.protocol import PLUMBING, PLUMBING_TITLE, plumbing_check, select_protoc
 from che.stats import bootstrap_mean_ci
 from che.tasks.base import LEVEL_NAMES, LEVELS
 
-# The row order of the CHE papers' tables.
-TASK_ORDER = [
-    "even_pairs", "modular_arithmetic", "parity_check", "cycle_navigation",
-    "stack_manipulation", "reverse_string", "modular_arithmetic_brackets", "solve_equation",
-    "duplicate_string", "missing_duplicate_string", "odds_first", "binary_addition",
-    "binary_multiplication", "compute_sqrt", "bucket_sort",
-]
-PE_ORDER = ["none", "sin-cos", "learned", "rope", "p-rope", "relative", "t5", "alibi", "kerple-log", "kerple-log-sym",
-            "kerple-power", "kerple-power-sym", "sandwich", "sandwich-sym", "fire", "cope", "stick-breaking",
-            "bipe-rope", "bipe-alibi"]
 AGGREGATIONS = ("max", "mean")
 FORMATS = ("table", "md", "csv", "html", "json")
-# What a protocol is, for comparing ours with a published table's (its .protocol.json).
-PROTOCOL_SETTINGS = ("train_length", "max_test_length", "steps", "batch_size", "n_layers", "d_model", "n_heads",
-                     "rand_max_length", "rand_mode")
 
 
 def pe_sort_key(pe: str):
-    """Base PEs in the papers' order, each causal column beside its bidirectional one; then the
-    modified ones (rand-, dape-, dape2-, fox-, ssmax-)."""
-    causal = pe.endswith("+causal")
-    pe = pe.removesuffix("+causal")
-    wrapped = 0
-    for rank, prefix in ((2, "ssmax-"), (1, "fox-")):
-        if pe.startswith(prefix):
-            wrapped, pe = wrapped + rank, pe[len(prefix):]
-    if pe == "fox":
-        wrapped, pe = wrapped + 1, "none"
-    dape = 2 if pe.startswith("dape2-") else 1 if pe.startswith("dape-") else 0
-    base = pe.split("-", 1)[1] if dape else pe
-    rand = base.startswith("rand-")
-    base = base[5:] if rand else base
-    return (wrapped, dape, rand, PE_ORDER.index(base) if base in PE_ORDER else len(PE_ORDER), base, causal)
+    """Where a PE's column sorts: as its spec says (`che.pe_names.sort_key_of`): plain PEs in the
+    papers' order, each causal column beside its bidirectional one; then the modified ones."""
+    from che.pe_names import sort_key_of
+
+    return sort_key_of(pe)
 
 
 def task_sort_key(task: str, level: str):
+    """The CHE papers' rows: by level, then the row each task declares (`Task.order`); a task that is
+    not registered (a plugin's, not loaded) after them, by name."""
+    from che.registry import TASKS
+
     level_rank = LEVELS.index(level) if level in LEVELS else len(LEVELS)
-    return (level_rank, TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER), task)
+    order = getattr(TASKS.get(task), "order", math.inf) if task in TASKS else math.inf
+    return (level_rank, order, task)
 
 
 @dataclass
@@ -190,14 +172,18 @@ def load_reference(name: str) -> tuple[str, dict[tuple[str, str], float], dict]:
 
 
 def protocol_differences(runs: pd.DataFrame, protocol: dict) -> list[str]:
-    """'setting ours vs theirs' for every protocol setting where our runs differ from the table's."""
+    """'setting ours vs theirs' for every protocol setting that the table's protocol states and in
+    which our runs differ from it (a setting that only some PEs read, rand_mode say, counts for those)."""
+    from che.config import protocol_settings
+    from che.pe_names import read_by_some_pe, reads_setting
+
     differences = []
-    for setting in PROTOCOL_SETTINGS:
+    for setting in protocol_settings():
         if setting not in protocol or setting not in runs:
             continue
         column = runs[setting]
-        if setting == "rand_mode":  # it only means something for the randomized PEs
-            column = column[runs.pe.str.contains("rand-")]
+        if read_by_some_pe(setting):
+            column = column[runs.pe.map(lambda pe: reads_setting(pe, setting))]
         ours = sorted({str(v) for v in column})
         if ours and ours != [str(protocol[setting])]:
             differences.append(f"{setting} {'/'.join(ours)} vs {protocol[setting]}")

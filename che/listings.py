@@ -52,43 +52,97 @@ def describe_task(name: str, rows: list[dict]) -> list[str]:
 
 
 def describe_all_pes(builtin_only: bool = False) -> list[dict]:
-    """Every registered PE (and the modifiers) as `che pes` lists it (imports torch)."""
-    from che.config import ModelConfig
-    from che.models.positional import describe_pes
-    from che.registry import BUILTIN
+    """Every registered PE, then the modifiers, as `che pes` lists them (imports torch): each row from
+    its class's spec, with the parameters a model of the CHE papers' size trains for it."""
+    from che.registry import BUILTIN, PE_MODIFIERS, PES
 
-    rows = describe_pes(ModelConfig(input_size=2, output_size=2, **LISTED_MODEL))
+    rows = [pe_row(entry.obj, entry.source) for entry in PES.entries()]
+    rows += [modifier_row(entry.obj, entry.source) for entry in PE_MODIFIERS.entries()]
     return [r for r in rows if not builtin_only or r["source"] == BUILTIN]
+
+
+def listed_model(pe: str = "none"):
+    from che.config import ModelConfig
+
+    return ModelConfig(input_size=2, output_size=2, pe=pe, **LISTED_MODEL)
+
+
+def short_citation(citation: str) -> str:
+    """'Press et al. 2022, Train Short, Test Long (ALiBi)' -> 'Press et al. 2022': the first source's
+    authors and year, for tables that must fit 80 columns (`che pes NAME` gives the whole one)."""
+    return citation.split(";")[0].split(",")[0].strip()
+
+
+def pe_row(cls: type, source: str) -> dict:
+    from che.models.positional.build import parameters_text, parse_pe
+
+    return {"name": cls.name, "family": cls.family, "parameters": parameters_text(parse_pe(cls.name, listed_model())),
+            "bidirectional": cls.refuses.get("bidirectional") and f"none: {cls.refuses['bidirectional']}"
+            or cls.bidirectional_form,
+            "causal": cls.refuses.get("causal") and f"none: {cls.refuses['causal']}" or cls.causal_form,
+            "settings": list(cls.settings), "citation": cls.citation, "cite": short_citation(cls.citation),
+            "source": source, "aliases": {alias: cls.name for alias in cls.aliases},
+            "about": " ".join((cls.__doc__ or "").split())}
+
+
+def modifier_row(modifier: type, source: str) -> dict:
+    """A modifier as `che pes` lists it: `dape-<bias pe>`, `<pe>+causal`, ... with the parameters it
+    adds (over a base it accepts that has none of its own)."""
+    from che.models.positional.build import parameter_counts, parse_pe
+
+    over = "<bias pe>" if modifier.refuses(_base("none"), [], None) is None and modifier.refuses(
+        _base("rope"), [], None) else "<pe>"
+    example = "alibi" if modifier.refuses(_base("alibi"), [], None) is None else "none"
+    build = parse_pe(f"{modifier.prefix}{example}{modifier.suffix}", listed_model())
+    own = parameter_counts(build).get(modifier.name, 0)
+    layers = LISTED_MODEL["n_layers"]
+    parameters = f"{over} + {layers * own:,} = {layers} layers x {own:,}" if own else f"as {over}"
+    return {"name": f"{modifier.prefix}{over}{modifier.suffix}", "family": "modifier", "parameters": parameters,
+            "bidirectional": modifier.form, "causal": modifier.causal_refusal or "as <pe>",
+            "settings": list(modifier.settings), "citation": modifier.citation,
+            "cite": short_citation(modifier.citation), "source": source, "aliases": {}, "about": modifier.form}
+
+
+def _base(name: str) -> type:
+    from che.pe_names import base_classes
+
+    return base_classes()[name]
 
 
 def describe_pe(name: str) -> tuple[dict, list[str]]:
     """`che pes NAME`: (its rows as JSON: the PE and its modifiers, the text lines) for a PE name
-    with its modifiers (`dape-fire`)."""
-    from che.config import ModelConfig
-    from che.models.positional import _parameters_text, parse_pe
+    with its modifiers (`dape-fire`): the modifiers first, outermost first, then the base PE, each
+    with its citation and forms, and the settings each reads."""
+    from che.config import SETTINGS
+    from che.models.positional.build import parameters_text, parse_pe
+    from che.registry import PE_MODIFIERS, PES
 
-    rows = describe_all_pes()
     build = parse_pe(name, None)
-    row = next(r for r in rows if r["name"] == build.cls.name)
-    used = {"rand-<pe>": build.randomized, "fox-<pe>": build.fox, "ssmax-<pe>": build.ssmax,
-            "<pe>+causal": build.causal}
-    modifiers = [r for r in rows if r["family"] == "modifier" and (
-        used.get(r["name"]) or (build.dape and r["name"].startswith(build.dape + "-")))]
-    model = ModelConfig(input_size=2, output_size=2, pe=build.name, **LISTED_MODEL)
-    trained = _parameters_text(parse_pe(build.name, model))
-    family = row["family"] if not build.dape else f"{build.dape.upper()} over {build.cls.name} ({row['family']})"
-    wrappers = [label for label, on in (("SSMax", build.ssmax), ("FoX", build.fox)) if on]
-    if wrappers:
-        family = f"{' over '.join(wrappers)} over {build.cls.name if not build.dape else family}"
-    if build.causal:
-        family += ", causal"
-    lines = [f"{build.name}: {family}; a model trains {trained} parameters for it "
+    pe = build.pe
+    base = next(e for e in PES.entries() if e.obj is pe.base)
+    row = pe_row(pe.base, base.source)
+    sources = {entry.obj: entry.source for entry in PE_MODIFIERS.entries()}
+    modifiers = [modifier_row(m, sources[m]) for m in pe.modifiers]
+    trained = parameters_text(parse_pe(pe.name, listed_model(pe.name)))
+    wrappers = [m.label for m in pe.prefixes if m.name != "rand"]
+    family = f"{' over '.join(wrappers)} over {pe.base.name} ({row['family']})" if wrappers else row["family"]
+    family += "".join(f", {m.label}" for m in pe.modifiers if m.name == "rand" or m.suffix)
+
+    def settings_lines(names):
+        return [f"  {key} = {SETTINGS[key].default!r}: {SETTINGS[key].metadata.get('about', '')}" for key in names
+                if key in SETTINGS]
+
+    lines = [f"{pe.name}: {family}; a model trains {trained} parameters for it "
              f"(the CHE model: {LISTED_MODEL['n_layers']} layers, d_model {LISTED_MODEL['d_model']}, "
-             f"{LISTED_MODEL['n_heads']} heads)",
-             f"citation: {row['citation']}", f"both directions: {row['bidirectional']}", "", row["about"]]
-    for modifier in modifiers:
-        lines += ["", f"{modifier['name']}: {modifier['about']}", f"citation: {modifier['citation']}"]
-    return {"name": build.name, "pe": row, "modifiers": modifiers}, lines
+             f"{LISTED_MODEL['n_heads']} heads)"]
+    for modifier, described in zip(pe.modifiers, modifiers):
+        lines += ["", f"{described['name']}: {modifier.form}", f"citation: {modifier.citation}"]
+        lines += ["settings:", *settings_lines(modifier.settings)] if modifier.settings else []
+    lines += ["", f"{pe.base.name}: {row['family']}", f"citation: {row['citation']}",
+              f"bidirectional: {row['bidirectional']}", f"causal: {row['causal']}"]
+    lines += ["settings:", *settings_lines(pe.base.settings)] if pe.base.settings else []
+    lines += ["", row["about"]]
+    return {"name": pe.name, "pe": row, "modifiers": modifiers}, lines
 
 
 def describe_settings() -> list[dict]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from che.results import run_dir
+from che.results import command_line, run_dir
 
 
 def lock_path(results: Path, config) -> Path:
@@ -47,7 +47,7 @@ def claim(results: Path, config) -> tuple[RunLock | None, str | None]:
         return None, holder(path)
     owner = {"host": socket.gethostname(), "pid": os.getpid(),
              "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-             "command": os.environ.get("CHE_COMMAND", "")}
+             "command": command_line()}
     try:
         path.with_suffix(".owner").write_text(json.dumps(owner))
     except OSError:

@@ -16,8 +16,8 @@ import pandas as pd
 from che.errors import CheError, unknown_name_error
 
 # A protocol is everything that determines a run's result but its task, PE, seed and learning rate:
-# the settings a cell's runs must share (they aggregate over seeds and learning rates).
-NOT_PROTOCOL = {"task", "pe", "seed", "lr"}
+# the settings a cell's runs must share (they aggregate over seeds and learning rates). Each setting
+# says whether it is part of it (`che.config.setting`'s `protocol`).
 # What a protocol's description names first.
 HEADLINE = (("steps", "{} steps"), ("batch_size", "batch {}"), ("train_length", "train 1..{}"),
             ("max_test_length", "test 1..{}"), ("d_model", "d_model {}"))
@@ -43,9 +43,9 @@ def _setting_text(value) -> str:
 
 
 def protocol_columns(runs: pd.DataFrame) -> list[str]:
-    from che.config import NOT_IDENTITY, SETTINGS
+    from che.config import protocol_settings
 
-    return [f for f in SETTINGS if f in runs.columns and f not in NOT_IDENTITY and f not in NOT_PROTOCOL]
+    return [f for f in protocol_settings() if f in runs.columns]
 
 
 def protocols(runs: pd.DataFrame) -> list[Protocol]:

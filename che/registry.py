@@ -1,13 +1,18 @@
-"""Registries of tasks and positional encodings, and plugin loading.
+"""Registries of tasks, positional encodings and PE modifiers, and plugin loading.
 
-Built-ins register themselves with the `@register_task` / `@register_pe` decorators when their
-modules are imported. Plugins are ordinary modules that use the same decorators; they are found in
-three ways:
+Every registration is declared where tools can see it: the built-in tasks, PEs and PE modifiers are
+entry points of che's own distribution (`pyproject.toml`, groups `che.tasks`,
+`che.positional_encodings`, `che.pe_modifiers`, each `name = "module:Class"`), and plugins are found
+in three ways:
 
-- the entry-point groups `che.tasks` and `che.positional_encodings` of installed packages (an entry
-  point names a module, or a class in it; a class not yet registered is registered under its `name`);
+- the same entry-point groups of other installed packages (an entry point names a module, or a
+  class in it; a class not yet registered is registered under its `name`);
 - `--plugin PATH_OR_MODULE` on the command line (a `.py` file or an importable module);
 - the environment variable `CHE_PLUGINS` (the same, separated by the OS path separator).
+
+A registry loads its entry points the first time it is asked for a name (lazily: importing che
+registers nothing). A plugin module registers its classes with the `@register_task` / `@register_pe`
+decorators (che's own modules carry them too, so that any of them reads as a plugin).
 
 Built-in names win a clash, with a warning. A plugin that fails to import is reported by name: at
 once when it was asked for with `--plugin`, and otherwise (entry points, `CHE_PLUGINS`) as a warning
@@ -15,17 +20,16 @@ and in the error of a lookup that fails, so that it does not break commands that
 
 Every name is checked when it is registered (`check_name`): it becomes a folder of every results
 folder and a word of tables and messages, so it has one safe form, and a PE's name must not read as
-a modified PE's (`dape-x`, `x+causal`).
+a modified PE's (`dape-x`, `x+causal`: the words the registered modifiers declare).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
 import importlib.metadata
 import importlib.util
-import json
+import math
 import os
 import re
 import sys
@@ -43,12 +47,7 @@ BUILTIN = "builtin"
 # a word in messages: no separators, dots, spaces, capitals or markup.
 NAME_FORM = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 NAME_RULE = "1 to 40 lower-case letters, digits, '-' and '_', starting with a letter or digit"
-# The words of a PE name's modifiers (`che.models.positional` reads them): a registered PE must not be
-# named like a modified one (`+causal` is outside NAME_FORM already).
-RANDOM_PREFIX, DAPE_PREFIX, DAPE2_PREFIX, FOX_PREFIX, SSMAX_PREFIX = "rand-", "dape-", "dape2-", "fox-", "ssmax-"
-MODIFIER_PREFIXES = (RANDOM_PREFIX, DAPE_PREFIX, DAPE2_PREFIX, FOX_PREFIX, SSMAX_PREFIX)
-FOX = "fox"  # FoX alone: `fox-none`
-CAUSAL_SUFFIX = "+causal"
+DISTRIBUTION = "che-bench"  # entry points of this distribution are the built-ins
 
 
 class CheWarning(UserWarning):
@@ -65,15 +64,14 @@ class Entry:
 class Registry:
     """Name -> object, filled by built-in modules, entry points and plugin files."""
 
-    def __init__(self, kind: str, entry_point_group: str, builtin_module: str,
-                 make: Callable[[Any], Any] = lambda cls: cls, listed_by: str | None = None,
-                 reserved_prefixes: tuple[str, ...] = (), reserved_names: tuple[str, ...] = ()):
+    def __init__(self, kind: str, entry_point_group: str, make: Callable[[Any], Any] = lambda cls: cls,
+                 listed_by: str | None = None, reserved_words: Callable[[], tuple[tuple[str, ...], tuple[str, ...]]] | None = None,
+                 order: str | None = None):
         self.kind = kind
-        self.reserved_prefixes = reserved_prefixes  # words a name must not start with (the PE modifiers)
-        self.reserved_names = reserved_names
+        self.order = order  # the attribute each object declares its place in listings with (plugins last)
+        self.reserved_words = reserved_words  # (prefixes, names) a name must not read as: the PE modifiers'
         self.listed_by = listed_by  # the command that lists the names
         self.entry_point_group = entry_point_group
-        self.builtin_module = builtin_module
         self._make = make  # turns a registered class into the stored object
         self._entries: dict[str, Entry] = {}
         self._loaded = False
@@ -103,9 +101,10 @@ class Registry:
         problem = None
         if not isinstance(name, str) or not NAME_FORM.fullmatch(name):
             problem = f"a name is {NAME_RULE}"
-        elif name in self.reserved_names or name.startswith(self.reserved_prefixes):
-            modifiers = ", ".join([*self.reserved_prefixes, *self.reserved_names])
-            problem = f"it would read as a modified {self.kind} (the modifiers: {modifiers})"
+        elif self.reserved_words is not None and _current_source != BUILTIN:  # built-ins: tests/test_plugins.py
+            prefixes, names = self.reserved_words()
+            if name in names or name.startswith(prefixes):
+                problem = f"it would read as a modified {self.kind} (the modifiers: {', '.join([*prefixes, *names])})"
         if problem is not None:  # a plugin's loader names the plugin
             raise CheError(f"{self.kind} name {_shown(name)} is refused: {problem}")
 
@@ -127,7 +126,10 @@ class Registry:
 
     def entries(self) -> list[Entry]:
         self.ensure_loaded()
-        return list(self._entries.values())
+        entries = list(self._entries.values())
+        if self.order:
+            entries.sort(key=lambda e: getattr(e.obj, self.order, math.inf))
+        return entries
 
     def names(self) -> list[str]:
         return [e.name for e in self.entries()]
@@ -141,9 +143,15 @@ class Registry:
         if self._loaded:
             return
         self._loaded = True
+        builtin = [ep for ep in _entry_points(self.entry_point_group) if _distribution(ep) == DISTRIBUTION]
+        if not builtin:
+            raise CheError(f"che's built-in {self.kind}s are not registered: its entry points are missing (che is "
+                           f"not installed, or installed before they were declared); install it again: "
+                           f"pip install -e . (or make setup)")
         with _source(BUILTIN):
-            importlib.import_module(self.builtin_module)
-        for ep in _entry_points(self.entry_point_group):
+            for ep in builtin:
+                self.register(ep.load(), ep.name)
+        for ep in plugin_entry_points(self.entry_point_group):
             label = f"{ep.name} ({ep.value})"
             try:
                 with _source(ep.name):
@@ -195,6 +203,15 @@ def _entry_points(group: str) -> list[importlib.metadata.EntryPoint]:
     return list(importlib.metadata.entry_points(group=group))
 
 
+def _distribution(ep: importlib.metadata.EntryPoint) -> str | None:
+    return ep.dist.name if ep.dist is not None else None
+
+
+def plugin_entry_points(group: str) -> list[importlib.metadata.EntryPoint]:
+    """The entry points of a group that other installed packages declare (not che's built-ins)."""
+    return [ep for ep in _entry_points(group) if _distribution(ep) != DISTRIBUTION]
+
+
 def env_plugins() -> list[str]:
     return [s for s in os.environ.get("CHE_PLUGINS", "").split(os.pathsep) if s.strip()]
 
@@ -241,35 +258,22 @@ def loaded_plugins() -> list[str]:
 
 
 def _ensure_builtins() -> None:
-    for registry in (TASKS, PES):
-        if not registry._loaded:
-            with _source(BUILTIN):
-                importlib.import_module(registry.builtin_module)
+    for registry in (TASKS, PES, PE_MODIFIERS):
+        registry.ensure_loaded()
 
 
-# -- the two registries ---------------------------------------------------------------------------
-TASKS = Registry("task", "che.tasks", "che.tasks", make=lambda cls: cls(), listed_by="che tasks")
-PES = Registry("positional encoding", "che.positional_encodings", "che.models.positional", listed_by="che pes",
-               reserved_prefixes=MODIFIER_PREFIXES, reserved_names=(FOX,))
+def modifier_words() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(prefixes, names) that the registered PE modifiers add to a PE name (`dape-`, `fox`, ...)."""
+    modifiers = [entry.obj for entry in PE_MODIFIERS.entries()]
+    prefixes = tuple(m.prefix for m in modifiers if m.prefix)
+    return prefixes, tuple(m.alone for m in modifiers if m.alone)
 
 
-# How the PE zoo reads a PE name into the versions of the classes it builds ("dape-kerple" ->
-# {"KerpleLog": 2, "dape": 1}). The zoo installs it when it is imported (the registry's builtin
-# module), so that the core, which names runs, never imports the models.
-pe_versions: Callable[[str], dict[str, int]] | None = None
-
-
-@functools.lru_cache(maxsize=None)
-def _implementation_versions(task: str, pe: str) -> str:
-    task_cls = type(TASKS.get(task))
-    PES.ensure_loaded()
-    return json.dumps({"task": {task_cls.name: getattr(task_cls, "version", 1)}, "pe": pe_versions(pe)})
-
-
-def implementation_versions(task: str, pe: str) -> dict:
-    """The versions of the code a run of `task` x `pe` uses, part of its identity:
-    {"task": {name: version}, "pe": {class name: version, ...}}."""
-    return json.loads(_implementation_versions(task, pe))
+# -- the registries -------------------------------------------------------------------------------
+TASKS = Registry("task", "che.tasks", make=lambda cls: cls(), listed_by="che tasks", order="order")
+PES = Registry("positional encoding", "che.positional_encodings", listed_by="che pes", reserved_words=modifier_words,
+               order="column")
+PE_MODIFIERS = Registry("PE modifier", "che.pe_modifiers", listed_by="che pes", order="position")
 
 
 def register_task(cls: type) -> type:
@@ -280,4 +284,10 @@ def register_task(cls: type) -> type:
 def register_pe(cls: type) -> type:
     """Class decorator: register a positional encoding class under its `name`."""
     return PES.register(cls)
+
+
+def register_pe_modifier(cls: type) -> type:
+    """Class decorator: register a PE modifier (a prefix such as `dape-`, or a suffix such as
+    `+causal`) under its `name`."""
+    return PE_MODIFIERS.register(cls)
 

@@ -16,6 +16,7 @@ import shutil
 import platform
 import stat
 import subprocess
+import shlex
 import sys
 import tempfile
 import warnings
@@ -188,16 +189,14 @@ def json_files(folder: Path, pattern: str = "*.json") -> list[Path]:
 
 def settings_as_now(config: dict) -> dict:
     """A result's settings in today's terms, so that results made before a setting existed compare
-    with those made after: the legacy bf16/tf32 flags as `precision`, and each later setting at the
-    default that earlier runs had in effect."""
-    from che.config import ADDED_SETTINGS, LEGACY_PRECISION
+    with those made after: the legacy translation (`che.config.legacy_settings`), and each later
+    setting at the value that earlier runs had in effect (its `absent`)."""
+    from che.config import SETTINGS, legacy_settings
 
-    row = dict(config)
-    if "precision" not in row:
-        flags = {"bf16": bool(row.get("bf16", False)), "tf32": bool(row.get("tf32", False))}
-        row["precision"] = next((p for p, legacy in LEGACY_PRECISION.items() if legacy == flags), "tf32")
-    for name, default in ADDED_SETTINGS.items():
-        row.setdefault(name, default)
+    row = legacy_settings(config)
+    for name, spec in SETTINGS.items():
+        if "absent" in spec.metadata:
+            row.setdefault(name, spec.metadata["absent"])
     return row
 
 
@@ -273,5 +272,15 @@ def describe_device(device) -> str:
     return f"cpu: {cpu}, {torch.get_num_threads()} threads"
 
 
+_command: str | None = None  # the che command this process serves (`set_command`)
+
+
+def set_command(args: list[str]) -> None:
+    """Record the command line this process serves (the CLI calls it), stored with each result."""
+    global _command
+    _command = shlex.join(args)
+
+
 def command_line() -> str:
-    return " ".join(sys.argv)
+    """The che command this process serves, else its own command line."""
+    return _command or " ".join(sys.argv)

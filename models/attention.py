@@ -28,7 +28,30 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from che.models.positional.base import PEModifier
+
 Path = Literal["explicit", "fused", "flex"]
+
+
+class Causal(PEModifier):
+    """`+causal`: a causal model. Every attention path masks the keys right of the query, and every
+    PE computes its causal form (each declares it: `causal_form`)."""
+
+    name, suffix, label = "causal", "+causal", "causal"
+    position = 9  # a suffix: listed after the prefixes
+    citation = ("Kazemnejad et al. 2023, The Impact of Positional Encoding on Length Generalization in "
+                "Transformers (NeurIPS 2023)")
+    form = ("a causal model: every attention layer masks the keys right of the query (the outputs are read after "
+            "the whole input, so they still see all of it), and the PE takes its causal form. NoPE under a causal "
+            "mask is Kazemnejad et al.'s baseline")
+
+    @classmethod
+    def refuses(cls, base, inner, config):
+        for modifier in inner:
+            if modifier.causal_refusal:
+                return modifier.causal_refusal
+        reason = base.refuses.get("causal")
+        return f"{base.name} has no causal form: {reason}" if reason else None
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, pack: int, path: Path,

@@ -28,8 +28,9 @@ Names (layer l from 0; Haiku numbers repeated modules name, name_1, name_2, ...)
 - `linear/w`, `linear/b`: the output head.
 
 PEs: the reference has none, sin-cos, learned, rope, alibi, relative and their NOISY_* forms
-(`rand-...`, with `rand_mode="reference"` for rand-alibi and rand-relative). Only learned and
-relative have parameters. The relative PE of the RPE code encodes key-minus-query offsets, `che`
+(`rand-...`, with `rand_mode="reference"` for rand-alibi and rand-relative): each of these PE classes
+declares its parameters' Haiku names (`jax_reference`; an absolute PE's under the embedder, an
+attention PE's under each attention layer). Only learned and relative have parameters. The relative PE of the RPE code encodes key-minus-query offsets, `che`
 query-minus-key (as the CH code): the two differ in the sign of the sinusoid's sin half, so the
 rows of W_R that multiply it are negated on the way in.
 """
@@ -44,8 +45,6 @@ import torch
 from che.errors import CheError
 
 EMBEDDER = "transformer_encoder/transformer_embedder"
-LEARNED_TABLE = f"{EMBEDDER}/~add_positional_encodings/embed/embeddings"
-SUPPORTED_PES = ("none", "sin-cos", "learned", "rope", "alibi", "relative")
 
 
 def _numbered(name: str, index: int) -> str:
@@ -55,30 +54,33 @@ def _numbered(name: str, index: int) -> str:
 def haiku_names(model) -> dict[str, str]:
     """Haiku name -> where it goes in the model: a parameter name, with {run} for a run's PE
     module, and after ':' which part of it (q, k, v of the qkv weight; relative: W_R, see above)."""
+    from che.models.positional import parse_pe
+    from che.registry import PES
+
     config = model.config
-    base = model.pe_name.removeprefix("rand-")
-    if base not in SUPPORTED_PES:
-        raise CheError(f"the JAX reference has no '{model.pe_name}' (its PEs: {', '.join(SUPPORTED_PES)}, "
-                       f"and their rand- forms)")
-    relative = base == "relative"
+    build = parse_pe(model.pe_name, None)
+    reference = build.cls.jax_reference
+    if reference is None or [m.name for m in build.pe.modifiers] not in ([], ["rand"]):
+        supported = ", ".join(e.name for e in PES.entries() if e.obj.jax_reference is not None)
+        raise CheError(f"the JAX reference has no '{model.pe_name}' (its PEs: {supported}, and their rand- forms)")
     names: dict[str, str] = {
         f"{EMBEDDER}/~embed_sequences/linear/w": "embedding",
         "linear/w": "head.weight",
         "linear/b": "head.bias",
     }
-    if base == "learned":
-        names[LEARNED_TABLE] = "absolute_pes.{run}.table"
+    if build.acts_on_embeddings:
+        names |= {f"{EMBEDDER}/{name}": f"absolute_pes.{{run}}.{target}" for name, target in reference.items()}
+    # the attention's own Linear modules are numbered after those the PE adds (Transformer-XL's W_R)
+    out = 3 + sum(name.startswith("linear") for name in reference) * (not build.acts_on_embeddings)
     for layer in range(config.n_layers):
         attention = f"transformer_encoder/{_numbered('multi_head_dot_product_attention', layer)}"
         block = f"blocks.{layer}"
         for i, part in enumerate("qkv"):
             names[f"{attention}/{_numbered('linear', i)}/w"] = f"{block}.attention.qkv.weight:{part}"
-        names[f"{attention}/{_numbered('linear', 4 if relative else 3)}/w"] = f"{block}.attention.out.weight"
-        if relative:
-            pe = f"{block}.attention.pes.{{run}}"
-            names[f"{attention}/linear_3/w"] = f"{pe}.w_r.weight:relative"
-            names[f"{attention}/relpos_contentbias"] = f"{pe}.u"
-            names[f"{attention}/relpos_relativebias"] = f"{pe}.v"
+        names[f"{attention}/{_numbered('linear', out)}/w"] = f"{block}.attention.out.weight"
+        if not build.acts_on_embeddings:
+            names |= {f"{attention}/{name}": f"{block}.attention.pes.{{run}}.{target}"
+                      for name, target in reference.items()}
         for sub, target in (("w", "weight"), ("b", "bias")):
             names[f"transformer_encoder/{_numbered('linear', 2 * layer)}/{sub}"] = f"{block}.ffn_in.{target}"
             names[f"transformer_encoder/{_numbered('linear', 2 * layer + 1)}/{sub}"] = f"{block}.ffn_out.{target}"

@@ -130,7 +130,7 @@ def benchmark(pes: list[str], task_name: str = "reverse_string", length: int = 4
     overrides = dict(overrides or {})
     keys = []
     for pe in dict.fromkeys(["none", *pes]):
-        impls = ["fast"] + (["literal"] if literal and parse_pe(pe, None).dape == "dape" else [])
+        impls = ["fast"] + (["literal"] if literal and parse_pe(pe, None).pe.has("dape") else [])
         keys += [(pe, impl, mode, pack) for impl in impls for pack in packs for mode in modes]
 
     generator = torch.Generator().manual_seed(0)
@@ -186,9 +186,10 @@ def benchmark(pes: list[str], task_name: str = "reverse_string", length: int = 4
     step_of = {(r.pe, r.impl, r.mode, r.pack): r.step_ms for r in records}
     for r in records:
         r.step_vs_none = round(r.step_ms / step_of[("none", "fast", r.mode, r.pack)], 3)
-        build = parse_pe(r.pe, None)
-        if build.dape:
-            base = build.name.split("-", 1)[1]
+        name = parse_pe(r.pe, None).pe
+        dape = next((m.name for m in name.prefixes if m.name in ("dape", "dape2")), None)
+        if dape:
+            base = name.without(dape)
             r.base = base
             if (base, "fast", r.mode, r.pack) in step_of:
                 r.step_vs_base = round(r.step_ms / step_of[(base, "fast", r.mode, r.pack)], 3)

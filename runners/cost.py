@@ -45,21 +45,18 @@ def tokens(task, length: int) -> int:
 
 
 def forward_work(config, task, length: int, batch: int) -> tuple[float, float, float]:
-    """(dense FLOPs, attention score entries, DAPE FLOPs) of one run's forward pass over `batch`
+    """(dense FLOPs, attention score entries, the PE's FLOPs) of one run's forward pass over `batch`
     examples at length N = `length`: the linear maps (q, k, v, out, the FFN) and the two attention
     products; the [H, T, T] score entries of every layer (softmax, bias, masks: work per entry,
-    whatever the head width, which dominates at small widths); and DAPE's MLP at every (query, key)
-    pair (its bias half is computed once per pass, so it is left out)."""
+    whatever the head width, which dominates at small widths); and what the PE computes at every
+    (query, key) pair, as each part of it declares (`flops_per_pair`: DAPE's MLP)."""
+    from che.models.positional import parse_pe
+
     model = config.model
     t, d, layers, heads = tokens(task, length), model.d_model, model.n_layers, model.n_heads
     dense = layers * (2 * batch * t * d * d * (4 + 2 * model.ffn_mult) + 4 * batch * t * t * d)
     scores = layers * batch * heads * t * t
-    dape = 0.0
-    if config.pe.startswith("dape"):
-        width = model.dape_width
-        kernel = model.dape_kernel if config.pe.startswith("dape2-") else 1
-        inputs = 2 * heads if model.dape_impl == "literal" else heads
-        dape = layers * 2 * batch * t * t * (inputs * width + width * heads) * kernel
+    dape = layers * batch * t * t * parse_pe(config.pe, model).flops_per_pair()  # as each part declares
     return float(dense), float(scores), float(dape)
 
 

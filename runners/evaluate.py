@@ -39,20 +39,12 @@ def length_seed(eval_seed: int, length: int) -> int:
 def bytes_per_example(model_config, tokens: int, device_type: str = "cpu") -> int:
     """A conservative estimate of the working set of one example of one run in a forward pass: a
     few [H, T, T] float32 tensors alive at once in an attention layer (scores, bias, logits,
-    probabilities), more with stick-breaking and FoX, and with DAPE (its output; the literal form also holds the concatenated
-    input and the [T, T, D] hidden activations, which the fast form materialises only on a GPU)."""
-    heads = model_config.n_heads
-    per_position = 6 * heads
-    pe = model_config.pe
-    if "stick-breaking" in pe:  # log sigmoids, the cumulative sums and both sides' weights
-        per_position += 8 * heads
-    if pe.startswith(("fox", "ssmax-fox")):  # the decays and their cumulative sums, per example
-        per_position += 3 * heads
-    if model_config.pe.startswith("dape"):
-        per_position += 3 * heads
-        if model_config.dape_impl == "literal" or device_type == "cuda":
-            per_position += 2 * heads + 2 * model_config.dape_width
-    return 4 * tokens * tokens * per_position + 64 * tokens * model_config.d_model
+    probabilities), and what the PE holds beyond them per (query, key) pair (each part of it
+    declares that: `memory_per_pair`)."""
+    from che.models.positional import parse_pe
+
+    per_pair = 6 * model_config.n_heads + parse_pe(model_config.pe, model_config).memory_per_pair(device_type)
+    return 4 * tokens * tokens * per_pair + 64 * tokens * model_config.d_model
 
 
 def chunk_size(model_config, tokens: int, batch: int, memory_gb: float, device_type: str = "cpu",

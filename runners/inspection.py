@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from che.config import RunConfig
+from che.config import RunConfig, evaluation_settings
 from che.errors import CheError
 from che.result import SCHEMA, make_record
 from che.results import describe_device, disk_problem, git_revision, result_path, versions
@@ -17,9 +17,9 @@ from che.runners.evaluate import evaluate, length_seed, summarize
 from che.runners.run import write_result
 from che.runners.stored import load_model, stored_config
 
-# What `che eval` may change: how the run is evaluated, not how it was trained.
-EVALUATION_SETTINGS = ("max_test_length", "eval_samples", "eval_batch_size", "eval_seed", "eval_dropout",
-                       "rand_at_eval", "eval_memory_gb")
+# What `che eval` may change: how the run is evaluated, not how it was trained (each such setting
+# says so where it is declared).
+EVALUATION_SETTINGS = evaluation_settings()
 
 
 def reevaluate(record: dict, path: Path, device: torch.device, results: Path, on_length=None, **changes) -> Path:
@@ -109,3 +109,60 @@ def attention_maps(record: dict, path: Path, device: torch.device, layer: int, l
              "tokens": int(recorded["probs"].shape[-1]), "input": task.render(batch.inputs[sample].tolist(),
                                                                                  task.input_symbols)}
     return recorded, about
+
+
+# -- a PE at initialisation (`che pes --show`) ------------------------------------------------------
+MAX_SHOWN_ENTRIES = 2_000_000  # heads x T x T numbers `che pes --show` prints or draws
+
+
+def initial_bias(name: str, length: int, heads: int):
+    """(bias [H, T, T] or None, note) that PE `name` adds to the scaled scores at initialisation
+    (`che pes --show`)."""
+    from che.config import ModelConfig
+    from che.errors import check_range
+    from che.models.positional import AttentionPE, BiasPE, parse_pe
+
+    check_range("--length", length, 1, 4096)
+    check_range("--n-heads", heads, 1, 64)
+    if heads * length * length > MAX_SHOWN_ENTRIES:
+        raise CheError(f"--n-heads x --length^2 = {heads * length * length:,} numbers is more than --show prints "
+                       f"({MAX_SHOWN_ENTRIES:,}); lower --length or --n-heads")
+
+    config = ModelConfig(input_size=2, output_size=2, n_heads=heads, d_model=8 * heads, pe=name)
+    build = parse_pe(name, config)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = build.make().eval()
+    if build.acts_on_embeddings:
+        return None, f"{build.name} is added to the token embeddings; it adds no attention bias"
+    note = ""
+    if module.transforms_scores and getattr(module, "base", None) is not None:  # DAPE: f(S, B) over a base
+        note = "f(S, B) depends on the attention scores; shown: the bias B of the wrapped PE"
+        module = module.base
+        if not module.transforms_scores and type(module).bias is AttentionPE.bias:
+            return None, note.replace("; shown: the bias B of the wrapped PE", "; there is no B")
+    if build.randomized:
+        note = (note + "; " if note else "") + "one draw of randomized positions"
+    zeros = torch.zeros(1, heads, length, config.d_head)
+    if build.uses_segments:
+        from che.models.positional.bilevel import segment_positions
+
+        segments = segment_positions(torch.zeros(1, length, dtype=torch.long), (), config.bipe_segment)
+        for part in module.modules():
+            if getattr(part, "uses_segments", False):
+                part.segments = segments
+        note = (note + "; " if note else "") + f"segments: chunks of {config.bipe_segment} tokens"
+    if build.causal:
+        note = (note + "; " if note else "") + "keys right of the query are masked"
+    with torch.no_grad():
+        if module.reads_input:
+            module.see(torch.zeros(1, length, config.d_model))
+            note = (note + "; " if note else "") + "for a layer input x = 0"
+        bias = module.bias(zeros, zeros)
+        if bias is None and module.transforms_scores:
+            return None, f"{build.name} transforms the scores from q and k; it has no fixed bias"
+    if bias is None:
+        return None, f"{build.name} adds no attention bias"
+    if not isinstance(module, BiasPE):
+        note = (note + "; " if note else "") + "content-dependent; shown for q = k = 0"
+    return bias.expand(1, heads, length, length)[0] if bias.dim() == 4 else bias, note

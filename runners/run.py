@@ -106,7 +106,8 @@ def check_resumable(results: Path, configs: list[RunConfig], force: bool, resume
 
 
 def execute_pack(configs: list[RunConfig], results: Path, *, device: str = "auto", force: bool = False,
-                 resume: bool = False, reporter: Reporter | None = None, lock: bool = True) -> list[Outcome]:
+                 resume: bool = False, reporter: Reporter | None = None, lock: bool = True,
+                 command: str | None = None) -> list[Outcome]:
     """Train the runs of a pack (configs differing only in seed and lr) together, evaluate them, and
     write one result per run, exactly as each would alone. Finished runs are skipped (unless
     `force`); a run whose loss became non-finite gets a "failed" outcome and the others go on; if
@@ -143,7 +144,7 @@ def execute_pack(configs: list[RunConfig], results: Path, *, device: str = "auto
                                    f"elsewhere ({holder}); wait for it to finish, or stop that process")
                 locks.append(run_lock)
             with restored_thread_count():  # a resumed checkpoint trains with its own (`resume_threads`)
-                trained = _train_and_evaluate(pack, task, results, device, force, resume, reporter, checkpoint)
+                trained = _train_and_evaluate(pack, task, results, device, force, resume, reporter, checkpoint, command)
             for config, outcome in zip(pack, trained):
                 if config.run_id in asked:
                     outcomes[config.run_id] = outcome
@@ -232,9 +233,10 @@ def resume_threads(trainer: Trainer) -> None:
         torch.set_num_threads(saved)
 
 
-def _train_and_evaluate(configs, task, results, device, force, resume, reporter, checkpoint) -> list[Outcome]:
+def _train_and_evaluate(configs, task, results, device, force, resume, reporter, checkpoint,
+                        command=None) -> list[Outcome]:
     try:
-        return _train_evaluate_and_write(configs, task, results, device, force, resume, reporter, checkpoint)
+        return _train_evaluate_and_write(configs, task, results, device, force, resume, reporter, checkpoint, command)
     finally:
         # A pack's list of runs describes its checkpoint and goes with it: when the checkpoint was
         # never saved (a full disk) or is removed at the end, nothing is left beside the results.
@@ -242,7 +244,8 @@ def _train_and_evaluate(configs, task, results, device, force, resume, reporter,
             pack_members_path(checkpoint).unlink(missing_ok=True)
 
 
-def _train_evaluate_and_write(configs, task, results, device, force, resume, reporter, checkpoint) -> list[Outcome]:
+def _train_evaluate_and_write(configs, task, results, device, force, resume, reporter, checkpoint,
+                              command=None) -> list[Outcome]:
     torch_device = pick_device(device)
     started_at = dt.datetime.now(dt.timezone.utc)
     wall_start = time.perf_counter()
@@ -304,7 +307,7 @@ def _train_evaluate_and_write(configs, task, results, device, force, resume, rep
             "seed": config.seed,
             "config": config.to_dict(),
             "implementations": config.implementations(),
-            "command": os.environ.get("CHE_COMMAND") or command_line(),
+            "command": command or command_line(),
             "threads": torch.get_num_threads(),
             **common,
             **summarize(accuracies[k], config.train_length),

@@ -155,7 +155,7 @@ def check_device(config: RunConfig, device: torch.device) -> None:
     if config.model.attention == "flex" and device.type != "cuda":
         raise CheError("attention=flex trains on CUDA only (torch has no FlexAttention backward on a CPU; "
                        "choices here: auto, fused, explicit)")
-    if config.model.dape_impl == "triton" and parse_pe(config.pe, None).dape:
+    if config.model.dape_impl == "triton" and parse_pe(config.pe, None).pe.reads("dape_impl"):
         from che.models.positional.dape_triton import available
 
         if not available(device):

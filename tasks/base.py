@@ -8,6 +8,7 @@ reference never pads). The model sees `input_length(N)` input tokens followed by
 from __future__ import annotations
 
 import inspect
+import math
 import random
 import sys
 from abc import ABC, abstractmethod
@@ -41,6 +42,8 @@ class Task(ABC):
     # Raise when the sampler's output changes: the version is part of every run's identity, so a
     # finished result of the old sampler is not taken for one of the new.
     version: ClassVar[int] = 1
+    # Where its row sorts among its level's (the CHE papers' order for the built-ins; plugins after).
+    order: ClassVar[float] = math.inf
     # Input ids that end a segment for segment-based PEs (BiPE); empty: fixed chunks of tokens.
     segment_separators: ClassVar[tuple[int, ...]] = ()
 

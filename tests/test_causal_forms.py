@@ -284,6 +284,6 @@ def test_absolute_pes_are_unchanged_by_the_causal_mask(name):
 def test_a_changed_causal_form_has_a_new_identity(name, versions):
     """Runs of a causal form that changed are never taken for runs of the old one (the version is in
     the run id), while every bidirectional run and every unchanged causal form keeps its id."""
-    from che.registry import implementation_versions
+    from che.config import implementation_versions
 
     assert implementation_versions("reverse_string", name)["pe"] == versions

@@ -68,7 +68,7 @@ def test_causal_is_part_of_the_name_and_the_identity():
     from che.config import make_config
 
     assert parse_pe("dape-kerple+causal", None).name == "dape-kerple-log+causal"
-    assert parse_pe("fox-none", None).name == "fox" and parse_pe("fox", None).fox
+    assert parse_pe("fox-none", None).name == "fox" and parse_pe("fox", None).pe.has("fox")
     bidirectional, causal = (make_config("reverse_string", pe, "cpu") for pe in ("none", "none+causal"))
     assert bidirectional.run_id != causal.run_id
 
@@ -313,7 +313,7 @@ def test_che_pes_describes_each(name, cited, cli):
 def test_che_pes_show_gives_each_bias_at_initialisation(name):
     """FoX at x = 0: every gate 1/2, so D_ij = -|i - j| log 2; BiPE over chunks of 2: ALiBi x 96 over
     segment indices."""
-    from che.models.positional import initial_bias
+    from che.runners.inspection import initial_bias
 
     bias, note = initial_bias(name, 6, 2)
     if name.startswith("fox"):

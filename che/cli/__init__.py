@@ -10,8 +10,6 @@ options, calls one function, and prints; one module per group of commands:
 
 from __future__ import annotations
 
-import os
-import shlex
 import sys
 from typing import Annotated, Optional
 
@@ -52,10 +50,11 @@ def main(args: list[str] | None = None) -> None:
     `error: ...`, with exit code 2; exits with the command's code."""
     from typer.exceptions import TyperException
 
+    from che.results import set_command
     from che.runners.stopping import exit_code, signal_name, sigterm_as_ctrl_c
 
     args = sys.argv[1:] if args is None else list(args)
-    os.environ["CHE_COMMAND"] = shlex.join(["che", *args])  # stored with each result
+    set_command(["che", *args])  # stored with each result
     try:
         with sigterm_as_ctrl_c():  # `che run` then saves its checkpoint on SIGTERM as on Ctrl-C
             code = typer.main.get_command(app).main(args=args, prog_name="che", standalone_mode=False)

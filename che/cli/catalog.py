@@ -18,9 +18,9 @@ from che.errors import CheError
 
 def _plugins_in_play(plugin: list[str] | None, group: str) -> bool:
     """Whether a command must import plugins (and so torch) to list everything."""
-    from che.registry import _entry_points, env_plugins
+    from che.registry import plugin_entry_points, env_plugins
 
-    return bool(plugin) or bool(env_plugins()) or bool(_entry_points(group))
+    return bool(plugin) or bool(env_plugins()) or bool(plugin_entry_points(group))
 
 
 @app.command("tasks")
@@ -129,7 +129,7 @@ def pes_command(
 
 
 def _show_bias(show: str, length: int, n_heads: int, as_json: bool, plugin, plot: Path | None = None) -> None:
-    from che.models.positional import initial_bias
+    from che.runners.inspection import initial_bias
     from che.plots import FORMATS
     from che.results import check_output
 

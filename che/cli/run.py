@@ -13,7 +13,7 @@ from rich.text import Text
 
 from che.cli.common import (QUIET_HELP, PluginOption, ResultsOption, SetOption, app, err_console, load_plugins, log,
                             live_progress, say, settings, user_errors)
-from che.config import Device, Preset
+from che.config import Device, Preset, evaluation_settings
 from che.errors import CheError
 from che.results import DEFAULT_RESULTS
 
@@ -131,8 +131,9 @@ def eval_command(
     eval_samples: Annotated[Optional[int], typer.Option(help="Test examples per length [default: as the run].",
                                                         show_default=False)] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
-        "--set", help="Another evaluation setting, key=value: eval_dropout, rand_at_eval, eval_batch_size, "
-                      "eval_seed, eval_memory_gb.", show_default=False)] = None,
+        "--set", help="Another evaluation setting, key=value: " + ", ".join(
+            s for s in evaluation_settings() if s not in ("max_test_length", "eval_samples")) + ".",
+        show_default=False)] = None,
     device: Annotated[Device, typer.Option(help="Where to compute.")] = "auto",
     quiet: Annotated[bool, typer.Option(help=QUIET_HELP)] = False,
     plugin: PluginOption = None,

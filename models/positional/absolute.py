@@ -30,6 +30,8 @@ class SinCos(AbsolutePE):
 
     name = "sin-cos"
     family = "absolute"
+    column = 1
+    jax_reference = {}
     citation = "Vaswani et al. 2017, Attention Is All You Need"
 
     def encode(self, positions):
@@ -54,6 +56,9 @@ class Learned(AbsolutePE):
 
     name = "learned"
     family = "absolute"
+    column = 2
+    settings = ("learned_max_length",)
+    jax_reference = {"~add_positional_encodings/embed/embeddings": "table"}
     citation = "Gehring et al. 2017 / Devlin et al. 2019 (learned positions); Ruoss et al. 2023 (LEARNT)"
 
     def __init__(self, config, randomized=False):

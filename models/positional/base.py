@@ -27,6 +27,7 @@ computes that run, so a run draws the same numbers alone or in a pack, eager or 
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import ClassVar
 
 import torch
@@ -75,14 +76,34 @@ def random_offsets(count: int, max_length: int, device: torch.device | str | Non
 
 
 class PositionalEncoding(nn.Module):
-    """What every PE declares: its name, family, citation and how it treats both directions."""
+    """A positional encoding. Its class declares what the rest of che asks about it (its spec):
+
+    - `name`, `aliases`, `family`, `citation`; the docstring is its long description (`che pes NAME`);
+    - `bidirectional_form` and `causal_form`: one line each, what it computes in an encoder and in
+      a causal model (`+causal`), or `refuses` {"bidirectional" | "causal": why it has no such form};
+    - `version` (and `causal_version`, where the causal form changed on its own): part of every
+      run's identity;
+    - `settings`: the settings (`che settings`) it reads;
+    - `position_based`: whether `rand-` applies; `bias_from_positions_only`: whether DAPE may wrap it
+      (its contribution is a bias of the positions alone, or nothing);
+    - `memory_per_pair` and `flops_per_pair`: the float32 numbers it holds and the FLOPs it adds per
+      (query, key) pair of an example, beyond attention's own (evaluation memory, the cost model);
+    - `column`: where its column sorts in a leaderboard (the CHE papers' order for the built-ins);
+    - `jax_reference`: its parameters' names in the DeepMind JAX reference, where it has a form there.
+    """
 
     name: ClassVar[str]
     family: ClassVar[str]                 # "none", "absolute", "rotary", "additive bias", "relative", ...
     citation: ClassVar[str] = ""
-    bidirectional: ClassVar[str] = "native"  # how a PE published for causal models sees keys j > i
     aliases: ClassVar[tuple[str, ...]] = ()
+    bidirectional_form: ClassVar[str] = "native"
+    causal_form: ClassVar[str] = "the same under the causal mask"
+    refuses: ClassVar[dict[str, str]] = {}   # a mode ("bidirectional", "causal") -> why it has no such form
+    settings: ClassVar[tuple[str, ...]] = ()
     position_based: ClassVar[bool] = True    # False: the `rand-` modifier does not apply
+    bias_from_positions_only: ClassVar[bool] = False
+    column: ClassVar[float] = math.inf
+    jax_reference: ClassVar[dict[str, str] | None] = None  # Haiku name -> parameter (see che.models.haiku)
     # Raise when what the PE computes changes: the version is part of every run's identity, so a
     # finished result of the old implementation is not taken for one of the new.
     version: ClassVar[int] = 1
@@ -93,6 +114,16 @@ class PositionalEncoding(nn.Module):
     uses_segments: ClassVar[bool] = False
     segments: tuple[torch.Tensor, torch.Tensor] | None = None
     causal: bool = False  # set by PEBuild.make for a causal model (`+causal`): keys j > i are masked
+
+    @classmethod
+    def memory_per_pair(cls, config, device_type: str = "cpu") -> int:
+        """float32 numbers held per (query, key) pair of one example, beyond attention's own."""
+        return 0
+
+    @classmethod
+    def flops_per_pair(cls, config) -> float:
+        """FLOPs of one forward pass per (query, key) pair of one example and layer, beyond attention's own."""
+        return 0.0
 
     def __init__(self, config, randomized: bool = False):
         super().__init__()
@@ -176,6 +207,8 @@ class BiasPE(AttentionPE):
     the query at i at position r_i) or those of random positions ("positions": p_j - p_i).
     """
 
+    bias_from_positions_only = True
+
     def bias_from_offsets(self, offsets: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -192,6 +225,84 @@ class BiasPE(AttentionPE):
             offsets, positions = random_offset_matrix(length, self.config.rand_max_length, q.device)
             return self.bias_from_offsets(offsets, positions).to(q.dtype)
         return self.bias_from_positions(self.positions(length, q.device)).to(q.dtype)
+
+
+# -- modifiers ------------------------------------------------------------------------------------
+class PEModifier:
+    """A word of a PE name that changes the PE it is applied to: a prefix (`dape-`, `rand-`) or a
+    suffix (`+causal`). Its class declares its spec, as a PE's does, and is registered in
+    `che.registry.PE_MODIFIERS` (che.pe_names reads names with them):
+
+    - `name`, `prefix` or `suffix`, `position` among the prefixes (outermost 0; the grammar is
+      `[ssmax-][fox-][dape-|dape2-][rand-]BASE[+causal]`), `alone` (a name that means the modifier
+      over `alone_base`: `fox` is `fox-none`), `listed` (`che pes` lists it with each base);
+    - `label` (its name in a PE's family: "DAPE over alibi"), `citation`, `form` (what it does);
+    - `version_key` and `version` (part of the identity of every run it is in, under that key);
+    - `causal_refusal`: why it cannot be causal (None: it can);
+    - `sort_rank`: (a slot, a rank in it) placing modified columns after the plain ones;
+    - `refuses(base, inner, config)`: why it cannot apply to `base` under the modifiers `inner` (or
+      None); `wrap(module, config, causal)`: the module with it applied;
+    - `memory_per_pair`, `flops_per_pair`, `settings`: as a PE's.
+    """
+
+    name: ClassVar[str]
+    prefix: ClassVar[str] = ""
+    suffix: ClassVar[str] = ""
+    position: ClassVar[int] = 0
+    alone: ClassVar[str | None] = None
+    alone_base: ClassVar[str | None] = None
+    listed: ClassVar[bool] = False
+    label: ClassVar[str] = ""
+    citation: ClassVar[str] = ""
+    form: ClassVar[str] = ""
+    version_key: ClassVar[str | None] = None
+    version: ClassVar[int] = 1
+    causal_refusal: ClassVar[str | None] = None
+    sort_rank: ClassVar[tuple[int, int]] = (0, 0)
+    settings: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def refuses(cls, base: type, inner: list, config) -> str | None:
+        return None
+
+    @classmethod
+    def wrap(cls, module, config, causal: bool):
+        return module
+
+    @classmethod
+    def memory_per_pair(cls, config, device_type: str = "cpu") -> int:
+        return 0
+
+    @classmethod
+    def flops_per_pair(cls, config) -> float:
+        return 0.0
+
+
+class Randomized(PEModifier):
+    """`rand-`: the PE's positions (or RPE's offsets) drawn at random (see the module's docstring)."""
+
+    name, prefix, position, listed, label = "rand", "rand-", 3, True, "randomized"
+    sort_rank = (2, 1)
+    settings = ("rand_max_length", "rand_at_eval", "rand_mode")
+    citation = "Ruoss et al. 2023, Randomized Positional Encodings Boost Length Generalization"
+    form = ("redrawn every forward pass (per layer for attention PEs), shared by the batch, from [0, L), "
+            "L = rand_max_length. Absolute and rotary PEs: T sorted positions from [0, L). Relative and bias PEs "
+            "by --set rand_mode=...: offsets (default, RPE's method: sorted r_1 < ... < r_{T-1} from [1, L), "
+            "distance |i-j| -> r_|i-j|), reference (RPE's released code bit for bit; its NOISY_RELATIVE encodes "
+            "every key right of the query alike) or positions (T sorted positions, offsets p_i - p_j)")
+
+    @classmethod
+    def refuses(cls, base, inner, config):
+        if not base.position_based:
+            from che.registry import PES
+
+            randomizable = ", ".join(e.name for e in PES.entries() if e.obj.position_based)
+            return f"'{base.name}' uses no positions, so it cannot be randomized (randomizable: {randomizable})"
+        mode = getattr(config, "rand_mode", None)  # one of che.config.RAND_MODES (validated there)
+        if mode not in (None, "positions") and issubclass(base, BiasPE) and not base.defines_offsets():
+            return (f"'{base.name}' defines its bias from positions only, so it cannot draw random offsets; "
+                    f"use --set rand_mode=positions")
+        return None
 
 
 def random_distances(length: int, max_length: int, device) -> torch.Tensor:

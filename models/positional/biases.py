@@ -87,7 +87,10 @@ class ALiBi(FixedBiasPE):
     name = "alibi"
     family = "additive bias"
     citation = "Press et al. 2022, Train Short, Test Long (ALiBi)"
-    bidirectional = "symmetric -|i-j|, +0.5 slope for keys left of the query (CHE reference)"
+    bidirectional_form = "symmetric -m|i-j|, +0.5 m for keys left of the query (the CHE reference's)"
+    causal_form = "Press et al.'s -m (i - j)"
+    column = 7
+    jax_reference = {}
 
     def __init__(self, config, randomized=False):
         super().__init__(config, randomized)
@@ -138,7 +141,9 @@ class T5(BiasPE):
     name = "t5"
     family = "additive bias"
     citation = "Raffel et al. 2020, Exploring the Limits of Transfer Learning (T5)"
-    bidirectional = "native (T5 encoder: half the buckets for each sign of j - i)"
+    bidirectional_form = "T5's encoder: 16 buckets for each sign of j - i, 8 exact distances a side"
+    causal_form = "T5's decoder: 32 buckets for keys at or left of the query, 16 exact distances"
+    column = 6
     num_buckets: ClassVar[int] = 32
     max_distance: ClassVar[int] = 128
 
@@ -169,7 +174,8 @@ class _Kerple(BiasPE):
     version = 2  # changed since che 0.1: two-sided; randomized: RPE's offsets
     family = "additive bias"
     citation = "Chi et al. 2022, KERPLE: Kernelized Relative Positional Embedding for Length Extrapolation"
-    bidirectional = "two-sided: separate r1, r2 for keys left and right of the query"
+    bidirectional_form = "two-sided: separate r1, r2 for keys left and right of the query"
+    causal_form = "the published kernel, with the r1, r2 of keys left of the query"
     min_value: ClassVar[float] = 0.01
     r2_max: ClassVar[float | None] = None
     r1_init_scale: ClassVar[float] = 2.0
@@ -207,6 +213,7 @@ class KerpleLog(_Kerple):
 
     name = "kerple-log"
     aliases = ("kerple",)
+    column = 8
 
     def kernel(self, distance, r1, r2):
         return -r1 * torch.log1p(r2 * distance)
@@ -219,7 +226,9 @@ class KerpleLogSymmetric(KerpleLog):
 
     name = "kerple-log-sym"
     aliases = ()
-    bidirectional = "symmetric in |i - j| (both sides share r1, r2)"
+    bidirectional_form = "symmetric in |i - j| (both sides share r1, r2)"
+    causal_form = "the published kernel"
+    column = 9
     sides = 1
 
 
@@ -231,6 +240,7 @@ class KerplePower(_Kerple):
     only the log kernel)."""
 
     name = "kerple-power"
+    column = 10
     r2_max = 2.0
     r1_init_scale = 1.0
     r2_init_scale = 2.0
@@ -244,7 +254,9 @@ class KerplePowerSymmetric(KerplePower):
     """KERPLE's power kernel with one r1, r2 per head for both sides of the query, as published."""
 
     name = "kerple-power-sym"
-    bidirectional = "symmetric in |i - j| (both sides share r1, r2)"
+    bidirectional_form = "symmetric in |i - j| (both sides share r1, r2)"
+    causal_form = "the published kernel"
+    column = 11
     sides = 1
 
 
@@ -277,7 +289,9 @@ class Sandwich(FixedBiasPE):
     family = "additive bias"
     citation = ("Chi et al. 2023, Dissecting Transformer Length Extrapolation via the Lens of "
                 "Receptive Field Analysis (Sandwich)")
-    bidirectional = "symmetric inner product, + 0.5 / r_h for keys left of the query"
+    bidirectional_form = "symmetric inner product, + 0.5 / r_h for keys left of the query"
+    causal_form = "the published form, (sum_k cos((i - j) w_k) - d'/2) / r_h"
+    column = 12
     dim: ClassVar[int] = 128
     left_offset: ClassVar[float] = 0.5
 
@@ -301,7 +315,8 @@ class SandwichSymmetric(Sandwich):
     """Sandwich as published (bidirectional NeMo form): symmetric in i - j, no left/right offset."""
 
     name = "sandwich-sym"
-    bidirectional = "symmetric in i - j (cos is even), as NeMo's bidirectional variant"
+    bidirectional_form = "symmetric in i - j (cos is even), as NeMo's bidirectional variant"
+    column = 13
     left_offset = 0.0
     causal_version = None  # its causal form (the left half, no offset) never changed
 
@@ -337,7 +352,10 @@ class FIRE(BiasPE):
     name = "fire"
     family = "additive bias"
     citation = "Li et al. 2023, Functional Interpolation for Relative Positions Improves Long Context Transformers"
-    bidirectional = "signed input: sign(i - j) psi(|i - j|) / psi(max(L, i)), one MLP on [-1, 1]"
+    bidirectional_form = "signed input: sign(i - j) psi(|i - j|) / psi(max(L, i)), one MLP on [-1, 1]"
+    causal_form = "the published f(psi(i - j) / psi(max(L, i)))"
+    column = 14
+    settings = ("fire_threshold",)
     mlp_width: ClassVar[int] = 32
     init_c: ClassVar[float] = 0.1
     eps: ClassVar[float] = 1e-6

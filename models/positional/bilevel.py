@@ -62,6 +62,7 @@ class BiPE(AttentionPE):
     position_based = False  # its positions come from the segments
     uses_segments = True
     embedding = BilevelEmbedding
+    settings = ("bipe_segment",)
 
 
 @register_pe
@@ -73,6 +74,8 @@ class BiPERoPE(BiPE):
     tokens (default 8)."""
 
     name = "bipe-rope"
+    column = 17
+    bidirectional_form = "native: RoPE over segment indices"
 
     def rotate(self, q, k):
         index = self.segments[0][:, None, :]  # [B, 1, T]: every head
@@ -88,7 +91,9 @@ class BiPEALiBi(BiPE):
 
     name = "bipe-alibi"
     causal_version = 2  # causal: the authors' -96 m (s_i - s_j), without the encoder's +0.5
-    bidirectional = "as che's alibi, over segment indices"
+    bidirectional_form = "as che's alibi, over segment indices"
+    causal_form = "the authors' -96 m (s_i - s_j)"
+    column = 18
 
     def __init__(self, config, randomized=False):
         super().__init__(config, randomized)

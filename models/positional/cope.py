@@ -40,7 +40,9 @@ class CoPE(AttentionPE):
     name = "cope"
     family = "contextual"
     citation = "Golovneva et al. 2024, Contextual Position Encoding: Learning to Count What's Important"
-    bidirectional = "keys right of the query: gates summed from i to j, separate embedding table"
+    bidirectional_form = "keys right of the query: gates summed from i to j, separate embedding table"
+    causal_form = "the paper's CoPE: gates summed from the key to the query, one table"
+    column = 15
     position_based = False
     npos: ClassVar[int] = 64
 

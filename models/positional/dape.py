@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from che.models.positional.base import AttentionPE
+from che.models.positional.base import AttentionPE, PEModifier
 
 # Initialisations (`dape_init`, che.config.DAPE_INITIALISATIONS): "haiku": trunc-normal(1/sqrt(fan_in))
 # at 2 sigma and zero biases, as every Linear of the CHE JAX model (what a JAX port of DAPE onto the
@@ -50,17 +50,54 @@ NEGATIVE_SLOPE = 0.01  # nn.LeakyReLU's default, as in the DAPE code
 CITATION = "Zheng et al. 2024, DAPE: Data-Adaptive Positional Encoding for Length Extrapolation (NeurIPS)"
 
 
-class DAPE(AttentionPE):
-    """f over the attention scores and the bias of `base` (a BiasPE, or `none` for f(S) alone)."""
+class DAPE(AttentionPE, PEModifier):
+    """`dape-`: f over the attention scores and the bias of `base` (a BiasPE, or `none` for f(S) alone)."""
 
+    name, prefix, position, listed, label = "dape", "dape-", 2, True, "DAPE"
     family = "DAPE"
     citation = CITATION
-    version = 1
+    form = "A = S + B + f(S, B), f = MLP 2H -> D -> H at every (i, j), D = dape_width"
+    version_key, version = "dape", 1
+    sort_rank = (1, 1)
+    settings = ("dape_width", "dape_variant", "dape_impl", "dape_init")
 
-    def __init__(self, config, base: AttentionPE, kernel: int = 1):
+    @classmethod
+    def refuses(cls, base, inner, config):
+        if base.bias_from_positions_only:
+            return None
+        from che.registry import PES
+
+        accepted = ", ".join(sorted(e.name for e in PES.entries() if e.obj.bias_from_positions_only))
+        return f"DAPE needs an additive-bias PE or none, not '{base.name}' (choices: {accepted})"
+
+    @classmethod
+    def wrap(cls, module, config, causal):
+        return cls(config, module)
+
+    @classmethod
+    def kernel_of(cls, config) -> int:
+        return 1
+
+    @classmethod
+    def memory_per_pair(cls, config, device_type="cpu"):
+        """Its output; the literal form also holds the concatenated input and the [T, T, D] hidden
+        activations, which the fast form materialises only on a GPU."""
+        heads = config.n_heads
+        dense = config.dape_impl == "literal" or device_type == "cuda"
+        return 3 * heads + (2 * heads + 2 * config.dape_width if dense else 0)
+
+    @classmethod
+    def flops_per_pair(cls, config):
+        """The MLP at every (query, key) pair; the fast forms compute the bias half once per pass."""
+        heads, width = config.n_heads, config.dape_width
+        inputs = 2 * heads if config.dape_impl == "literal" else heads
+        return 2.0 * (inputs * width + width * heads) * cls.kernel_of(config)
+
+    def __init__(self, config, base: AttentionPE):
         super().__init__(config)
+        kernel = self.kernel_of(config)
         self.base = base
-        self.name = ("dape2-" if kernel > 1 else "dape-") + base.name
+        self.name = self.prefix + base.name
         self.has_bias = base.name != "none"
         self.variant = config.dape_variant if self.has_bias else "S+f(S)"
         self.impl = config.dape_impl
@@ -252,5 +289,18 @@ class PositionwiseMLP(torch.autograd.Function):
         return g_content.view_as(content), g_const.view_as(const), g_w_content, g_w_out, g.sum((0, 2))
 
 
-def make_dape(kind: str, base: AttentionPE, config) -> DAPE:
-    return DAPE(config, base, kernel=1 if kind == "dape" else config.dape_kernel)
+class DAPEV2(DAPE):
+    """`dape2-`: DAPE V2 (Zheng et al., ACL 2025): f as two 1 x k convolutions over [S; B] along the
+    keys (k = dape_kernel), so f also mixes nearby keys."""
+
+    name, prefix, label = "dape2", "dape2-", "DAPE2"
+    citation = "Zheng et al. 2025, DAPE V2: Process Attention Score as Feature Map (arXiv 2410.04798)"
+    form = "f = two 1 x k convolutions over [S; B] along the keys (k = dape_kernel), all keys visible"
+    sort_rank = (1, 2)
+    settings = DAPE.settings + ("dape_kernel",)
+    causal_refusal = ("DAPE V2's convolutions run along the keys, so a query's logits would read keys right of it; "
+                      "use dape- for a causal model")
+
+    @classmethod
+    def kernel_of(cls, config) -> int:
+        return config.dape_kernel

@@ -6,17 +6,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from che.models.positional.base import AttentionPE
+from che.models.positional.base import AbsolutePE, AttentionPE, PEModifier
 
 CITATION = ("Lin et al. 2025, Forgetting Transformer: Softmax Attention with a Forget Gate "
             "(ICLR 2025, arXiv 2503.02130)")
 
 
-class Wrapper(AttentionPE):
-    """An attention PE around another (`base`): rotations, bias, softmax and segments are the base's
-    unless overridden. The base must not transform the scores (PEBuild refuses DAPE and CoPE)."""
+class Wrapper(AttentionPE, PEModifier):
+    """A modifier that is an attention PE around another (`base`): rotations, bias, softmax and
+    segments are the base's unless overridden. It acts on the logits, so it refuses a base that
+    transforms the scores itself (DAPE, CoPE) or acts on the embeddings."""
 
     position_based = False
+
+    @classmethod
+    def refuses(cls, base, inner, config):
+        transforms = [m for m in inner if isinstance(m, type) and issubclass(m, AttentionPE)
+                      and m.logits is not AttentionPE.logits]
+        if transforms or issubclass(base, AbsolutePE) or base.logits is not AttentionPE.logits:
+            wrapped = "".join(m.prefix for m in inner) + base.name
+            return (f"{cls.prefix} acts on the logits of an attention PE that does not transform the scores "
+                    f"(none, rope, a bias PE, ...), not on '{wrapped}'")
+        return None
 
     def __init__(self, config, base: AttentionPE):
         super().__init__(config)
@@ -54,12 +65,29 @@ def forget_gate(d_model: int, heads: int) -> nn.Linear:
 
 
 class ForgettingAttention(Wrapper):
-    """FoX's forget gates: per head, f_t = sigmoid(w^T x_t + b) from the attention layer's input x,
+    """`fox-`: FoX's forget gates: per head, f_t = sigmoid(w^T x_t + b) from the attention layer's input x,
     and the logits get D_ij = sum_{l = j+1..i} log f_l for keys j <= i (D_ii = 0), computed as
     c_i - c_j with c = cumsum(log f) in float32. Causal as the paper. Two-sided (che's form for the
     encoder): keys right of the query decay through a second gate g with D_ij = sum_{l = i..j-1}
     log g_l, so either side forgets what lies between query and key. Added to the wrapped PE's
     bias (`fox` alone wraps none, as the paper)."""
+
+    name, prefix, position, alone, alone_base, label = "fox", "fox-", 1, "fox", "none", "FoX"
+    citation = CITATION
+    form = ("FoX's forget gates, f_t = sigmoid(w^T x_t + b) per head from the attention input, add D_ij = "
+            "sum_{l=j+1..i} log f_l to the logits (`fox` alone: over none, as the paper; gates initialised as the "
+            "authors' code, w ~ N(0, 0.02), b = 0). Bidirectional (che's form): keys right of the query decay "
+            "through a second gate, D_ij = sum_{l=i..j-1} log g_l")
+    version_key = "fox"
+    sort_rank = (0, 1)
+
+    @classmethod
+    def wrap(cls, module, config, causal):
+        return cls(config, module, causal)
+
+    @classmethod
+    def memory_per_pair(cls, config, device_type="cpu"):
+        return 3 * config.n_heads  # the decays and their cumulative sums, per example
 
     def __init__(self, config, base: AttentionPE, causal: bool):
         super().__init__(config, base)

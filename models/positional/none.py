@@ -12,5 +12,10 @@ class NoPE(AttentionPE):
 
     name = "none"
     family = "none"
+    column = 0
+    bias_from_positions_only = True  # no bias at all: DAPE over it is f(S)
+    jax_reference = {}
+    bidirectional_form = "native: nothing tells positions apart (the encoder is permutation equivariant)"
+    causal_form = "Kazemnejad et al.'s NoPE: the causal mask alone tells positions apart"
     citation = "Kazemnejad et al. 2023 (NoPE); Delétang et al. 2023 (CHE baseline)"
     position_based = False

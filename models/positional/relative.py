@@ -53,7 +53,10 @@ class Relative(AttentionPE):
     name = "relative"
     family = "relative"
     citation = "Dai et al. 2019, Transformer-XL (relative positional encoding); Delétang et al. 2023 (CHE)"
-    bidirectional = "native (signed offset p_i - p_j, both sides)"
+    bidirectional_form = "native (signed offset p_i - p_j, both sides)"
+    causal_form = "Transformer-XL's, for i - j >= 0"
+    column = 5
+    jax_reference = {"linear_3/w": "w_r.weight:relative", "relpos_contentbias": "u", "relpos_relativebias": "v"}
 
     def __init__(self, config, randomized=False):
         super().__init__(config, randomized)

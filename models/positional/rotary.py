@@ -31,6 +31,8 @@ class RoPE(AttentionPE):
 
     name = "rope"
     family = "rotary"
+    column = 3
+    jax_reference = {}
     citation = "Su et al. 2021, RoFormer: Enhanced Transformer with Rotary Position Embedding"
 
     def rotate(self, q, k):
@@ -49,6 +51,9 @@ class PartialRoPE(RoPE):
     the same function up to a fixed permutation of q's and k's channels)."""
 
     name = "p-rope"
+    column = 4
+    jax_reference = None
+    settings = ("rope_fraction",)
     citation = ("Barbero et al. 2025, Round and Round We Go! What makes Rotary Positional Encodings useful? "
                 "(ICLR 2025, arXiv 2410.06205)")
 

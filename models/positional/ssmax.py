@@ -13,10 +13,22 @@ INITIAL_SCALE = 0.43  # s of the paper's Figure 1; the paper does not state the 
 
 
 class ScalableSoftmax(Wrapper):
-    """SSMax: the logits of query i are multiplied by s_h * log n_i before the softmax, n_i the number
+    """`ssmax-`: the logits of query i are multiplied by s_h * log n_i before the softmax, n_i the number
     of keys it sees (T; i + 1 in a causal model), s_h learned per head (and per layer: a module per
     layer), initialised to 0.43. Applied as q_i * s_h log n_i after the wrapped PE's rotation and
     the same factor on its bias, which equals scaling the logits and keeps fused attention."""
+
+    name, prefix, position, label = "ssmax", "ssmax-", 0, "SSMax"
+    citation = CITATION
+    form = ("Scalable-Softmax: the logits of query i times s_h log n_i (n_i keys seen: T, or i + 1 causal), s_h "
+            "learned per head and layer, initialised to 0.43 (the value of the paper's Figure 1; the paper does not "
+            "give its initial s)")
+    version_key = "ssmax"
+    sort_rank = (0, 2)
+
+    @classmethod
+    def wrap(cls, module, config, causal):
+        return cls(config, module)
 
     def __init__(self, config, base):
         super().__init__(config, base)

@@ -54,9 +54,15 @@ class StickBreaking(AttentionPE):
     family = "attention without softmax"
     citation = ("Tan et al. 2025, Scaling Stick-Breaking Attention: An Efficient Implementation and In-depth "
                 "Study (ICLR 2025, arXiv 2410.17980)")
-    bidirectional = ("che's form: a stick per side broken outward from the query, each side halved, both "
+    column = 16
+    causal_form = "the paper's: the keys left of the query break one stick, nearest first; the leftover to the query"
+    bidirectional_form = ("che's form: a stick per side broken outward from the query, each side halved, both "
                      "leftovers to the query's own value")
     position_based = False
+
+    @classmethod
+    def memory_per_pair(cls, config, device_type="cpu"):
+        return 8 * config.n_heads  # log sigmoids, cumulative sums, both sides' weights
 
     def attention_weights(self, logits):
         return stick_breaking_weights(logits, self.causal)

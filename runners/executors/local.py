@@ -22,6 +22,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from che.results import command_line
 from che.runners.executors.plan import Plan
 from che.runners.executors.worker import run_pack
 from che.threads import THREAD_VARIABLES, WAIT_POLICY
@@ -123,7 +124,7 @@ class LocalExecutor:
         worker.key = f"{slot}:{next(self._keys)}"
         worker.conn.send({"configs": [c.to_dict() for c in configs], "results": str(self.results),
                           "device": self.plan.device, "plugins": self.plugins, "threads": self.plan.threads,
-                          "force": self.force})
+                          "force": self.force, "command": command_line()})
         return worker.key
 
     def _busy(self) -> list[_Worker]:

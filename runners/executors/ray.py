@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 
 from che.errors import CheError
+from che.results import command_line
 from che.runners.executors.plan import Plan
 from che.runners.executors.worker import run_pack
 from che.runners.stopping import sigint_blocked
@@ -86,7 +87,8 @@ class RayExecutor:
     def submit(self, configs) -> str:
         key = str(next(self._keys))
         self._in_flight[key] = self._remote.remote([c.to_dict() for c in configs], str(self.results),
-                                                   self.plan.device, self.plugins, self.plan.threads, self.force)
+                                                   self.plan.device, self.plugins, self.plan.threads, self.force,
+                                                   command_line())
         return key
 
     def poll(self, timeout: float) -> list[tuple[str, dict]]:

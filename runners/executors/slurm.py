@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from che.errors import CheError
+from che.results import command_line
 from che.runners.executors.worker import run_pack
 from che.runners.stopping import as_ctrl_c, sigint_blocked
 from che.threads import configure as configure_threads
@@ -161,7 +162,7 @@ class SlurmExecutor:
         key = str(next(self._keys))
         self._queued[key] = {"configs": [c.to_dict() for c in configs], "results": str(self.results),
                              "device": self.device, "plugins": self.plugins, "threads": self.options.cpus,
-                             "force": self.force}
+                             "force": self.force, "command": command_line()}
         return key
 
     def _flush(self) -> None:

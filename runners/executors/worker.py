@@ -14,10 +14,11 @@ from che.threads import WAIT_POLICY, keep_freed_memory
 
 
 def run_pack(configs: list[dict], results: str, device: str = "auto", plugins: list[str] | tuple = (),
-             threads: int | None = None, force: bool = False) -> dict:
+             threads: int | None = None, force: bool = False, command: str | None = None) -> dict:
     """Run a pack of configurations exactly as `che run --resume` does, and say how each ended.
 
-    Loads the plugins, sets torch's thread count, rebuilds the RunConfigs and calls `execute_pack`.
+    Loads the plugins, sets torch's thread count, rebuilds the RunConfigs and calls `execute_pack`
+    (`command`: the sweep's command line, which each result records).
     Never raises for a failed run: returns {"runs": [one outcome per config]}, each
     {"status": "finished" | "skipped" | "interrupted" | "failed", ...} with the result record, or
     the error and its traceback. Ctrl-C (SIGINT) during training saves a checkpoint (status
@@ -48,7 +49,7 @@ def run_pack(configs: list[dict], results: str, device: str = "auto", plugins: l
             try:
                 # the sweep's dispatcher holds the runs' locks
                 results_ = execute_pack(runs, Path(results), device=device, force=force, resume=not force,
-                                        reporter=stopping.relay_stop(), lock=False)
+                                        reporter=stopping.relay_stop(), lock=False, command=command)
             except Interrupted as stop:
                 for outcome in outcomes:
                     outcome.update(status="interrupted", step=stop.step, checkpoint=str(stop.checkpoint))

@@ -26,6 +26,7 @@ class BinaryAddition(Task):
 
     name = "binary_addition"
     level = "cs"
+    order = 12  # its row in the CHE papers' tables
     input_size = 3
     output_size = 3
     classification = False

@@ -31,6 +31,7 @@ class ComputeSqrt(Task):
 
     name = "compute_sqrt"
     level = "cs"
+    order = 14  # its row in the CHE papers' tables
     input_size = 2
     output_size = 2
     classification = False

@@ -19,6 +19,7 @@ class DuplicateString(Task):
 
     name = "duplicate_string"
     level = "cs"
+    order = 9  # its row in the CHE papers' tables
     input_size = 2
     output_size = 2
     classification = False

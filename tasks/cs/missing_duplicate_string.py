@@ -22,6 +22,7 @@ class MissingDuplicateString(Task):
 
     name = "missing_duplicate_string"
     level = "cs"
+    order = 10  # its row in the CHE papers' tables
     input_size = 4
     output_size = 2
     input_symbols = ("0", "1", "?", "#")

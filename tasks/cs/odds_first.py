@@ -24,6 +24,7 @@ class OddsFirst(Task):
 
     name = "odds_first"
     level = "cs"
+    order = 11  # its row in the CHE papers' tables
     input_size = 2
     output_size = 2
     classification = False

@@ -19,6 +19,7 @@ class ReverseString(Task):
 
     name = "reverse_string"
     level = "dcf"
+    order = 6  # its row in the CHE papers' tables
     input_size = 2
     output_size = 2
     classification = False

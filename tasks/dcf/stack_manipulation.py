@@ -61,6 +61,7 @@ class StackManipulation(Task):
 
     name = "stack_manipulation"
     level = "dcf"
+    order = 5  # its row in the CHE papers' tables
     input_size = 5
     output_size = 3
     classification = False

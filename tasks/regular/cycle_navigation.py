@@ -26,6 +26,7 @@ class CycleNavigation(Task):
 
     name = "cycle_navigation"
     level = "regular"
+    order = 4  # its row in the CHE papers' tables
     input_size = 3
     output_size = CYCLE_LENGTH
     input_symbols = ("L", "S", "R")  # left, stay, right

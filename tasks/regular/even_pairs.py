@@ -23,6 +23,7 @@ class EvenPairs(Task):
 
     name = "even_pairs"
     level = "regular"
+    order = 1  # its row in the CHE papers' tables
     input_size = 2
     output_size = 2
     input_symbols = ("0", "1")

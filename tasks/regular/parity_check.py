@@ -12,6 +12,7 @@ class ParityCheck(Task):
 
     name = "parity_check"
     level = "regular"
+    order = 3  # its row in the CHE papers' tables
     input_size = 2
     output_size = 2
     input_symbols = ("0", "1")

@@ -1,0 +1,186 @@
+"""What a PE name means: the one reader of the grammar `[ssmax-][fox-][dape-|dape2-][rand-]BASE[+causal]`.
+
+A name is a base PE (a class in `che.registry.PES`, by name or alias) with modifiers (classes in
+`che.registry.PE_MODIFIERS`): prefixes, outermost first, and suffixes. Each modifier declares the
+word it adds (`prefix` or `suffix`), its `position` among the prefixes (outermost 0), an `alone`
+form if it stands for itself over a base (`fox` is `fox-none`), and `refuses(...)`: why it cannot
+apply to a base (a reason, or None). Each base declares its spec (see
+`che.models.positional.base.PositionalEncoding`): version, forms, the modes it refuses, its column.
+Everything here asks those declarations; no other module reads a PE name's text.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from che.errors import CheError, echo
+from che.registry import PE_MODIFIERS, PES
+
+
+@dataclass(frozen=True)
+class PEName:
+    """A parsed PE name: the base class, its prefix modifiers (outermost first) and its suffixes."""
+
+    name: str                      # canonical: "dape-kerple-log" for "dape-kerple"
+    base: type
+    prefixes: tuple[type, ...]     # e.g. (ScalableSoftmax, ForgettingAttention): `ssmax-fox-...`
+    suffixes: tuple[type, ...]     # e.g. (Causal,): `...+causal`
+
+    @property
+    def modifiers(self) -> tuple[type, ...]:
+        return self.prefixes + self.suffixes
+
+    def has(self, modifier: str) -> bool:
+        """Whether the name carries the modifier registered as `modifier` ("rand", "dape", "causal", ...)."""
+        return any(m.name == modifier for m in self.modifiers)
+
+    def without(self, modifier: str) -> str:
+        """The canonical name of the same PE without the modifier registered as `modifier`."""
+        return canonical([m for m in self.prefixes if m.name != modifier], self.base,
+                         [m for m in self.suffixes if m.name != modifier])
+
+    def reads(self, setting: str) -> bool:
+        """Whether a part of this PE (its base or a modifier) reads the setting."""
+        return any(setting in part.settings for part in (self.base, *self.modifiers))
+
+    @property
+    def causal(self) -> bool:
+        return self.has("causal")
+
+    @property
+    def randomized(self) -> bool:
+        return self.has("rand")
+
+    def versions(self) -> dict[str, int]:
+        """The versions of the code this name runs, part of a run's identity: the base's (its causal
+        form's in a causal model, where that changed on its own), and each modifier's that has one."""
+        causal_version = getattr(self.base, "causal_version", None) if self.causal else None
+        versions = {self.base.name: causal_version or getattr(self.base, "version", 1)}
+        for modifier in self.prefixes:
+            if modifier.version_key:
+                versions[modifier.version_key] = modifier.version
+        return versions
+
+    def sort_key(self) -> tuple:
+        """Where the PE's column sorts: plain PEs in the order their classes declare (`column`), each
+        causal column beside its bidirectional one, then the modified ones, grouped as the modifiers
+        declare (`sort_rank`: a slot and a rank within it)."""
+        return sort_key(self.prefixes, getattr(self.base, "column", math.inf), self.base.name, self.causal)
+
+
+def sort_key(prefixes, column: float, base: str, causal: bool) -> tuple:
+    slots = [0, 0, 0]
+    for modifier in prefixes:
+        slot, rank = modifier.sort_rank
+        slots[slot] += rank
+    return (*slots, column, base, causal)
+
+
+def modifiers() -> tuple[list[type], list[type]]:
+    """(the prefix modifiers, outermost first; the suffix modifiers)."""
+    found = [entry.obj for entry in PE_MODIFIERS.entries()]
+    prefixes = sorted((m for m in found if m.prefix), key=lambda m: m.position)
+    return prefixes, [m for m in found if m.suffix]
+
+
+def split(name: str) -> tuple[list[type], str, list[type]]:
+    """(prefix modifiers, the base's name as written, suffix modifiers): the name's words, whatever
+    the base (a plugin's PE that is not loaded reads as well)."""
+    prefixes, suffixes = modifiers()
+    rest, found_suffixes = name, []
+    for modifier in suffixes:
+        if rest.endswith(modifier.suffix):
+            rest, found_suffixes = rest[:-len(modifier.suffix)], [modifier] + found_suffixes
+    found_prefixes = []
+    for modifier in prefixes:
+        if any(m.position == modifier.position for m in found_prefixes):
+            continue  # one of a position (`dape-` or `dape2-`)
+        if modifier.alone and rest == modifier.alone:
+            return found_prefixes + [modifier], modifier.alone_base, found_suffixes
+        if rest.startswith(modifier.prefix):
+            found_prefixes.append(modifier)
+            rest = rest[len(modifier.prefix):]
+    return found_prefixes, rest, found_suffixes
+
+
+def base_classes() -> dict[str, type]:
+    """Every registered base PE by name and alias."""
+    classes = {}
+    for entry in PES.entries():
+        classes[entry.name] = entry.obj
+        for alias in getattr(entry.obj, "aliases", ()):
+            classes.setdefault(alias, entry.obj)
+    return classes
+
+
+def read(name: str, config=None) -> PEName:
+    """The PEName that `name` means, or a one-line CheError: an unknown base, or a combination that
+    cannot work (each modifier and base says why). `config` (a ModelConfig) lets a modifier check
+    settings it depends on (`rand-` and `rand_mode`)."""
+    prefixes, rest, suffixes = split(name)
+    base = base_classes().get(rest)
+    if base is None:
+        raise PES.unknown(name, names())
+    for modifier in prefixes + suffixes:
+        inner = prefixes[prefixes.index(modifier) + 1:] if modifier in prefixes else prefixes
+        reason = modifier.refuses(base, inner, config)
+        if reason:
+            raise CheError(f"'{echo(name)}': {reason}")
+    if not suffixes and getattr(base, "refuses", {}).get("bidirectional"):
+        raise CheError(f"'{echo(name)}': {base.name} has no bidirectional form: {base.refuses['bidirectional']}")
+    return PEName(canonical(prefixes, base, suffixes), base, tuple(prefixes), tuple(suffixes))
+
+
+def canonical(prefixes, base: type, suffixes) -> str:
+    words = [m.prefix for m in prefixes]
+    last = prefixes[-1] if prefixes else None
+    if last is not None and last.alone and base.name == last.alone_base:
+        words[-1] = last.alone  # `fox`, not `fox-none`
+        return "".join(words) + "".join(m.suffix for m in suffixes)
+    return "".join(words) + base.name + "".join(m.suffix for m in suffixes)
+
+
+def canonical_name(name: str) -> str:
+    """`dape-kerple` -> `dape-kerple-log`; raises CheError for an unknown name."""
+    return read(name).name
+
+
+def names() -> list[str]:
+    """Every valid PE name (without aliases) with the modifiers that declare themselves `listed`
+    (`rand-`, `dape-`, `dape2-`), and the modifiers' names of their own (`fox`); the others combine
+    further, and every name takes the suffixes (`che pes`)."""
+    prefixes, _ = modifiers()
+    listed = sorted({m.position for m in prefixes if m.listed}, reverse=True)  # innermost first
+    found, alone = [], []
+    for entry in PES.entries():
+        base = entry.obj
+        variants = [([], base.name)]
+        for position in listed:
+            variants += [([m, *inner], m.prefix + text) for m in prefixes if m.listed and m.position == position
+                         for inner, text in variants if not m.refuses(base, inner, None)]
+        found += [text for _, text in variants]
+        alone += [m.alone for m in prefixes if m.alone and m.alone_base == base.name]
+    return found + alone
+
+
+def reads_setting(name: str, setting: str) -> bool:
+    """Whether a PE name found in results reads the setting (its base, where registered, or a modifier)."""
+    prefixes, base, suffixes = split(name)
+    parts = [*prefixes, *suffixes] + ([base_classes()[base]] if base in base_classes() else [])
+    return any(setting in part.settings for part in parts)
+
+
+def read_by_some_pe(setting: str) -> bool:
+    """Whether the setting belongs to some PE or modifier (which declares it), not to every model."""
+    return any(setting in entry.obj.settings for registry in (PES, PE_MODIFIERS) for entry in registry.entries())
+
+
+def sort_key_of(name: str) -> tuple:
+    """Where a PE's column sorts, for any name found in results: a name of a PE that is not
+    registered (a plugin's, not loaded) sorts after the registered ones of its group, by name."""
+    try:
+        return read(name).sort_key()
+    except CheError:
+        prefixes, base, suffixes = split(name)
+        return sort_key(prefixes, math.inf, base, any(m.name == "causal" for m in suffixes))
