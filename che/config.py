@@ -97,6 +97,8 @@ class ModelConfig:
                                      "kernels, CUDA)", identity=False)
     dape_init: str = setting("haiku", "DAPE's MLP initialisation: haiku (as the CHE code) or torch (as DAPE's)")
     fire_threshold: float = setting(64.0, "FIRE's initial threshold L (set from the training length)", from_task=True)
+    train_tokens: int = setting(0, "the longest training sequence in tokens (set from the task and train_length)",
+                                from_task=True)
     rope_fraction: float = setting(0.75, "p of p-rope: the fraction of RoPE's frequency pairs that rotate (the highest)",
                                    absent=0.75)
     bipe_segment: int = setting(8, "BiPE's segment length in tokens, for tasks without separator tokens", absent=8)
@@ -202,7 +204,7 @@ class RunConfig:
         longest training sequence, as the DAPE code)."""
         longest = task.input_length(self.train_length) + task.output_length(self.train_length)
         return dataclasses.replace(self.model, input_size=task.input_size, output_size=task.output_size,
-                                   fire_threshold=longest * FIRE_THRESHOLD_RATIO,
+                                   fire_threshold=longest * FIRE_THRESHOLD_RATIO, train_tokens=longest,
                                    segment_separators=tuple(task.segment_separators))
 
     # -- identity -------------------------------------------------------------------------------

@@ -119,6 +119,8 @@ def describe_pe(name: str) -> tuple[dict, list[str]]:
 
     build = parse_pe(name, None)
     pe = build.pe
+    if pe.layers:
+        return describe_schedule(build)
     base = next(e for e in PES.entries() if e.obj is pe.base)
     row = pe_row(pe.base, base.source)
     sources = {entry.obj: entry.source for entry in PE_MODIFIERS.entries()}
@@ -143,6 +145,26 @@ def describe_pe(name: str) -> tuple[dict, list[str]]:
     lines += ["settings:", *settings_lines(pe.base.settings)] if pe.base.settings else []
     lines += ["", row["about"]]
     return {"name": pe.name, "pe": row, "modifiers": modifiers}, lines
+
+
+def describe_schedule(build) -> tuple[dict, list[str]]:
+    """`che pes NAME` of a layer schedule: which PE each layer of the CHE model has, then each PE."""
+    from che.models.positional.build import parameters_text, parse_pe
+
+    pe, layers = build.pe, LISTED_MODEL["n_layers"]
+    model = listed_model(pe.name)
+    trained = parameters_text(parse_pe(pe.name, model))
+    per_layer = [pe.layer(index).name for index in range(layers)]
+    lines = [f"{pe.name}: a layer schedule; a model trains {trained} parameters for it (the CHE model: {layers} "
+             f"layers, d_model {LISTED_MODEL['d_model']}, {LISTED_MODEL['n_heads']} heads)",
+             "layers: " + ", ".join(f"{index}: {name}" for index, name in enumerate(per_layer))]
+    if pe.base.citation:
+        lines += [f"citation: {pe.base.citation}", "", " ".join((pe.base.__doc__ or "").split())]
+    for layer in dict.fromkeys(pe.layers):
+        described = describe_pe(layer.name)[1]
+        lines += ["", *described[:1], *[line for line in described[1:] if line.startswith(("citation:", "bidirectional:",
+                                                                                          "causal:"))]]
+    return {"name": pe.name, "layers": per_layer}, lines
 
 
 def describe_settings() -> list[dict]:

@@ -1,12 +1,18 @@
-"""What a PE name means: the one reader of the grammar `[ssmax-][fox-][dape-|dape2-][rand-]BASE[+causal]`.
+"""What a PE name means: the one reader of the grammar
 
-A name is a base PE (a class in `che.registry.PES`, by name or alias) with modifiers (classes in
+    NAME     = LAYERS[+causal]
+    LAYERS   = PE | PE~PE~...         a layer schedule: layer l has the (l mod k)-th PE
+    PE       = [ssmax-][fox-][dape-|dape2-][rand-]BASE
+
+A PE is a base (a class in `che.registry.PES`, by name or alias) with modifiers (classes in
 `che.registry.PE_MODIFIERS`): prefixes, outermost first, and suffixes. Each modifier declares the
 word it adds (`prefix` or `suffix`), its `position` among the prefixes (outermost 0), an `alone`
 form if it stands for itself over a base (`fox` is `fox-none`), and `refuses(...)`: why it cannot
 apply to a base (a reason, or None). Each base declares its spec (see
-`che.models.positional.base.PositionalEncoding`): version, forms, the modes it refuses, its column.
-Everything here asks those declarations; no other module reads a PE name's text.
+`che.models.positional.base.PositionalEncoding`): version, forms, the modes it refuses, its column;
+a registered base may itself be a named layer schedule (`schedule`, e.g. `irope`). The suffixes
+apply to every layer of a schedule. Everything here asks those declarations; no other module reads
+a PE name's text.
 """
 
 from __future__ import annotations
@@ -18,31 +24,57 @@ from che.errors import CheError, echo
 from che.registry import PE_MODIFIERS, PES
 
 
+SCHEDULE = "~"  # joins the PEs of a layer schedule: `none~alibi`
+
+
+class WrittenSchedule:
+    """The spec of a layer schedule written in a name (`rope~none`), as a registered PE's would be."""
+
+    name, family, citation, column, version = "schedule", "layer schedule", "", math.inf, 1
+    settings: tuple[str, ...] = ()
+    refuses: dict[str, str] = {}
+    on_embeddings = False
+    position_based = False
+
+
 @dataclass(frozen=True)
 class PEName:
-    """A parsed PE name: the base class, its prefix modifiers (outermost first) and its suffixes."""
+    """A parsed PE name: the base class, its prefix modifiers (outermost first) and its suffixes;
+    for a layer schedule, the PE of each layer of its cycle (`layers`)."""
 
     name: str                      # canonical: "dape-kerple-log" for "dape-kerple"
     base: type
     prefixes: tuple[type, ...]     # e.g. (ScalableSoftmax, ForgettingAttention): `ssmax-fox-...`
     suffixes: tuple[type, ...]     # e.g. (Causal,): `...+causal`
+    layers: tuple[PEName, ...] = ()  # a schedule's cycle: layer l has layers[l % len(layers)]
+
+    def layer(self, index: int) -> PEName:
+        """The PE of layer `index` (this PE itself, unless it is a schedule)."""
+        return self.layers[index % len(self.layers)] if self.layers else self
 
     @property
     def modifiers(self) -> tuple[type, ...]:
         return self.prefixes + self.suffixes
 
     def has(self, modifier: str) -> bool:
-        """Whether the name carries the modifier registered as `modifier` ("rand", "dape", "causal", ...)."""
-        return any(m.name == modifier for m in self.modifiers)
+        """Whether the name carries the modifier registered as `modifier` ("rand", "dape", "causal", ...),
+        in any layer of a schedule."""
+        return any(m.name == modifier for m in self.modifiers) or any(layer.has(modifier) for layer in self.layers)
 
     def without(self, modifier: str) -> str:
         """The canonical name of the same PE without the modifier registered as `modifier`."""
         return canonical([m for m in self.prefixes if m.name != modifier], self.base,
                          [m for m in self.suffixes if m.name != modifier])
 
+    def without_suffixes(self) -> str:
+        if self.layers:
+            return self.name[:len(self.name) - sum(len(m.suffix) for m in self.suffixes)]
+        return canonical(self.prefixes, self.base, [])
+
     def reads(self, setting: str) -> bool:
-        """Whether a part of this PE (its base or a modifier) reads the setting."""
-        return any(setting in part.settings for part in (self.base, *self.modifiers))
+        """Whether a part of this PE (its base or a modifier, or a layer's) reads the setting."""
+        return (any(setting in part.settings for part in (self.base, *self.modifiers))
+                or any(layer.reads(setting) for layer in self.layers))
 
     @property
     def causal(self) -> bool:
@@ -54,7 +86,13 @@ class PEName:
 
     def versions(self) -> dict[str, int]:
         """The versions of the code this name runs, part of a run's identity: the base's (its causal
-        form's in a causal model, where that changed on its own), and each modifier's that has one."""
+        form's in a causal model, where that changed on its own), and each modifier's that has one;
+        a schedule's, its own and its layers'."""
+        if self.layers:
+            versions = {} if self.base is WrittenSchedule else {self.base.name: self.base.version}
+            for layer in self.layers:
+                versions |= layer.versions()
+            return versions
         causal_version = getattr(self.base, "causal_version", None) if self.causal else None
         versions = {self.base.name: causal_version or getattr(self.base, "version", 1)}
         for modifier in self.prefixes:
@@ -66,7 +104,8 @@ class PEName:
         """Where the PE's column sorts: plain PEs in the order their classes declare (`column`), each
         causal column beside its bidirectional one, then the modified ones, grouped as the modifiers
         declare (`sort_rank`: a slot and a rank within it)."""
-        return sort_key(self.prefixes, getattr(self.base, "column", math.inf), self.base.name, self.causal)
+        name = self.without_suffixes() if self.base is WrittenSchedule else self.base.name
+        return sort_key(self.prefixes, getattr(self.base, "column", math.inf), name, self.causal)
 
 
 def sort_key(prefixes, column: float, base: str, causal: bool) -> tuple:
@@ -118,10 +157,19 @@ def read(name: str, config=None) -> PEName:
     """The PEName that `name` means, or a one-line CheError: an unknown base, or a combination that
     cannot work (each modifier and base says why). `config` (a ModelConfig) lets a modifier check
     settings it depends on (`rand-` and `rand_mode`)."""
+    suffixes = split(name)[2]
+    body = name[:len(name) - sum(len(m.suffix) for m in suffixes)]
+    if SCHEDULE in body:  # `~` binds loosest: `fox-rope~none` is fox-rope, then none
+        return schedule(name, body.split(SCHEDULE), WrittenSchedule, suffixes, config)
     prefixes, rest, suffixes = split(name)
     base = base_classes().get(rest)
     if base is None:
         raise PES.unknown(name, names())
+    if getattr(base, "schedule", None):
+        if prefixes:
+            raise CheError(f"'{echo(name)}': '{base.name}' is a layer schedule; a modifier applies to the PEs of "
+                           f"its layers: write them with it ({SCHEDULE.join(base.schedule)})")
+        return schedule(name, list(base.schedule), base, suffixes, config)
     for modifier in prefixes + suffixes:
         inner = prefixes[prefixes.index(modifier) + 1:] if modifier in prefixes else prefixes
         reason = modifier.refuses(base, inner, config)
@@ -130,6 +178,24 @@ def read(name: str, config=None) -> PEName:
     if not suffixes and getattr(base, "refuses", {}).get("bidirectional"):
         raise CheError(f"'{echo(name)}': {base.name} has no bidirectional form: {base.refuses['bidirectional']}")
     return PEName(canonical(prefixes, base, suffixes), base, tuple(prefixes), tuple(suffixes))
+
+
+def schedule(name: str, parts: list[str], base: type, suffixes: list, config) -> PEName:
+    """A layer schedule: each part read as a PE of its own (with the schedule's suffixes); a part
+    that acts on the embeddings, or is a schedule itself, is refused."""
+    written = "".join(m.suffix for m in suffixes)
+    layers = []
+    for part in parts:
+        if not part:
+            raise CheError(f"'{echo(name)}': a layer schedule joins PEs with '{SCHEDULE}' (`none{SCHEDULE}alibi`); "
+                           f"one is empty")
+        layer = read(part + written, config)
+        if layer.layers or getattr(layer.base, "on_embeddings", False):
+            raise CheError(f"'{echo(name)}': a layer schedule interleaves PEs that act in attention; '{part}' "
+                           + ("is a schedule itself" if layer.layers else "acts on the token embeddings"))
+        layers.append(layer)
+    text = (base.name if base is not WrittenSchedule else SCHEDULE.join(layer.without_suffixes() for layer in layers))
+    return PEName(text + written, base, (), tuple(suffixes), tuple(layers))
 
 
 def canonical(prefixes, base: type, suffixes) -> str:

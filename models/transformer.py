@@ -157,8 +157,8 @@ class Transformer(nn.Module):
                 if self.absolute_pes is not None:
                     self.absolute_pes.append(build.make_embedding())
                 if build.in_attention:
-                    for block in self.blocks:
-                        block.attention.pes.append(build.make())
+                    for layer, block in enumerate(self.blocks):
+                        block.attention.pes.append(build.make(layer))
                 self._init_run_(run)
         self.project_()
 

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 PES = ["none", "alibi", "relative", "sin-cos", "dape-kerple-log", "dape2-alibi", "rand-alibi", "rand-relative",
        "rand-rope", "rand-learned", "kerple-log", "fire", "t5", "cope",
-       "none+causal", "fox+causal", "stick-breaking", "ssmax-alibi", "p-rope", "bipe-alibi"]
+       "none+causal", "fox+causal", "stick-breaking", "ssmax-alibi", "p-rope", "bipe-alibi", "irope", "rnope+causal",
+       "none~alibi"]
 STEPS = 8
 
 

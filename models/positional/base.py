@@ -102,6 +102,7 @@ class PositionalEncoding(nn.Module):
     settings: ClassVar[tuple[str, ...]] = ()
     position_based: ClassVar[bool] = True    # False: the `rand-` modifier does not apply
     bias_from_positions_only: ClassVar[bool] = False
+    on_embeddings: ClassVar[bool] = False     # it adds to the token embeddings (absolute PEs, BiPE's part)
     column: ClassVar[float] = math.inf
     jax_reference: ClassVar[dict[str, str] | None] = None  # Haiku name -> parameter (see che.models.haiku)
     # Raise when what the PE computes changes: the version is part of every run's identity, so a
@@ -147,6 +148,8 @@ class PositionalEncoding(nn.Module):
 
 class AbsolutePE(PositionalEncoding):
     """Adds a [T, d_model] encoding of the token positions to the embeddings."""
+
+    on_embeddings = True
 
     def encode(self, positions: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -62,6 +62,7 @@ class BiPE(AttentionPE):
     position_based = False  # its positions come from the segments
     uses_segments = True
     embedding = BilevelEmbedding
+    on_embeddings = True
     settings = ("bipe_segment",)
 
 

@@ -39,12 +39,12 @@ class PEBuild:
     @property
     def acts_on_embeddings(self) -> bool:
         """Only on the token embeddings (absolute PEs; every modifier that acts in attention refuses
-        them): no PE module in attention."""
-        return issubclass(self.cls, AbsolutePE)
+        them, and so do schedules): no PE module in attention."""
+        return not self.pe.layers and issubclass(self.cls, AbsolutePE)
 
     @property
     def on_embeddings(self) -> bool:
-        return self.acts_on_embeddings or getattr(self.cls, "embedding", None) is not None
+        return not self.pe.layers and (self.acts_on_embeddings or getattr(self.cls, "embedding", None) is not None)
 
     @property
     def in_attention(self) -> bool:
@@ -52,10 +52,16 @@ class PEBuild:
 
     @property
     def uses_segments(self) -> bool:
-        return self.cls.uses_segments
+        return not self.pe.layers and self.cls.uses_segments
 
-    def make(self) -> PositionalEncoding:
-        """A fresh PE module (the model makes one per layer for attention PEs)."""
+    def layer(self, index: int) -> PEBuild:
+        """The PEBuild of layer `index` (a layer schedule's PE there; this one otherwise)."""
+        return PEBuild(self.pe.layer(index), self.config) if self.pe.layers else self
+
+    def make(self, layer: int = 0) -> PositionalEncoding:
+        """A fresh PE module for layer `layer` (the model makes one per layer for attention PEs)."""
+        if self.pe.layers:
+            return self.layer(layer).make()
         module = self.cls(self.config, randomized=self.randomized)
         for modifier in reversed(self.pe.prefixes):
             module = modifier.wrap(module, self.config, self.causal)
@@ -72,12 +78,22 @@ class PEBuild:
         """The base and every modifier, the classes whose specs describe this PE."""
         return [self.cls, *self.pe.modifiers]
 
+    def layers(self) -> list[PEBuild]:
+        """The PE of each layer of the model (`config.n_layers`)."""
+        return [self.layer(index) for index in range(self.config.n_layers)]
+
     def memory_per_pair(self, device_type: str = "cpu") -> int:
-        """float32 numbers per (query, key) pair of an example that the PE holds beyond attention's own."""
+        """float32 numbers per (query, key) pair of an example that the PE holds beyond attention's own
+        (in the layer that holds most: one layer computes at a time)."""
+        if self.pe.layers:
+            return max(layer.memory_per_pair(device_type) for layer in self.layers())
         return sum(part.memory_per_pair(self.config, device_type) for part in self.parts())
 
     def flops_per_pair(self) -> float:
-        """FLOPs per (query, key) pair, example and layer that the PE adds to a forward pass."""
+        """FLOPs per (query, key) pair, example and layer that the PE adds to a forward pass (the mean
+        over the layers)."""
+        if self.pe.layers:
+            return sum(layer.flops_per_pair() for layer in self.layers()) / self.config.n_layers
         return sum(part.flops_per_pair(self.config) for part in self.parts())
 
 
@@ -109,7 +125,11 @@ def embedding_parameters(build: PEBuild) -> int:
 
 def parameters_text(build: PEBuild) -> str:
     """'9,690 = 5 layers x (330 fire + 1,608 dape)': the parameters a model of this PE trains for
-    it (`build.config`'s size), as a run counts them."""
+    it (`build.config`'s size), as a run counts them (a schedule's, layer by layer)."""
+    if build.pe.layers:
+        per_layer = [sum(parameter_counts(layer).values()) for layer in build.layers()]
+        total = sum(per_layer)
+        return f"{total:,}" + (" = " + " + ".join(f"{n:,}" for n in per_layer) + " (by layer)" if total else "")
     parts = {name: n for name, n in parameter_counts(build).items() if n}
     per_module = sum(parts.values())
     table = embedding_parameters(build)
