@@ -54,16 +54,18 @@ def protocols(runs):
     return find(runs)
 
 
-def compare(runs, a: str, b: str, tasks=None, protocol: str | None = None):
+def compare(runs, a: str, b: str, tasks=None, protocol: str | None = None, alternative: str = "two-sided",
+            seeds=None):
     """Per task, PE `a` against PE `b` over their runs of one protocol (see che.comparisons):
-    difference, interval, p_value, p_adjusted (Holm), runs_a, runs_b. The PEs are those of the
-    runs (a plugin's PE needs no plugin loaded); an alias names its PE (`dape-kerple`)."""
+    difference, interval, p_value (two-sided, or one-sided: `alternative="greater"` tests that `a` is
+    better), p_adjusted (Holm), runs_a, runs_b; `seeds` keeps only those seeds' runs. The PEs are
+    those of the runs (a plugin's PE needs no plugin loaded); an alias names its PE (`dape-kerple`)."""
     from che.comparisons import compare as compare_pes, pe_in_results
     from che.errors import CheError
 
     a, b = pe_in_results(runs, a), pe_in_results(runs, b)
     if a == b:
         raise CheError(f"compare two different PEs, not {a} with itself")
-    table = compare_pes(runs, a, b, tasks, protocol)
+    table = compare_pes(runs, a, b, tasks, protocol, alternative=alternative, seeds=seeds)
     table.attrs["pes"] = (a, b)
     return table

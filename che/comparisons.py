@@ -1,16 +1,17 @@
 """Is PE A better than PE B? Per task, over runs: the difference of mean OOD accuracy with a 95%
-bootstrap confidence interval, an exact permutation test (two-sided) of equal means, and the
-p-values adjusted for testing every task at once (Holm). Across tasks: the mean of the per-task
-differences and a sign-flip test over tasks. See che.stats for the tests and their limits (3 runs
-against 3 cannot reach p < 0.1 on one task)."""
+bootstrap confidence interval, an exact permutation test of equal means (two-sided, or one-sided
+for a claim stated before the runs were made: `alternative`), and the p-values adjusted for testing
+every task at once (Holm). Across tasks: the mean of the per-task differences and a sign-flip test
+over tasks. See che.stats for the tests and their limits (3 runs against 3 cannot reach p < 0.1 on
+one task)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from che.errors import CheError
-from che.stats import (CONFIDENCE, bootstrap_difference_ci, holm, permutation_p_value, sign_flip_p_value,
-                       smallest_p_value)
+from che.stats import (ALTERNATIVES, CONFIDENCE, bootstrap_difference_ci, holm, permutation_p_value,
+                       sign_flip_p_value, smallest_p_value)
 
 ALPHA = 1 - CONFIDENCE
 COLUMNS = ["task", "difference", "ci_low", "ci_high", "p_value", "p_adjusted", "runs_a", "runs_b",
@@ -18,11 +19,21 @@ COLUMNS = ["task", "difference", "ci_low", "ci_high", "p_value", "p_adjusted", "
 
 
 def compare(runs: pd.DataFrame, a: str, b: str, tasks: list[str] | None = None,
-            protocol: str | None = None) -> pd.DataFrame:
+            protocol: str | None = None, alternative: str = "two-sided", seeds: list[int] | None = None) -> pd.DataFrame:
     """One row per task where both PEs have runs: difference = mean(A) - mean(B) in percentage
-    points, its confidence interval, p_value, p_adjusted (Holm over the tasks compared) and whether
-    it is significant at 5% after the adjustment. Runs of one protocol only (`protocol` chooses
-    one where `runs` hold several, see che.protocol)."""
+    points, its confidence interval, p_value (`alternative`: two-sided, or `greater` for the claim
+    that A is better, `less` that B is), p_adjusted (Holm over the tasks compared) and whether it is
+    significant at 5% after the adjustment. Runs of one protocol only (`protocol` chooses one where
+    `runs` hold several, see che.protocol); `seeds`: only the runs of these seeds (to test a claim
+    on runs other than those that suggested it)."""
+    if alternative not in ALTERNATIVES:
+        from che.errors import unknown_name_error
+
+        raise unknown_name_error("alternative", alternative, ALTERNATIVES)
+    if seeds is not None:
+        runs = runs[runs.seed.isin(seeds)]
+        if runs.empty:
+            raise CheError(f"no runs of seeds {', '.join(map(str, seeds))} in these results")
     from che.leaderboards import task_sort_key
     from che.protocol import plumbing_check, select_protocol
 
@@ -44,7 +55,7 @@ def compare(runs: pd.DataFrame, a: str, b: str, tasks: list[str] | None = None,
             continue
         low, high = bootstrap_difference_ci(scores_a, scores_b)
         rows.append({"task": task, "difference": scores_a.mean() - scores_b.mean(), "ci_low": low, "ci_high": high,
-                     "p_value": permutation_p_value(scores_a, scores_b), "runs_a": len(scores_a),
+                     "p_value": permutation_p_value(scores_a, scores_b, alternative=alternative), "runs_a": len(scores_a),
                      "runs_b": len(scores_b), "mean_a": scores_a.mean(), "mean_b": scores_b.mean()})
     if not rows:
         raise CheError(f"no task has runs of both '{a}' and '{b}'")
@@ -53,6 +64,7 @@ def compare(runs: pd.DataFrame, a: str, b: str, tasks: list[str] | None = None,
     table["significant"] = table["p_adjusted"] < ALPHA  # False where there is no test (nan)
     table = table[COLUMNS]
     table.attrs["plumbing"] = plumbing_check(runs)
+    table.attrs["alternative"] = alternative
     return table
 
 
@@ -104,10 +116,14 @@ def single_run_note(table: pd.DataFrame) -> str | None:
 def summary(table: pd.DataFrame, a: str, b: str) -> str:
     wins = int((table.significant & (table.difference > 0)).sum())
     losses = int((table.significant & (table.difference < 0)).sum())
+    alternative = table.attrs.get("alternative", "two-sided")
     tested = table[table.p_value.notna()]
-    floor = min((smallest_p_value(int(r.runs_a), int(r.runs_b)) for r in tested.itertuples()), default=1.0)
+    floor = min((smallest_p_value(int(r.runs_a), int(r.runs_b), alternative) for r in tested.itertuples()), default=1.0)
     text = (f"{a} vs {b}: {a} better on {int((table.difference > 0).sum())} of {len(table)} tasks, significantly "
             f"(Holm-adjusted p < {ALPHA:.2f}) on {wins}; {b} significantly better on {losses}.")
+    if alternative != "two-sided":
+        text += (f" One-sided tests of the claim that {a if alternative == 'greater' else b} is better: only a claim "
+                 f"stated before these runs were made may be tested so.")
     if tested.empty:
         text += " No task has two runs of each PE, so none was tested."
     elif floor >= ALPHA:
@@ -119,17 +135,18 @@ def summary(table: pd.DataFrame, a: str, b: str) -> str:
                  f"bootstrap over runs) estimates the difference's size and is too narrow with few runs; p (an exact "
                  f"permutation test) tests whether there is a difference at all: trust p.")
     if len(table) > 1:
-        overall = across_tasks(table)
+        overall = across_tasks(table, alternative)
         text += (f" Across the {overall['tasks']} tasks (each task one unit): mean difference "
                  f"{overall['difference']:+.1f} points, sign-flip test p = {overall['p_value']:.2g}.")
     return text
 
 
-def across_tasks(table: pd.DataFrame) -> dict:
+def across_tasks(table: pd.DataFrame, alternative: str = "two-sided") -> dict:
     """Does A beat B on average over the benchmark? The tasks are the units (Demšar, JMLR 2006): the
-    mean of the per-task differences of means, and an exact two-sided sign-flip test of it."""
+    mean of the per-task differences of means, and an exact sign-flip test of it (two-sided, or in
+    the direction of `alternative`)."""
     return {"tasks": len(table), "difference": float(table.difference.mean()),
-            "p_value": sign_flip_p_value(table.difference.to_numpy())}
+            "p_value": sign_flip_p_value(table.difference.to_numpy(), alternative=alternative)}
 
 
 def render(table: pd.DataFrame, a: str, b: str, fmt: str):

@@ -18,6 +18,8 @@ from scipy import stats
 CONFIDENCE = 0.95
 BOOTSTRAP_SAMPLES = 10_000
 EXACT_UP_TO = 100_000        # permutations enumerated exactly; beyond, a Monte Carlo test (p never 0)
+# The alternative hypothesis of a test about A - B: that it is not 0, that it is > 0 (A better), < 0.
+ALTERNATIVES = ("two-sided", "greater", "less")
 
 
 def _mean(x, axis=-1):
@@ -64,34 +66,37 @@ def bootstrap_difference_ci(a, b, confidence: float = CONFIDENCE, samples: int =
     return _percentile_interval((a, b), _mean_difference, confidence, samples, seed)
 
 
-def permutation_p_value(a, b, seed: int = 0) -> float:
-    """Two-sided permutation test of equal means: the share of the ways to split the pooled runs
-    into groups of len(a) and len(b) whose |difference of means| is at least the observed one.
-    Exact (every split) when there are at most EXACT_UP_TO splits, else Monte Carlo. nan when a
-    side has a single run (scipy's test needs two; one against one could only give p = 1)."""
+def permutation_p_value(a, b, seed: int = 0, alternative: str = "two-sided") -> float:
+    """Permutation test of equal means: the share of the ways to split the pooled runs into groups of
+    len(a) and len(b) whose difference of means is at least as extreme as the observed one: in
+    absolute value (two-sided), or as large (`greater`: the alternative that A's mean is larger) or as
+    small (`less`). Exact (every split) when there are at most EXACT_UP_TO splits, else Monte Carlo.
+    nan when a side has a single run (scipy's test needs two; one against one could only give p = 1)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if min(len(a), len(b)) < 2:
         return math.nan
-    result = stats.permutation_test((a, b), _absolute_mean_difference, permutation_type="independent",
-                                    alternative="greater", n_resamples=EXACT_UP_TO, vectorized=True,
-                                    rng=np.random.default_rng(seed))
+    statistic, alternative = ((_absolute_mean_difference, "greater") if alternative == "two-sided"
+                              else (_mean_difference, alternative))
+    result = stats.permutation_test((a, b), statistic, permutation_type="independent", alternative=alternative,
+                                    n_resamples=EXACT_UP_TO, vectorized=True, rng=np.random.default_rng(seed))
     return float(result.pvalue)
 
 
-def sign_flip_p_value(differences, seed: int = 0) -> float:
-    """Two-sided paired test that the mean of per-task differences is 0: the share of the 2^n ways
-    to flip their signs whose |mean| is at least the observed one (exact up to EXACT_UP_TO)."""
+def sign_flip_p_value(differences, seed: int = 0, alternative: str = "two-sided") -> float:
+    """Paired test that the mean of per-task differences is 0: the share of the 2^n ways to flip
+    their signs whose mean is at least as extreme as the observed one (in absolute value, or in the
+    direction of `alternative`; exact up to EXACT_UP_TO)."""
     differences = np.asarray(differences, dtype=float)
-    result = stats.permutation_test((differences,), _absolute_mean, permutation_type="samples",
-                                    alternative="greater", n_resamples=EXACT_UP_TO, vectorized=True,
-                                    rng=np.random.default_rng(seed))
+    statistic, alternative = ((_absolute_mean, "greater") if alternative == "two-sided" else (_mean, alternative))
+    result = stats.permutation_test((differences,), statistic, permutation_type="samples", alternative=alternative,
+                                    n_resamples=EXACT_UP_TO, vectorized=True, rng=np.random.default_rng(seed))
     return float(result.pvalue)
 
 
-def smallest_p_value(runs_a: int, runs_b: int) -> float:
-    """The smallest two-sided p the exact permutation test can give with these numbers of runs: the
-    observed split alone, and with equal group sizes also its mirror image."""
-    return (2 if runs_a == runs_b else 1) / math.comb(runs_a + runs_b, runs_a)
+def smallest_p_value(runs_a: int, runs_b: int, alternative: str = "two-sided") -> float:
+    """The smallest p the exact permutation test can give with these numbers of runs: the observed
+    split alone, and for a two-sided test with equal group sizes also its mirror image."""
+    return (2 if runs_a == runs_b and alternative == "two-sided" else 1) / math.comb(runs_a + runs_b, runs_a)
 
 
 def holm(p_values) -> list[float]:

@@ -86,6 +86,12 @@ def compare_command(
     results: ResultsFoldersOption = None,
     format: Annotated[Literal["table", "md", "csv", "json"], typer.Option("--format", help="Output format.")] = "table",
     protocol: ProtocolOption = None,
+    alternative: Annotated[Literal["two-sided", "greater", "less"], typer.Option(
+        help="The test's alternative: two-sided (A differs from B), greater (A is better), less (B is better). "
+             "One-sided only for a claim stated before the runs were made.")] = "two-sided",
+    seeds: Annotated[Optional[str], typer.Option(
+        help="Only the runs of these seeds, comma-separated or a range 3..9 (e.g. to test a claim on runs other "
+             "than those that suggested it) [default: all].", show_default=False)] = None,
 ):
     """Per task: A against B, the difference of mean OOD accuracy over their runs.
 
@@ -99,7 +105,7 @@ def compare_command(
         raise CheError(f"--pes takes two different PEs, A,B; got {pes!r}")
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     table = api.compare(api.load_results(results or [DEFAULT_RESULTS]), names[0], names[1], tasks=task_list,
-                        protocol=protocol)
+                        protocol=protocol, alternative=alternative, seeds=parse_seed_list(seeds))
     for note in (plumbing_note(table), single_run_note(table)):
         if note:
             err_console.print(note, soft_wrap=True)
@@ -110,3 +116,16 @@ def compare_command(
         console.print(rendered[1], soft_wrap=True)
     else:
         print(rendered, end="" if rendered.endswith("\n") else "\n")
+
+
+def parse_seed_list(text: str | None) -> list[int] | None:
+    """`3,5,8` or `3..9` (both ends included) as a list of seeds; None for None."""
+    if text is None:
+        return None
+    try:
+        if ".." in text:
+            low, high = (int(part) for part in text.split(".."))
+            return list(range(low, high + 1))
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise CheError(f"--seeds takes seeds, comma-separated (3,5,8) or a range (3..9), got {text!r}") from None
