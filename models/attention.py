@@ -1,7 +1,8 @@
 """Attention, given q, k, v and what the PE contributes: one interface, three paths side by side.
 
-`attend(q, k, v, ...)` computes softmax(q k^T / sqrt(d_head) + bias) v (or another function of the
-logits), for the K runs of a pack at once: q, k, v are [K * B, H, T, d_head], run-major. The PE
+`attend(q, k, v, ...)` computes softmax(q k^T / sqrt(d_qk) + bias) v (or another function of the
+logits), for the K runs of a pack at once: q, k, v are [K * B, H, T, d], run-major, d = d_head, except
+that a PE may widen q and k (PoPE: to 2 d_head); d_qk is their width. The PE
 contributes at most one of
 - `bias`: each run's additive bias, [K, 1, H, T, T] (positions only) or [K, B, H, T, T] (content too),
   added to the scaled scores;
@@ -69,10 +70,10 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, pack: int, path
 
 def explicit_attention(q, k, v, pack: int, bias=None, logits=None, weights=None, causal: bool = False,
                        record: dict | None = None) -> torch.Tensor:
-    """The scores materialised: S = (q / sqrt(d_head)) k^T, then the PE's logits (S + bias, or its
+    """The scores materialised: S = (q / sqrt(d_qk)) k^T, then the PE's logits (S + bias, or its
     function of S), the causal mask, the softmax (or the PE's weights), and the weighted values."""
-    merged, heads, length, d_head = q.shape
-    flat = (q * (1.0 / math.sqrt(d_head))) @ k.transpose(-2, -1)  # [K * B, H, T, T]
+    merged, heads, length, d_qk = q.shape
+    flat = (q * (1.0 / math.sqrt(d_qk))) @ k.transpose(-2, -1)  # [K * B, H, T, T]
     scores = flat.view(pack, merged // pack, heads, length, length)
     if logits is not None:
         a = logits(scores)
@@ -91,7 +92,7 @@ def explicit_attention(q, k, v, pack: int, bias=None, logits=None, weights=None,
 
 
 def fused_attention(q, k, v, pack: int, bias=None, causal: bool = False) -> torch.Tensor:
-    """SDPA, which scales q k^T by 1/sqrt(d_head) and then adds the mask: each run's bias, copied
+    """SDPA, which scales q k^T by 1/sqrt(d_qk) and then adds the mask: each run's bias, copied
     to [K * B, H, T, T] for a pack, with the causal mask folded in."""
     if bias is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal)

@@ -71,12 +71,12 @@ class SelfAttention(nn.Module):
         if pes is not None:
             rotated = per_run(pes, generators, lambda pe, q, k: pe.rotate(q, k), q, k)
             q, k = stack([r[0] for r in rotated]), stack([r[1] for r in rotated])
-        merged = (pack * batch, self.n_heads, length, self.d_head)
         # One memory layout whatever the pack size (a stacked pack is contiguous, a run alone a
         # view): matmuls over other layouts may take other kernels and round differently, and a run
         # must compute the same bits alone and packed. (The CPU's fused kernel is also ~20% faster.)
-        q, k, v = (t.reshape(merged).contiguous() for t in (q, k, v))
-        per_run_q, per_run_k = q.view(pack, batch, *merged[1:]), k.view(pack, batch, *merged[1:])
+        # q and k keep the width the PE gave them (PoPE's are 2 d_head wide), v has d_head.
+        q, k, v = (t.reshape(pack * batch, *t.shape[2:]).contiguous() for t in (q, k, v))
+        per_run_q, per_run_k = q.view(pack, batch, *q.shape[1:]), k.view(pack, batch, *k.shape[1:])
         bias = logits = weights = None
         if pes is not None and pes[0].transforms_scores:
             def logits(scores):

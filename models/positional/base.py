@@ -4,7 +4,8 @@ A PE is one of two kinds, and the model never needs to know more than which:
 
 - `AbsolutePE` acts once, on the token embeddings (`x + encode(positions)`).
 - `AttentionPE` acts inside every attention layer (one instance per layer). It may
-  - rotate q and k (`rotate`, e.g. RoPE),
+  - rotate q and k (`rotate`, e.g. RoPE; it may also widen them, as PoPE's 2 d_head-wide real form,
+    and the attention then scales by the square root of their width),
   - return an additive bias for the scaled scores (`bias`, e.g. ALiBi; shape [H, T, T] or
     [B, H, T, T]), which the attention adds after the 1/sqrt(d_head) scaling,
   - or transform the scores it is handed (`logits`, e.g. DAPE). The attention computes the scaled
