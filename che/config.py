@@ -30,11 +30,13 @@ DapeImpl = Literal["fast", "literal", "triton"]
 DapeInit = Literal["haiku", "torch"]
 Attention = Literal["auto", "fused", "explicit", "flex"]
 Precision = Literal["fp32", "tf32", "bf16", "bf16-emulated"]  # see che.runners.precision
+RopeScaling = Literal["none", "yarn", "ntk"]  # a rope model at test lengths past training (rope-yarn, rope-ntk)
 DEVICES, RAND_MODES, DAPE_VARIANTS = get_args(Device), get_args(RandMode), get_args(DapeVariant)
 DAPE_IMPLEMENTATIONS, DAPE_INITIALISATIONS, ATTENTION = get_args(DapeImpl), get_args(DapeInit), get_args(Attention)
-PRECISIONS = get_args(Precision)
+PRECISIONS, ROPE_SCALINGS = get_args(Precision), get_args(RopeScaling)
 CHOICES = {"rand_mode": RAND_MODES, "dape_variant": DAPE_VARIANTS, "dape_impl": DAPE_IMPLEMENTATIONS,
-           "dape_init": DAPE_INITIALISATIONS, "attention": ATTENTION, "precision": PRECISIONS}
+           "dape_init": DAPE_INITIALISATIONS, "attention": ATTENTION, "precision": PRECISIONS,
+           "rope_scaling": ROPE_SCALINGS}
 # How results made before the precision setting said it (bf16, tf32 flags); a run's identity keeps
 # saying it so, so that its run id is the one it always had.
 LEGACY_PRECISION = {"fp32": {"bf16": False, "tf32": False}, "tf32": {"bf16": False, "tf32": True},
@@ -97,10 +99,13 @@ class ModelConfig:
                                      "kernels, CUDA)", identity=False)
     dape_init: str = setting("haiku", "DAPE's MLP initialisation: haiku (as the CHE code) or torch (as DAPE's)")
     fire_threshold: float = setting(64.0, "FIRE's initial threshold L (set from the training length)", from_task=True)
-    train_tokens: int = setting(0, "the longest training sequence in tokens (set from the task and train_length)",
-                                from_task=True)
     rope_fraction: float = setting(0.75, "p of p-rope: the fraction of RoPE's frequency pairs that rotate (the highest)",
                                    absent=0.75)
+    rope_scaling: str = setting("none", "a rope model evaluated past its longest training sequence with YaRN's or "
+                                        "NTK-aware scaling (yarn, ntk): che eval on a kept rope run", evaluation=True,
+                                absent="none")
+    longest_train_tokens: int = setting(40, "N, the longest training sequence in tokens (set from the task): where "
+                                            "rope-yarn and rope-ntk start scaling", from_task=True)
     bipe_segment: int = setting(8, "BiPE's segment length in tokens, for tasks without separator tokens", absent=8)
     segment_separators: tuple = setting((), "BiPE's separator token ids (set from the task)", from_task=True)
     attention: str = setting("auto", "fused (SDPA), explicit (materialised scores), flex (FlexAttention, the bias "
@@ -128,6 +133,10 @@ class ModelConfig:
         for name, choices in CHOICES.items():
             if hasattr(self, name) and getattr(self, name) not in choices:
                 raise CheError(f"{name}: unknown value '{echo(getattr(self, name))}' (choices: {', '.join(choices)})")
+        if self.rope_scaling != "none":  # only a PE that has such an evaluation (rope: rope-yarn, rope-ntk)
+            from che.pe_names import evaluated_as, read
+
+            evaluated_as(read(self.pe), self)
 
 
 # The fields of a ModelConfig that a run sets (the others come from the task).
@@ -200,11 +209,11 @@ class RunConfig:
         return RunConfig.from_dict(self.to_dict() | changes)
 
     def model_for(self, task) -> ModelConfig:
-        """The model of this run on `task` (its vocabularies, and FIRE's threshold at 1/8 of the
-        longest training sequence, as the DAPE code)."""
+        """The model of this run on `task` (its vocabularies, the longest training sequence in tokens,
+        and FIRE's threshold at 1/8 of it, as the DAPE code)."""
         longest = task.input_length(self.train_length) + task.output_length(self.train_length)
         return dataclasses.replace(self.model, input_size=task.input_size, output_size=task.output_size,
-                                   fire_threshold=longest * FIRE_THRESHOLD_RATIO, train_tokens=longest,
+                                   fire_threshold=longest * FIRE_THRESHOLD_RATIO, longest_train_tokens=longest,
                                    segment_separators=tuple(task.segment_separators))
 
     # -- identity -------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ a PE name's text.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -196,6 +197,31 @@ def schedule(name: str, parts: list[str], base: type, suffixes: list, config) ->
         layers.append(layer)
     text = (base.name if base is not WrittenSchedule else SCHEDULE.join(layer.without_suffixes() for layer in layers))
     return PEName(text + written, base, (), tuple(suffixes), tuple(layers))
+
+
+def evaluated_as(pe: PEName, config) -> PEName:
+    """The PE a model of `pe` computes as under `config` (a ModelConfig): `pe` itself, or, where the
+    config sets an evaluation setting to a value under which a registered PE declares itself `pe`'s
+    base (`evaluation_of`: `rope-yarn` is `rope` under rope_scaling=yarn), that PE with the same
+    modifiers (which may refuse it). A one-line CheError where the setting has no such PE for `pe`."""
+    if config is None:
+        return pe
+    unset = {f.name: f.metadata.get("absent") for f in dataclasses.fields(config)}  # each setting's "off" value
+    variants = [entry.obj for entry in PES.entries() if getattr(entry.obj, "evaluation_of", None)]
+    for setting in dict.fromkeys(v.evaluation_of[1] for v in variants):
+        value = getattr(config, setting)
+        if value == unset[setting]:
+            continue
+        found = [v for v in variants if v.evaluation_of[1:] == (setting, value)]
+        for variant in found:
+            if variant.evaluation_of[0] == pe.base.name:
+                try:
+                    return read(canonical(pe.prefixes, variant, pe.suffixes), config)
+                except CheError as exc:
+                    raise CheError(f"{setting}={echo(str(value))} on '{echo(pe.name)}': {exc}") from None
+        applies = ", ".join(f"{v.evaluation_of[0]} (as {v.name})" for v in found)
+        raise CheError(f"{setting}={echo(str(value))} applies to {applies or 'no PE'}, not to '{echo(pe.name)}'")
+    return pe
 
 
 def canonical(prefixes, base: type, suffixes) -> str:

@@ -30,8 +30,7 @@ def reevaluate(record: dict, path: Path, device: torch.device, results: Path, on
     if unknown:
         raise CheError(f"che eval changes only the evaluation ({', '.join(EVALUATION_SETTINGS)}), not "
                        f"{', '.join(sorted(unknown))}")
-    model, config, task = load_model(record, path, device)
-    new = stored_config(record, changes)
+    model, new, task = load_model(record, path, device, changes)
     started = time.perf_counter()
     accuracies = evaluate(model, task, new, device, on_length=on_length)[0]
     out = result_path(results, new)

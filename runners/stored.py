@@ -133,13 +133,14 @@ def read_weights(record: dict, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_model(record: dict, path: Path, device: torch.device):
-    """(the run's model, its RunConfig, its task), the weights loaded from beside the result."""
+def load_model(record: dict, path: Path, device: torch.device, changes: dict | None = None):
+    """(the run's model, its RunConfig, its task), the weights loaded from beside the result; with
+    `changes` to its evaluation settings, the model is built under them (rand_at_eval, rope_scaling)."""
     from che.models import Transformer
     from che.registry import TASKS
 
     state = read_weights(record, path)
-    config = stored_config(record)
+    config = stored_config(record, changes)
     task = TASKS.get(config.task)
     model = Transformer(config.model_for(task))
     try:

@@ -524,7 +524,8 @@ def test_every_pe_trains(name):
             continue  # -r1 d^r2 at random distances of hundreds: the softmax saturates on the diagonal
         assert (p.grad != 0).any(), f"{name}: zero gradient for {parameter_name}"
     if name.removeprefix("rand-") not in {"none", "sin-cos", "rope", "p-rope", "alibi", "sandwich", "sandwich-sym",
-                                          "stick-breaking"}:
+                                          "stick-breaking", "rope-yarn", "rope-ntk", "irope", "rnope", "none-tempered",
+                                          "rope-chunked"}:
         assert parameters, f"{name}: expected learnable PE parameters"
 
 

@@ -16,7 +16,7 @@ from che.models.positional.rotary import rotate_pairs
 from che.models.transformer import Transformer
 from che.pe_names import read
 
-CONFIG = ModelConfig(input_size=2, output_size=2, train_tokens=4)
+CONFIG = ModelConfig(input_size=2, output_size=2, longest_train_tokens=4)
 
 
 @pytest.mark.parametrize("name, layers", [
@@ -76,7 +76,7 @@ def test_tempered_nope_encoder_scales_every_query_as_the_last():
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_chunked_rope_attends_within_chunks_as_rope(causal):
-    """Within a chunk of C = train_tokens tokens the logits are RoPE's; across chunks no attention."""
+    """Within a chunk of C = longest_train_tokens tokens the logits are RoPE's; across chunks no attention."""
     module = parse_pe("rope-chunked" + ("+causal" if causal else ""), CONFIG).make().double()
     q, k = torch.randn(2, 8, 10, 8, dtype=torch.float64), torch.randn(2, 8, 10, 8, dtype=torch.float64)
     rq, rk = module.rotate(q, k)
@@ -128,7 +128,7 @@ def test_a_schedule_trains_and_lists(cli, tmp_path, pe):
     result = cli("run", "--task", "parity_check", "--pe", pe, "--preset", "smoke", "--results", tmp_path)
     assert result.exit_code == 0, result.stderr
     record = json.loads(next(tmp_path.rglob("seed*.json")).read_text())
-    assert record["pe"] == pe and record["model_config"]["train_tokens"] == 6  # parity_check, N = 5: 5 + 1
+    assert record["pe"] == pe and record["model_config"]["longest_train_tokens"] == 6  # parity_check, N = 5: 5 + 1
     described = cli("pes", pe)
     assert described.exit_code == 0 and "layers: 0: " in described.stdout
 

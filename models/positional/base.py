@@ -81,7 +81,11 @@ class PositionalEncoding(nn.Module):
 
     - `name`, `aliases`, `family`, `citation`; the docstring is its long description (`che pes NAME`);
     - `bidirectional_form` and `causal_form`: one line each, what it computes in an encoder and in
-      a causal model (`+causal`), or `refuses` {"bidirectional" | "causal": why it has no such form};
+      a causal model (`+causal`), or `refuses` {"bidirectional" | "causal": why it has no such form}
+      (and {"rand": why}, where randomized positions make no sense for it);
+    - `evaluation_of`: (another PE's name, an evaluation setting, a value) where this PE is that one
+      evaluated under the setting's value: both train alike, and a kept model of the other evaluated
+      so (`che eval --set rope_scaling=yarn` on a `rope` run) computes as this one (`rope-yarn`);
     - `version` (and `causal_version`, where the causal form changed on its own): part of every
       run's identity;
     - `settings`: the settings (`che settings`) it reads;
@@ -99,7 +103,8 @@ class PositionalEncoding(nn.Module):
     aliases: ClassVar[tuple[str, ...]] = ()
     bidirectional_form: ClassVar[str] = "native"
     causal_form: ClassVar[str] = "the same under the causal mask"
-    refuses: ClassVar[dict[str, str]] = {}   # a mode ("bidirectional", "causal") -> why it has no such form
+    refuses: ClassVar[dict[str, str]] = {}   # a mode ("bidirectional", "causal"), or "rand" -> why not
+    evaluation_of: ClassVar[tuple[str, str, str] | None] = None  # (PE name, setting, value): see above
     settings: ClassVar[tuple[str, ...]] = ()
     position_based: ClassVar[bool] = True    # False: the `rand-` modifier does not apply
     bias_from_positions_only: ClassVar[bool] = False
@@ -302,6 +307,8 @@ class Randomized(PEModifier):
 
             randomizable = ", ".join(e.name for e in PES.entries() if e.obj.position_based)
             return f"'{base.name}' uses no positions, so it cannot be randomized (randomizable: {randomizable})"
+        if base.refuses.get("rand"):
+            return f"'{base.name}' cannot be randomized: {base.refuses['rand']}"
         mode = getattr(config, "rand_mode", None)  # one of che.config.RAND_MODES (validated there)
         if mode not in (None, "positions") and issubclass(base, BiasPE) and not base.defines_offsets():
             return (f"'{base.name}' defines its bias from positions only, so it cannot draw random offsets; "

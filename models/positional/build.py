@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from che.models.positional.base import AbsolutePE, PositionalEncoding
-from che.pe_names import PEName, read
+from che.pe_names import PEName, evaluated_as, read
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,9 @@ class PEBuild:
 
 
 def parse_pe(name: str, config) -> PEBuild:
-    """The PEBuild of a PE name (`config`: the model's ModelConfig, or None to read the name only)."""
-    return PEBuild(read(name, config), config)
+    """The PEBuild of a PE name (`config`: the model's ModelConfig, or None to read the name only),
+    as the config evaluates it (a `rope` model under rope_scaling=yarn computes as `rope-yarn`)."""
+    return PEBuild(evaluated_as(read(name, config), config), config)
 
 
 def parameter_counts(build: PEBuild) -> dict[str, int]:

@@ -54,7 +54,7 @@ class PoPE(AttentionPE):
 
     name = "pope"
     family = "rotary"
-    column = 22
+    column = 4.5
     citation = ("Gopalakrishnan, Csordás, Schmidhuber and Mozer 2025, Decoupling the \"What\" and \"Where\" With "
                 "Polar Coordinate Positional Embeddings (arXiv 2509.10534)")
     bidirectional_form = ("native: sum_c softplus(q_tc) softplus(k_sc) cos((s - t) theta_c + delta_c) / sqrt(d_head), "

@@ -9,12 +9,16 @@ from che.registry import register_pe
 
 
 def rotate_pairs(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0,
-                 rotated_pairs: int | None = None) -> torch.Tensor:
+                 rotated_pairs: int | None = None, frequencies: torch.Tensor | None = None) -> torch.Tensor:
     """Rotate interleaved pairs (2k, 2k+1) of the last dim of x [..., T, d] by p * base^(-2k/d);
     `positions` [T] (or [..., T], broadcast against x's leading dims). With `rotated_pairs` m, only
-    the first m pairs (the highest frequencies) rotate; the others get angle 0, i.e. stay as they are."""
+    the first m pairs (the highest frequencies) rotate; the others get angle 0, i.e. stay as they are.
+    `frequencies` [d/2], where given, replaces base^(-2k/d) (rescaled RoPE: rope-yarn, rope-ntk)."""
     d = x.shape[-1]
-    inv_freq = base ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
+    if frequencies is not None:
+        inv_freq = frequencies.to(device=x.device, dtype=torch.float32)
+    else:
+        inv_freq = base ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
     if rotated_pairs is not None:
         inv_freq[rotated_pairs:] = 0.0
     angles = positions.to(torch.float32)[..., None] * inv_freq  # [..., T, d/2]

@@ -19,7 +19,7 @@ from che.registry import register_pe
 LLAMA4 = ("Meta 2025, The Llama 4 herd (iRoPE: no_rope_layer_interval 4, attention temperature tuning, chunked "
           "attention; the reference implementation in Hugging Face transformers' Llama4TextAttention)")
 # Llama 4's constants, for its training context of 8,192 tokens: che rescales the lengths to the
-# longest training sequence (`train_tokens`), which plays that context's part.
+# longest training sequence (`longest_train_tokens`), which plays that context's part.
 LLAMA4_CONTEXT = 8192          # its floor_scale and attention_chunk_size
 LLAMA4_ATTN_SCALE = 0.1        # its attn_scale
 OTHER_CHUNK = -1e9             # the bias of a key in another chunk: exp() of it is 0 in every precision
@@ -72,7 +72,7 @@ class RNoPE(LayerSchedule):
 class TemperedNoPE(AttentionPE):
     """NoPE with Llama 4's attention temperature tuning (after Nakanishi 2025, SSMax): the query at
     position p is multiplied by 1 + 0.1 log(floor((p + 1) / F) + 1), F the context the model was
-    trained for (Llama 4: 8,192; here the longest training sequence in tokens, `train_tokens`), so the
+    trained for (Llama 4: 8,192; here the longest training sequence in tokens, `longest_train_tokens`), so the
     scale is 1 within it and grows with the log of the length beyond. Causal: p is the query's position,
     as Llama 4. Encoder (che's form): every query sees all T keys, so p = T - 1 for all."""
 
@@ -88,7 +88,7 @@ class TemperedNoPE(AttentionPE):
         """[T]: the factor of each query."""
         p = (torch.arange(length, device=device, dtype=torch.float32) if self.causal
              else torch.full((length,), float(length - 1), device=device))
-        floor = max(1, int(self.config.train_tokens))
+        floor = max(1, int(self.config.longest_train_tokens))
         return 1.0 + LLAMA4_ATTN_SCALE * torch.log(torch.floor((p + 1.0) / floor) + 1.0)
 
     def rotate(self, q, k):
@@ -99,7 +99,7 @@ class TemperedNoPE(AttentionPE):
 class ChunkedRoPE(RoPE):
     """RoPE whose attention stays within chunks of C tokens (Llama 4's chunked attention on its RoPE
     layers: attention_chunk_size 8,192, its training context; here C = the longest training
-    sequence in tokens, `train_tokens`): a key in another chunk is masked (a -inf bias), so within the
+    sequence in tokens, `longest_train_tokens`): a key in another chunk is masked (a -inf bias), so within the
     training length it is RoPE, and beyond it no query sees a distance longer than it saw in training.
     Causal: the causal mask within the chunk, as Llama 4. Encoder (che's form): the whole chunk."""
 
@@ -112,7 +112,7 @@ class ChunkedRoPE(RoPE):
 
     def bias(self, q, k):
         length = q.shape[-2]
-        chunk = torch.arange(length, device=q.device) // max(1, int(self.config.train_tokens))
+        chunk = torch.arange(length, device=q.device) // max(1, int(self.config.longest_train_tokens))
         other = chunk[:, None] != chunk[None, :]
         # a large finite number, not -inf: a modifier that scales the logits by 0 (SSMax at n = 1) keeps it finite
         return torch.zeros(length, length, device=q.device, dtype=q.dtype).masked_fill(
