@@ -163,18 +163,6 @@ def test_run_help_is_short_grouped_and_keeps_its_brackets(cli):
     assert "Settings" in text and "--set" in text and "che settings" in text
 
 
-def test_threads_are_set_before_torch_and_recorded(tmp_path):
-    """A fresh `che` process: passive OpenMP waiting, the thread count it was given, in the result."""
-    from conftest import run_che
-
-    result = run_che("--threads", 1, "run", "--task", "parity_check", "--pe", "none", "--preset", "smoke",
-                     "--results", tmp_path, "--quiet")
-    assert result.returncode == 0, result.stderr
-    record = json.loads(next(tmp_path.rglob("*.json")).read_text())
-    assert record["threads"] == 1 and record["command"].startswith("che --threads 1 run")
-    assert "with 1 thread(s)" in result.stderr
-
-
 # -- what the screen shows: tables fit a terminal and are whole in a file, the outcome on stdout ----
 def body_rows(text: str) -> list[list[str]]:
     """The body rows of the rich tables in `text` (what lies between a header's ┡ and the closing └),

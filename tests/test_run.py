@@ -122,25 +122,6 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_identically(tmp_path):
     assert a["accuracy_by_length"] == b["accuracy_by_length"] and a["train_curve"] == b["train_curve"]
 
 
-def test_corrupt_and_partial_result_files_are_skipped_with_a_warning(cli, tmp_path):
-    assert cli("run", "--task", "parity_check", "--pe", "none", "--preset", "smoke", "--results", tmp_path,
-               "--quiet").exit_code == 0
-    folder = tmp_path / "parity_check" / "none"
-    (folder / "garbage.json").write_text("{not json")
-    (folder / "partial.json").write_text(json.dumps({"task": "parity_check", "pe": "none"}))
-    (folder / "list.json").write_text("[1, 2]")
-    result = cli("leaderboard", "--results", tmp_path, "--format", "csv")
-    assert result.exit_code == 0, result.stderr
-    for name in ("garbage.json", "partial.json", "list.json"):
-        assert f"skipping result file {folder / name}" in result.stderr
-    assert result.stdout.count("parity_check") == 1
-
-
-def test_empty_results_folder_is_a_clear_error(cli, tmp_path):
-    result = cli("leaderboard", "--results", tmp_path)
-    assert result.exit_code == 2 and f"no finished results in '{tmp_path}'" in result.stderr
-
-
 @pytest.mark.slow
 def test_training_learns_an_easy_task_well_above_chance(tmp_path):
     """bucket_sort (chance 20% per token) with a short budget: the model must clearly learn."""
@@ -161,30 +142,3 @@ def test_tensorboard_without_the_package_is_a_one_line_error(cli, tmp_path, monk
     assert "pip install 'che-bench[tensorboard]'" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_a_tree_without_git_records_the_revision_it_is_told(monkeypatch):
-    """A copied tree (a cluster node, a GPU box) has no .git: the revision comes from CHE_GIT_REVISION
-    and the result says where it came from; without it, the revision is unknown, not invented."""
-    import subprocess
-
-    from che import results
-
-    def no_git(*args, **kwargs):
-        raise subprocess.CalledProcessError(128, args[0])
-
-    monkeypatch.setattr(results.subprocess, "run", no_git)
-    monkeypatch.delenv("CHE_GIT_REVISION", raising=False)
-    assert results.git_revision() == {"revision": None, "dirty": None}
-    monkeypatch.setenv("CHE_GIT_REVISION", "05a6653")
-    assert results.git_revision() == {"revision": "05a6653", "dirty": None, "from": "CHE_GIT_REVISION",
-                                      "detected": {"revision": None, "dirty": None}}
-
-
-def test_a_named_revision_wins_over_a_stale_git_and_keeps_what_git_said(monkeypatch):
-    from che import results
-
-    monkeypatch.delenv("CHE_GIT_REVISION", raising=False)
-    detected = results.git_revision()
-    monkeypatch.setenv("CHE_GIT_REVISION", "19ae522")
-    named = results.git_revision()
-    assert named["revision"] == "19ae522" and named["from"] == "CHE_GIT_REVISION"
-    assert named["detected"] == detected
