@@ -406,3 +406,12 @@ def test_an_unreachable_ray_address_fails_in_seconds(cli, tmp_path):
                  "--executor", "ray", "--ray-address", "127.0.0.1:1")
     assert result.exit_code == 2 and "cannot reach Ray at 127.0.0.1:1" in result.stderr
     assert time.monotonic() - started < 30
+
+
+def test_a_sweep_refuses_an_unwritable_results_folder_before_running(cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = cli("sweep", "--tasks", "parity_check", "--pes", "none", "--preset", "smoke", "--results",
+                 blocker / "runs", "--quiet")
+    assert result.exit_code == 2 and "cannot write to the results folder" in result.stderr
+    assert "started" not in result.output
