@@ -5,7 +5,7 @@ plain PyTorch references (`naive_stickbreaking_attn`, `naive_forgetting_attn`), 
     python scripts/check_fla_reference.py /tmp/flacore
 
 fla is not a dependency of che (it pulls transformers and GPU kernels); the naive files are loaded
-by path. tests/test_pe_beyond2024.py checks the same forms, restated, in every test run.
+by path. tests/test_causal_forms.py checks the same forms, restated, in every test run.
 """
 
 from __future__ import annotations

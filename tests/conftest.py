@@ -68,6 +68,35 @@ def smoke_result(tmp_path_factory):
     return run_alone(make_config("parity_check", "alibi", "smoke"), folder / "runs", device="cpu").path
 
 
+PACK_SETTINGS = dict(steps=12, checkpoint_every=4)
+
+
+def pack(seeds=(0, 1, 2), pe="alibi", **overrides):
+    """Smoke configs of parity_check that differ only in seed (12 steps, a checkpoint every 4): runs
+    that train together as one pack."""
+    from che.config import make_config
+
+    return [make_config("parity_check", pe, "smoke", seed=s, **(PACK_SETTINGS | overrides)) for s in seeds]
+
+
+@pytest.fixture
+def kept_run(tmp_path):
+    """A finished smoke run with its kept model, in a folder of its own."""
+    outcome = run_alone(pack(seeds=(0,))[0], tmp_path / "runs", device="cpu")
+    return outcome.path
+
+
+@pytest.fixture(scope="session")
+def runs_folder(tmp_path_factory):
+    """3 seeds x 2 PEs on one task, smoke preset, trained through the API (made once)."""
+    import che
+
+    folder = tmp_path_factory.mktemp("published") / "runs"
+    for pe in ("alibi", "none"):
+        che.run("reverse_string", pe, preset="smoke", seeds=[0, 1, 2], results=folder, device="cpu")
+    return folder
+
+
 def write_results(folder, template, runs):
     """Result files made from a real one (`template`, a path): one per dict of `runs`, each giving
     task, pe, seed and ood (and any other top-level or config field); returns the folder."""

@@ -2,6 +2,9 @@
 (j <= i; the attention masks j > i) against its paper's equation, written out here entry by entry.
 
 d = i - j >= 0 is the distance from the query back to the key; S = q_i . k_j / sqrt(d_head).
+
+Also: no causal query reads a later key, on every attention path; stick-breaking and FoX against
+plain re-statements of their authors' reference forms.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from che.config import ModelConfig
+from che.models import Transformer
 from che.models.positional import parse_pe
 from che.models.positional.biases import alibi_slopes
+from che.models.positional.stick_breaking import stick_breaking_weights
 
 HEADS, D_HEAD, T = 4, 8, 9
 CONFIG = ModelConfig(input_size=2, output_size=2, n_heads=HEADS, d_model=HEADS * D_HEAD, fire_threshold=3.0)
@@ -287,3 +292,93 @@ def test_a_changed_causal_form_has_a_new_identity(name, versions):
     from che.config import implementation_versions
 
     assert implementation_versions("reverse_string", name)["pe"] == versions
+
+
+# -- the causal mask: no query reads a later key, on every attention path --------------------------
+AFTER_2024 = ["fox", "stick-breaking", "ssmax-alibi", "ssmax-none", "p-rope", "bipe-alibi", "bipe-rope", "fox-alibi"]
+
+
+def model(pe, **kw):
+    torch.manual_seed(0)
+    return Transformer(ModelConfig(input_size=3, output_size=2, pe=pe, dropout=0.0, **kw)).double()
+
+
+@pytest.mark.parametrize("attention", ["fused", "explicit"])
+@pytest.mark.parametrize("pe", ["none", "alibi", "rope", "t5", "relative", "kerple-log", "fire", "cope",
+                                "dape-alibi", "sin-cos", "learned"] + AFTER_2024)
+def test_a_causal_model_never_reads_a_later_token(pe, attention):
+    """Changing the token at position 4 changes no hidden state before it; without `+causal` it does."""
+    tokens = torch.randint(0, 3, (1, 2, 9))
+    changed = tokens.clone()
+    changed[..., 4] = (changed[..., 4] + 1) % 3
+    for causal in (True, False):
+        net = model(pe + ("+causal" if causal else ""), attention=attention).eval()
+        with torch.no_grad():
+            a, b = net.encode(tokens), net.encode(changed)
+        same_before = torch.allclose(a[..., :4, :], b[..., :4, :], atol=1e-12)
+        assert same_before == causal, (pe, causal)
+        assert not torch.allclose(a[..., 4:, :], b[..., 4:, :])
+
+
+@pytest.mark.parametrize("pe", ["none", "alibi", "fox-alibi", "ssmax-alibi"])
+def test_every_attention_path_masks_alike(pe):
+    """Fused (SDPA: is_causal, or the bias with -inf above the diagonal) and explicit: equal."""
+    fused, explicit = model(pe + "+causal", attention="fused"), model(pe + "+causal", attention="explicit")
+    explicit.load_state_dict(fused.state_dict())
+    tokens = torch.randint(0, 3, (1, 3, 8))
+    torch.testing.assert_close(fused.encode(tokens), explicit.encode(tokens), atol=1e-10, rtol=1e-10)
+
+
+def test_flex_attention_masks_as_the_explicit_path():
+    explicit = model("alibi+causal", attention="explicit")
+    flex = model("alibi+causal", attention="flex")
+    flex.load_state_dict(explicit.state_dict())
+    tokens = torch.randint(0, 3, (1, 3, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(flex.encode(tokens), explicit.encode(tokens), atol=1e-10, rtol=1e-10)
+
+
+# -- stick-breaking and FoX against their authors' reference forms ---------------------------------
+def test_stick_breaking_equals_the_authors_reference_form_causal():
+    """The authors' plain PyTorch reference (stickbreaking-attention's sb_ref, restated): log A =
+    logsigmoid(z) + logsigmoid(-z) @ tril(ones, -1) over the keys j < i, output A v plus the
+    leftover 1 - sum_j A_ij times the query's own value (their kernel tests' reference)."""
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(2, 3, 6, 4, dtype=torch.float64) for _ in range(3))
+    z = q @ k.transpose(-1, -2) / 2.0
+    masked = torch.ones(6, 6, dtype=torch.bool).triu(0)                     # keys j >= i
+    log_beta = F.logsigmoid(z).masked_fill(masked, -1e5)
+    log_keep = F.logsigmoid(-z).masked_fill(masked, 0.0)
+    attention = torch.exp(log_beta + log_keep @ torch.ones(6, 6, dtype=torch.float64).tril(-1))
+    expected = attention @ v + (1 - attention.sum(-1, keepdim=True)) * v
+    mine = stick_breaking_weights(z.masked_fill(masked.triu(1), float("-inf")), True) @ v
+    torch.testing.assert_close(mine, expected, atol=1e-10, rtol=1e-10)
+
+
+def test_stick_breaking_trains_without_nans_and_is_what_the_model_attends_with():
+    from che.models.transformer import record_attention
+
+    net = model("stick-breaking+causal")
+    with record_attention(net) as records:
+        net(torch.randint(0, 3, (2, 6)), 2).sum().backward()
+    torch.testing.assert_close(records[0]["probs"], stick_breaking_weights(records[0]["logits"], True))
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def test_fox_layer_equals_the_naive_forgetting_attention_causal():
+    """A whole causal FoX attention layer against the plain form of flash-linear-attention's
+    naive_forgetting_attn (restated): softmax(q k^T / sqrt(d) + gc_i - gc_j, causal) v, gc the
+    cumulative sum of logsigmoid(gate(x)) in float32."""
+    net = model("fox+causal", d_model=16, n_heads=2)
+    layer = net.blocks[0].attention
+    x = torch.randn(1, 2, 5, 16, dtype=torch.float64)
+    with torch.no_grad():
+        got = layer(x, [None])
+        qkv = (x[0] @ layer.qkv.weight[0]).view(2, 5, 3, 2, 8)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)                                  # [B, H, T, d]
+        gc = F.logsigmoid(layer.pes[0].left(x[0]).float()).cumsum(1).transpose(1, 2).double()
+        logits = q @ k.transpose(-1, -2) / math.sqrt(8) + gc[..., :, None] - gc[..., None, :]
+        logits = logits.masked_fill(torch.ones(5, 5, dtype=torch.bool).triu(1), float("-inf"))
+        y = (torch.softmax(logits, -1) @ v).transpose(1, 2).reshape(2, 5, 16)
+        expected = y @ layer.out.weight[0]
+    torch.testing.assert_close(got[0], expected, atol=1e-6, rtol=1e-6)

@@ -1,6 +1,7 @@
 """Checkpoints and kept models carry a sha256 of what they hold: a file damaged after it was
 written is refused in one line (naming it and the way out), never resumed from or evaluated; files
-written before checksums existed still load."""
+written before checksums existed still load. A checkpoint that contradicts itself, or a kept model that
+cannot be read, is refused too."""
 
 from __future__ import annotations
 
@@ -111,12 +112,28 @@ def test_a_checkpoint_of_before_checksums_resumes_with_a_warning(cli, checkpoint
     assert resumed["train_curve"] == whole["train_curve"] and resumed["accuracy_by_length"] == whole["accuracy_by_length"]
 
 
-# -- kept models ------------------------------------------------------------------------------------
-@pytest.fixture
-def kept_run(tmp_path):
-    return run_alone(smoke(steps=10, checkpoint_every=5), tmp_path / "runs", device="cpu").path
+def test_a_tampered_checkpoint_is_refused(tmp_path):
+    import torch
+    from che.runners.train import Trainer, read_checkpoint, write_checkpoint
+
+    from che.config import make_config
+    from che.errors import CheError
+    from che.results import checkpoint_path
+
+    config = make_config("parity_check", "none", "smoke")
+    trainer = Trainer([config], __import__("che.registry").registry.TASKS.get("parity_check"), torch.device("cpu"))
+    trainer.step(trainer.sample())
+    path = checkpoint_path(tmp_path, config)
+    trainer.save(path)
+    payload, _ = read_checkpoint(path)
+    payload["step"] = payload["state"]["step"] = config.steps     # "finished", without training
+    write_checkpoint(path, payload)                                # with a checksum that matches
+    with pytest.raises(CheError, match="cannot resume .* says step 10, but its optimiser made 1 steps"):
+        run_alone(config, tmp_path, device="cpu", resume=True)
+    assert not list(tmp_path.rglob("*.json"))
 
 
+# -- kept models -----------------------------------------------------------------------------------
 def rewrite_model(result, change) -> None:
     """The kept model written again with `change(metadata)` applied to its metadata."""
     from safetensors import safe_open
@@ -150,3 +167,18 @@ def test_a_kept_model_of_before_checksums_still_evaluates(cli, kept_run, tmp_pat
     assert result.exit_code == 0, result.stderr
     evaluation = json.loads(next((tmp_path / "evals").rglob("*.json")).read_text())
     assert evaluation["accuracy_by_length"] == json.loads(kept_run.read_text())["accuracy_by_length"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
+@pytest.mark.parametrize("command", ["eval", "show"])
+def test_a_damaged_model_file_is_one_line(cli, kept_run, tmp_path, damage, command):
+    from che.runners.stored import model_path
+
+    weights = model_path(kept_run)
+    data = weights.read_bytes()
+    weights.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbage": os.urandom(4096)}[damage])
+    extra = ["--out-results", tmp_path / "evals"] if command == "eval" else ["--out", tmp_path / "show.png"]
+    result = cli(command, kept_run, *extra)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "cannot be read" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -1,4 +1,5 @@
-"""The `che` commands through typer's CliRunner: output formats and every bad-input case."""
+"""The `che` command line: its options and help, output formats, what the screen shows, and every
+bad-input case (one line `error: ...`, exit code 2)."""
 
 import json
 import math
@@ -163,18 +164,6 @@ def test_run_help_is_short_grouped_and_keeps_its_brackets(cli):
     assert "Settings" in text and "--set" in text and "che settings" in text
 
 
-def test_threads_are_set_before_torch_and_recorded(tmp_path):
-    """A fresh `che` process: passive OpenMP waiting, the thread count it was given, in the result."""
-    from conftest import run_che
-
-    result = run_che("--threads", 1, "run", "--task", "parity_check", "--pe", "none", "--preset", "smoke",
-                     "--results", tmp_path, "--quiet")
-    assert result.returncode == 0, result.stderr
-    record = json.loads(next(tmp_path.rglob("*.json")).read_text())
-    assert record["threads"] == 1 and record["command"].startswith("che --threads 1 run")
-    assert "with 1 thread(s)" in result.stderr
-
-
 # -- what the screen shows: tables fit a terminal and are whole in a file, the outcome on stdout ----
 def body_rows(text: str) -> list[list[str]]:
     """The body rows of the rich tables in `text` (what lies between a header's ┡ and the closing └),
@@ -322,3 +311,275 @@ def test_the_outcome_goes_to_stdout_and_the_log_to_stderr(cli, tmp_path):
     assert sweep.exit_code == 0, sweep.stderr
     assert sweep.stdout.strip() == f"done 0, skipped 1, failed 0, interrupted 0; results: {results}"
     assert sweep.stderr.startswith("sweep ")
+
+
+# -- bad input: one line, exit code 2 --------------------------------------------------------------
+@pytest.mark.parametrize("args, message", [
+    (["run", "--task", "parity_check", "--pe", "dape-alibi", "--set", "dape_variant=foo"], "dape_variant: unknown value 'foo'"),
+    (["run", "--task", "parity_check", "--pe", "dape-alibi", "--set", "dape_impl=foo"], "dape_impl: unknown value 'foo' (choices: fast, literal, triton)"),
+    (["run", "--task", "parity_check", "--pe", "alibi", "--set", "seed=-1"], "seeds must be in [0, 2^32)"),
+    (["run", "--task", "parity_check", "--pe", "alibi", "--set", f"seed={2**32}"], "seeds must be in [0, 2^32)"),
+    (["sample", "--task", "parity_check", "--length", 3, "--seed", 99999999999999999999999], "--seed"),
+    (["run", "--task", "parity_check", "--pe", "alibi", "--set", "eval_memory_gb=nan"], "eval_memory_gb must be"),
+    (["run", "--task", "parity_check", "--pe", "alibi", "--set", "rand_mode=x"], "rand_mode: unknown value 'x' (choices: offsets, reference, positions)"),
+    (["leaderboard", "--results", "results/cpu/runs", "--plot", "x.xyz"], "unknown format '.xyz'"),
+    (["leaderboard", "--results", "results/cpu/runs", "--out", "/proc/x/y.md"], "cannot be written"),
+    (["leaderboard", "--results", "results/cpu/runs", "--out", "tests"], "is a folder"),
+    (["bench", "--out", "/proc/x/b.json"], "cannot be written"),
+    (["run", "--task", "reverse_string", "--pe", "alibi", "--set", "train_length=4000", "--set", "max_test_length=4001",
+      "--set", "batch_size=64"], "needs up to"),
+    (["sweep", "--tasks", "parity_check", "--pes", "none", "--seeds", 100000000, "--dry-run"], "--seeds must be"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, cli):
+    result = cli(*args)  # in-process, as the entry point runs it (conftest's `cli`)
+    assert result.exit_code == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr and last.startswith("error: ") and message in last
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="these settings train on a CUDA device")
+@pytest.mark.parametrize("setting, message", [("attention=flex", "attention=flex trains on CUDA only"),
+                                              ("dape_impl=triton", "dape_impl=triton needs triton and a CUDA")])
+def test_settings_a_cpu_cannot_train_with_are_refused_in_one_line(setting, message, tmp_path, monkeypatch, cli):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    result = cli("run", "--task", "parity_check", "--pe", "dape-alibi", "--preset", "smoke", "--set", setting,
+                 "--results", str(tmp_path))
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_rand_max_length_shorter_than_the_sequences_is_one_line(cli, tmp_path):
+    result = cli("run", "--task", "reverse_string", "--pe", "rand-alibi", "--preset", "smoke", "--set", "rand_max_length=10",
+                 "--results", tmp_path / "runs")
+    assert result.exit_code == 2
+    assert "rand_max_length (10) must be at least the longest sequence" in result.stderr
+    assert "16 tokens" in result.stderr  # reverse_string at length 8: 8 inputs + 8 outputs
+    sweep = cli("sweep", "--tasks", "reverse_string", "--pes", "rand-rope", "--preset", "smoke", "--dry-run",
+                "--results", tmp_path / "runs")
+    assert sweep.exit_code == 0  # the default range of 2,048 is enough
+
+
+def test_pes_show_refuses_what_it_cannot_print(cli):
+    result = cli("pes", "--show", "sandwich", "--length", 4096, "--n-heads", 64, "--json")
+    assert result.exit_code == 2 and "lower --length or --n-heads" in result.stderr
+
+
+def test_che_show_heads_empty_is_one_line(cli, kept_run, tmp_path):
+    result = cli("show", kept_run, "--out", tmp_path / "x.png", "--heads", "")
+    assert result.exit_code == 2 and result.stderr.startswith("error: --heads must be head numbers")
+
+
+def test_a_missing_config_file_is_called_a_config_file(cli, tmp_path):
+    result = cli("run", "--config", tmp_path / "nope.toml")
+    assert result.exit_code == 2 and result.stderr == f"error: config file '{tmp_path / 'nope.toml'}' does not exist\n"
+
+
+SMOKE_RUN = ("run", "--task", "parity_check", "--pe", "none", "--preset", "smoke", "--quiet")
+
+
+def one_error_line(result) -> str:
+    """The command refused in one line, `error: ...`, exit code 2, and trained nothing."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "step 1/" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+# -- unknown names: case-insensitive suggestions, the closest few, the option as typed -------------
+def test_unknown_names_suggest_ignoring_case_and_name_the_option_typed(cli):
+    result = cli("run", "--task", "reverse_string", "--pe", "DAPE-FIRE", "--preset", "smoke")
+    assert result.exit_code == 2
+    line = result.stderr.strip()
+    assert line.startswith("error: --pe: unknown positional encoding 'DAPE-FIRE'; did you mean 'dape-fire'")
+    assert "`che pes` lists them" in line and "kerple-power-sym" not in line  # not all 66 names
+    task = cli("run", "--task", "Reverse_String", "--pe", "alibi").stderr
+    assert task.startswith("error: --task: unknown task 'Reverse_String'; did you mean 'reverse_string'?")
+    assert "bucket_sort" in task or "`che tasks` lists them" in task  # few enough to list, or named
+    sweep = cli("sweep", "--tasks", "reverse_string", "--pes", "alibii", "--dry-run").stderr
+    assert sweep.startswith("error: --pes: unknown positional encoding 'alibii'; did you mean 'alibi'")
+
+
+# -- an option that names a setting says how to give it --------------------------------------------
+@pytest.mark.parametrize("typed, pointer", [
+    (["--seed", "3"], "--set seed=3"),
+    (["--seed=3"], "--set seed=3"),
+    (["--batch-size", "64"], "--set batch_size=64"),
+    (["--train-length", "20"], "--set train_length=20"),
+    (["--train_length", "20"], "--set train_length=20"),
+    (["--eval-dropout"], "--set eval_dropout=true"),
+])
+def test_an_option_that_names_a_setting_points_to_set(cli, tmp_path, typed, pointer):
+    line = one_error_line(cli(*SMOKE_RUN, "--results", tmp_path, *typed))
+    assert f"no such option {typed[0].split('=')[0]}" in line and pointer in line
+    if "seed" in typed[0]:  # not a bare suggestion of --seeds, which would train seeds 0, 1, 2
+        assert "--seeds N trains N seeds, 0..N-1" in line
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_an_option_that_names_no_setting_keeps_clicks_suggestion(cli):
+    line = one_error_line(cli("sweep", "--task", "parity_check", "--dry-run"))
+    assert "No such option: --task" in line and "--tasks" in line and "--set" not in line
+
+
+# -- one setting, one value ------------------------------------------------------------------------
+@pytest.mark.parametrize("typed, message", [
+    (["--steps", "5", "--set", "steps=-1"], "give --steps or --set steps=..., not both"),
+    (["--steps", "3", "--set", "steps=7"], "give --steps or --set steps=..., not both"),
+    (["--set", "seed=1", "--set", "seed=2"], "--set seed is given twice (1 and 2); give it once"),
+    (["--set", "batch-size=16", "--set", "batch_size=32"], "--set batch_size is given twice (16 and 32)"),
+])
+def test_a_setting_given_twice_is_refused(cli, tmp_path, typed, message):
+    line = one_error_line(cli(*SMOKE_RUN, "--results", tmp_path, *typed))
+    assert message in line
+
+
+def test_a_sweep_refuses_steps_given_twice(cli, tmp_path):
+    line = one_error_line(cli("sweep", "--tasks", "parity_check", "--pes", "none", "--preset", "smoke",
+                              "--steps", 3, "--set", "steps=7", "--results", tmp_path, "--dry-run"))
+    assert "give --steps or --set steps=..., not both" in line
+
+
+def test_che_eval_refuses_a_setting_given_twice(cli, tmp_path, smoke_result):
+    line = one_error_line(cli("eval", smoke_result, "--max-test-length", 10, "--set", "max_test_length=12",
+                              "--out-results", tmp_path))
+    assert "give --max-test-length or --set max_test_length=..., not both" in line
+
+
+def test_slurm_settings_are_refused_by_che_run(cli, tmp_path):
+    line = one_error_line(cli(*SMOKE_RUN, "--results", tmp_path, "--set", "slurm.partition=x"))
+    assert "slurm settings (partition) are for `che sweep --executor slurm`, not che run" in line
+
+
+@pytest.mark.parametrize("typed, message", [
+    ("lr=nan", "--set lr: a learning rate must be in (0, 1), got nan"),
+    ("seed=-1", "--set seed: seeds must be in [0, 2^32), got -1"),
+])
+def test_a_bad_seed_or_lr_given_with_set_is_named_as_typed(cli, tmp_path, typed, message):
+    line = one_error_line(cli(*SMOKE_RUN, "--results", tmp_path, "--set", typed))
+    assert message in line and "--lrs" not in line and "--seeds" not in line
+
+
+# -- a long name is not echoed whole ---------------------------------------------------------------
+LONG = "x" * 10_000
+
+
+@pytest.mark.parametrize("typed", [
+    ["--task", LONG], ["--pe", LONG], ["--pe", f"dape-{LONG}+causal"], ["--set", f"{LONG}=1"],
+    ["--set", f"d_model={LONG}"], ["--set", f"rand_mode={LONG}"], ["--seeds", LONG], ["--preset", LONG],
+    [f"--{LONG}", "1"], ["--set", f"slurm.{LONG}=1"],
+], ids=["task", "pe", "pe-grammar", "setting", "int-value", "choice-value", "seeds", "preset", "option", "slurm"])
+def test_a_long_name_is_shortened_in_the_error(cli, tmp_path, typed):
+    line = one_error_line(cli(*SMOKE_RUN, "--results", tmp_path, *typed))  # the last --task or --pe wins
+    assert "xxx..." in line and len(line) < 400, len(line)
+
+
+# -- the help and the options: every one named exists, --plugin where a model is built -------------
+def test_the_help_lists_whole_first_sentences(cli):
+    listing = " ".join(cli("--help").stdout.replace("│", " ").split())  # the panel's borders aside
+    assert "Evaluate a stored run again on longer lengths or other settings." in listing
+    assert "..." not in listing.split("Commands")[1]  # no description cut short
+
+
+def test_every_command_that_builds_a_model_or_lists_names_takes_plugin():
+    """What the README says: --plugin on every command but those that only read results (and settings)."""
+    import typer
+
+    from che.cli import app
+
+    commands = typer.main.get_command(app).commands
+    without = {name for name, command in commands.items() if not any("--plugin" in p.opts for p in command.params)}
+    assert without == {"settings", "leaderboard", "compare"}
+
+
+# Options of the other programs the tree runs or names (pip, git, pytest, scancel).
+OTHER_PROGRAMS_OPTIONS = {"--help", "--no-deps", "--no-build-isolation", "--target", "--index-url", "--no-index",
+                          "--no-cache-dir", "--no-compile", "--upgrade", "--disable-pip-version-check", "--porcelain",
+                          "--untracked-files", "--strict-markers", "--state", "--signal", "--query-gpu", "--null",
+                          "--no-cache"}
+
+
+def test_no_text_in_the_tree_names_an_option_that_does_not_exist():
+    """examples/gaussian_pe.py and a PE error told users to use --rand-mode, which became
+    --set rand_mode=...; a missing model blamed --no-save-model."""
+    import re
+    import subprocess
+
+    import typer
+    from conftest import REPO
+
+    from che.cli import app
+
+    group = typer.main.get_command(app)
+    options = {o for command in [group, *group.commands.values()] for p in command.params
+               for o in p.opts + p.secondary_opts}
+    scripts = REPO / "scripts"
+    options |= {m for path in scripts.glob("*.py") for m in re.findall(r'add_argument\("(--[a-z0-9-]+)"', path.read_text())}
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    stale = set()
+    for name in files:
+        # tests name bad options on purpose; result files keep the command lines they were made with
+        if name.startswith("tests/") or (name.startswith("results/") and not name.endswith(".md")):
+            continue
+        path = REPO / name
+        if path.suffix not in (".py", ".md", ".json", ".toml", ".sh", ".txt", ".ipynb", "") or not path.is_file():
+            continue
+        for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]+", path.read_text(errors="replace")):
+            if option not in options | OTHER_PROGRAMS_OPTIONS:
+                stale.add(f"{name}: {option}")
+    assert not stale
+
+
+# -- che tasks NAME; user strings reach rich as text, never as markup ------------------------------
+def test_che_tasks_name_shows_the_task_with_its_docstring(cli):
+    shown = cli("tasks", "odds_first")
+    assert shown.exit_code == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == ("odds_first (level cs): 2 input symbols, 2 output classes; output: N positions; "
+                        "chance accuracy 50%")
+    from che.tasks.cs.odds_first import OddsFirst
+    import inspect
+
+    assert inspect.cleandoc(OddsFirst.__doc__) in shown.stdout
+    assert json.loads(cli("tasks", "odds_first", "--json").stdout)["about"] == inspect.cleandoc(OddsFirst.__doc__)
+    typo = cli("tasks", "odds_frist")
+    assert typo.exit_code == 2 and typo.stderr.startswith("error: unknown task 'odds_frist'; did you mean 'odds_first'?")
+
+
+PE_PLUGIN = '''
+import torch
+from che import register_pe
+from che.models.positional import BiasPE
+
+
+@register_pe
+class Markup(BiasPE):
+    name, family = "{name}", "additive bias"
+    citation = "Someone et al. 2026, [bold]A Title[/]"
+
+    def bias_from_offsets(self, offsets, positions):
+        return torch.zeros(self.config.n_heads, *offsets.shape)
+'''
+
+
+@pytest.mark.parametrize("where", ["absolute", "relative", "environment"])
+def test_a_plugin_path_with_brackets_is_listed_as_written(cli, tmp_path, monkeypatch, where):
+    folder = tmp_path / "[red]plugins[bold]"
+    folder.mkdir()
+    plugin = folder / "my_pe.py"
+    plugin.write_text(PE_PLUGIN.replace("{name}", "markup-bias"))
+    monkeypatch.chdir(tmp_path)
+    from che.cli.common import console
+
+    monkeypatch.setattr(console, "width", 400)  # no folded cells: the path reads whole
+    if where == "environment":
+        monkeypatch.setenv("CHE_PLUGINS", str(plugin))
+        result = cli("pes")
+    else:
+        result = cli("pes", "--plugin", plugin if where == "absolute" else plugin.relative_to(tmp_path))
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.output
+    assert "markup-bias" in result.stdout and "[red]plugins[bold]/my_pe.py]" in result.stdout
+    described = cli("pes", "markup-bias", "--plugin", plugin)
+    assert described.exit_code == 0 and "[bold]A Title[/]" in described.stdout

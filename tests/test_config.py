@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from che.config import RunConfig
+from che.config import RunConfig, make_config
+from che.errors import CheError
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -49,3 +50,18 @@ def test_run_ids_of_todays_code_match_the_committed_ones(pe):
     assert records
     for record in records[:6]:
         assert RunConfig.from_dict(record["config"]).run_id == record["run_id"]
+
+
+@pytest.mark.parametrize("value", [-1.0, 0.0, float("nan"), float("inf")])
+def test_max_grad_norm_must_be_a_positive_number(value):
+    with pytest.raises(CheError, match="max_grad_norm"):
+        make_config("parity_check", "none", "smoke", max_grad_norm=value)
+
+
+def test_rope_fraction_and_bipe_segment_leave_earlier_run_ids_alone():
+    from che.config import make_config
+
+    config = make_config("reverse_string", "rope", "cpu")
+    assert "rope_fraction" not in config.identity() and "bipe_segment" not in config.identity()
+    changed = make_config("reverse_string", "p-rope", "cpu", rope_fraction=0.5)
+    assert changed.identity()["rope_fraction"] == 0.5

@@ -1,5 +1,5 @@
 """Estimates before a run: a range that says how far the machine's load may move the run's time,
-and one number for the CPU leaderboard, the one its dry run prints."""
+and one number for the CPU leaderboard, the one its dry run prints; a device is calibrated once."""
 
 from __future__ import annotations
 
@@ -53,3 +53,23 @@ def test_the_readme_gives_the_cpu_leaderboard_the_time_its_dry_run_prints(tmp_pa
     paragraphs = [p for p in (REPO / "README.md").read_text().split("\n\n") if "cpu_leaderboard" in p]
     said = [figure for p in paragraphs for figure in re.findall(r"([\d.]+) (?:h|hours)\b", p)]
     assert said and set(said) == {hours}, (hours, said)
+
+
+def test_a_local_dry_run_calibrates_once_then_only_counts(cli, monkeypatch, tmp_path):
+    """The first dry run on a device measures four small probe steps and caches them; the next one
+    (of the paper-size grid, 1,260 runs) trains nothing."""
+    from che.runners import cost
+    from che.runners.train import Trainer
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(cost, "SHIPPED", tmp_path / "none.json")
+    first = cli("sweep", "--tasks", "parity_check", "--pes", "none", "--preset", "smoke", "--device", "cpu",
+                "--results", tmp_path / "runs", "--dry-run")
+    assert first.exit_code == 0, first.stderr
+    assert "measured on this machine" in first.stdout and cost.cache_file().exists()
+    monkeypatch.setattr(Trainer, "step", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    second = cli("sweep", "dape_table2", "--device", "cpu", "--results", tmp_path / "runs", "--dry-run",
+                 "--jobs", 1)
+    assert second.exit_code == 0, second.stderr
+    assert "estimated cost of the 1260 runs left" in second.stdout
+    assert cli("sweep", "dape_table2", "--results", tmp_path / "runs", "--dry-run", "--no-estimate").exit_code == 0

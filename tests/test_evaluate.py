@@ -1,4 +1,5 @@
-"""Range evaluation: memory chunking never changes a result; dropout and randomization at evaluation."""
+"""Range evaluation: memory chunking never changes a result; dropout and randomization at evaluation;
+an evaluation that cannot fit in memory is refused before training."""
 
 import pytest
 import torch
@@ -69,3 +70,11 @@ def test_summary_scores_follow_the_protocol():
     assert s["in_distribution_accuracy"] == 1.0
     assert s["ood_accuracy"] == pytest.approx(0.5)            # lengths 6..8
     assert s["ood_accuracy_reference_script"] == pytest.approx(0.5)  # lengths 7..8: (0.25+0.75)/2
+
+
+def test_an_evaluation_that_cannot_fit_is_refused_naming_evaluation(cli, tmp_path):
+    result = cli("run", "--task", "duplicate_string", "--pe", "alibi", "--preset", "smoke", "--set",
+                 "max_test_length=10000", "--results", tmp_path / "runs")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: evaluating duplicate_string at max_test_length 10000 needs up to")
+    assert "lower max_test_length" in result.stderr and "training step" not in result.stderr

@@ -1,5 +1,5 @@
 """Packed runs: K runs that differ in seed and learning rate train as one batched model, and each
-computes what it computes alone (losses, weights, evaluation, result file)."""
+computes what it computes alone (losses, weights, evaluation, result file); which runs make a pack."""
 
 from __future__ import annotations
 
@@ -129,3 +129,17 @@ def test_a_packed_run_writes_the_bits_of_the_run_alone(tmp_path, pe):
         alone = run_alone(config, tmp_path / "solo", device="cpu").record
         assert outcome.record["train_curve"] == alone["train_curve"]
         assert outcome.record["accuracy_by_length"] == alone["accuracy_by_length"]
+
+
+def test_make_packs_groups_runs_differing_in_seed_and_lr_only():
+    from che.runners.packs import make_packs
+
+    configs = [make_config(task, "alibi", "smoke", seed=seed, lr=lr)
+               for task in ("parity_check", "reverse_string") for lr in (1e-3, 3e-4) for seed in range(3)]
+    packs = make_packs(configs, 4)
+    assert [len(p) for p in packs] == [3, 3, 3, 3]   # 6 runs per task in packs of up to 4: 3 + 3
+    assert all(len({c.task for c in p}) == 1 for p in packs)
+    assert [c.run_id for p in packs for c in p] == [c.run_id for c in configs]   # grid order kept
+    assert [len(p) for p in make_packs(configs, 1)] == [1] * 12
+    assert [len(p) for p in make_packs(configs[:6], 5)] == [3, 3]
+    assert [len(p) for p in make_packs(configs, 6)] == [6, 6]

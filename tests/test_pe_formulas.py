@@ -8,6 +8,7 @@ and forward at 1,500 tokens.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from che.models.positional import PositionalEncoding, base, parse_pe, pe_names
 from che.models.positional.absolute import Learned, SinCos, sinusoid
 from che.models.positional.base import random_positions, signed_offsets
+from che.models.positional.bilevel import ALIBI_SLOPE_FACTOR, segment_positions
 from che.models.positional.biases import (
     FIRE,
     T5,
@@ -33,6 +35,7 @@ from che.models.positional.biases import (
 from che.models.positional.cope import CoPE
 from che.models.positional.relative import Relative
 from che.models.positional.rotary import RoPE, rotate_pairs
+from che.models.positional.stick_breaking import stick_breaking_weights
 from che.models.transformer import Transformer
 
 from che.config import ModelConfig
@@ -578,3 +581,155 @@ def test_the_symmetric_forms_are_mirror_symmetric(name):
     with torch.no_grad():
         forward, backward = model.encode(tokens), model.encode(tokens.flip(-1))
     assert torch.allclose(backward, forward.flip(2), atol=1e-4)
+
+
+# -- stick-breaking --------------------------------------------------------------------------------
+def stick_loop(z: torch.Tensor, causal: bool) -> torch.Tensor:
+    """The definition, one query at a time: walk away from the query, each key taking sigmoid(z) of
+    what is left."""
+    length = z.shape[-1]
+    out = torch.zeros_like(z)
+    for i in range(length):
+        sides = [range(i - 1, -1, -1)] + ([] if causal else [range(i + 1, length)])
+        share = 1.0 if causal else 0.5
+        for side in sides:
+            left = 1.0
+            for j in side:
+                beta = torch.sigmoid(z[i, j])
+                out[i, j] = share * left * beta
+                left = left * (1 - beta)
+            out[i, i] += share * left
+        if not sides[0] and causal:
+            out[i, i] = 1.0
+    return out
+
+
+def test_stick_breaking_by_hand():
+    """z = 0: every key takes half of what is left. Causal rows: [1], [1/2, 1/2], [1/4, 1/2, 1/4]
+    (the leftover on the diagonal); two-sided row 0 of 3: itself 1/2 (1 + 1/4), keys 1/4, 1/8."""
+    z = torch.zeros(3, 3, dtype=torch.float64)
+    causal = torch.tensor([[1, 0, 0], [0.5, 0.5, 0], [0.25, 0.5, 0.25]], dtype=torch.float64)
+    torch.testing.assert_close(stick_breaking_weights(z, True), causal)
+    two_sided = stick_breaking_weights(z, False)
+    torch.testing.assert_close(two_sided[0], torch.tensor([0.625, 0.25, 0.125], dtype=torch.float64))
+    torch.testing.assert_close(two_sided.sum(-1), torch.ones(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_stick_breaking_equals_the_definition(causal):
+    z = torch.randn(7, 7, dtype=torch.float64) * 3
+    torch.testing.assert_close(stick_breaking_weights(z, causal), stick_loop(z, causal), atol=1e-12, rtol=1e-12)
+
+
+# -- FoX -------------------------------------------------------------------------------------------
+def test_forget_gate_decays_by_hand():
+    """log f = [a, b, c] per position: causal D = [[0], [b, 0], [b + c, c, 0]] (the key's own gate
+    is not counted, the query's is); two-sided keys right of the query add log g from the query up
+    to before the key: D_01 = g0, D_02 = g0 + g1, D_12 = g1."""
+    config = ModelConfig(input_size=2, output_size=2, pe="fox", n_heads=1, d_model=2)
+    module = parse_pe("fox", config).make()
+    x = torch.zeros(1, 3, 2)
+    f, g = torch.tensor([0.3, 0.6, 0.9]), torch.tensor([0.2, 0.5, 0.7])
+    with torch.no_grad():
+        module.left.weight.zero_(), module.right.weight.zero_()
+        module.left.weight[0, 0], module.right.weight[0, 0] = 1.0, 1.0
+    x[0, :, 0] = torch.logit(f)  # so that sigmoid(w.x) = f; the right gate reads the same x
+    with torch.no_grad():
+        module.right.weight[0, 0] = 1.0
+        decay = module.decays(x)[0, 0]
+    lf, lg = f.log(), f.log()  # both gates read x_0 with weight 1: g = f here
+    expected = torch.tensor([[0, lg[0], lg[0] + lg[1]],
+                             [lf[1], 0, lg[1]],
+                             [lf[1] + lf[2], lf[2], 0]])
+    torch.testing.assert_close(decay, expected)
+    assert g is not None  # (g kept for the docstring's names)
+
+
+def test_fox_initialisation_as_the_authors_code():
+    torch.manual_seed(0)
+    config = ModelConfig(input_size=2, output_size=2, pe="fox", d_model=256, n_heads=8)
+    module = parse_pe("fox+causal", config).make()
+    assert module.right is None and module.left.bias.abs().max() == 0
+    assert abs(module.left.weight.std().item() - 0.02) < 0.002
+
+
+# -- SSMax -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("causal", [False, True])
+def test_ssmax_multiplies_the_logits_by_s_log_n(causal):
+    config = ModelConfig(input_size=2, output_size=2, pe="ssmax-alibi", n_heads=4, d_model=32)
+    module = parse_pe("ssmax-alibi" + ("+causal" if causal else ""), config).make().double()
+    plain = parse_pe("alibi" + ("+causal" if causal else ""), config).make().double()
+    with torch.no_grad():
+        module.scale.copy_(torch.tensor([0.43, 1.0, 0.1, 2.0]))
+    q, k = torch.randn(2, 4, 6, 8, dtype=torch.float64), torch.randn(2, 4, 6, 8, dtype=torch.float64)
+    rq, rk = module.rotate(q, k)
+    logits = rq @ rk.transpose(-1, -2) / math.sqrt(8) + module.bias(q, k)
+    keys = torch.arange(1, 7, dtype=torch.float64) if causal else torch.full((6,), 6.0, dtype=torch.float64)
+    factor = module.scale.detach()[:, None, None] * keys.log()[:, None]
+    expected = factor * (q @ k.transpose(-1, -2) / math.sqrt(8) + plain.bias(q, k))
+    torch.testing.assert_close(logits, expected)
+    assert module.scale.requires_grad and parse_pe("ssmax-none", config).make().scale[0].item() == pytest.approx(0.43)
+
+
+# -- p-RoPE ----------------------------------------------------------------------------------------
+def test_p_rope_rotates_the_highest_frequencies_only():
+    """d_head 8: 4 pairs with frequencies 10000^(-2k/8); p = 0.75 rotates pairs 0-2 exactly as RoPE
+    and leaves pair 3 (the lowest frequency) unrotated."""
+    config = ModelConfig(input_size=2, output_size=2, pe="p-rope")
+    x = torch.randn(1, 1, 5, 8, dtype=torch.float64)
+    rope = parse_pe("rope", config).make()
+    prope = parse_pe("p-rope", config).make()
+    (pq, _), (rq, _) = prope.rotate(x, x), rope.rotate(x, x)
+    torch.testing.assert_close(pq[..., :6], rq[..., :6], rtol=0, atol=0)
+    torch.testing.assert_close(pq[..., 6:], x[..., 6:], rtol=0, atol=0)
+    angle = 3 * 10000 ** (-2 / 8)  # position 3, pair 1
+    a, b = x[0, 0, 3, 2], x[0, 0, 3, 3]
+    torch.testing.assert_close(pq[0, 0, 3, 2:4], torch.stack([a * math.cos(angle) - b * math.sin(angle),
+                                                              b * math.cos(angle) + a * math.sin(angle)]))
+    whole = parse_pe("p-rope", dataclasses.replace(config, rope_fraction=1.0)).make()
+    assert torch.equal(whole.rotate(x, x)[0], rq)
+    assert torch.equal(parse_pe("p-rope", dataclasses.replace(config, rope_fraction=0.0)).make().rotate(x, x)[0], x)
+
+
+# -- BiPE ------------------------------------------------------------------------------------------
+def test_segments_from_separators_by_hand():
+    """A separator ends its segment (BiPE's rule): ids [5, 6, S, 7, 8, 9, S, S, 4, 5]."""
+    tokens = torch.tensor([[5, 6, 99, 7, 8, 9, 99, 99, 4, 5]])
+    index, inside = segment_positions(tokens, (99,), 8)
+    assert index.tolist() == [[0, 0, 0, 1, 1, 1, 1, 2, 3, 3]]
+    assert inside.tolist() == [[0, 1, 2, 0, 1, 2, 3, 0, 0, 1]]
+
+
+def test_segments_as_fixed_chunks_by_hand():
+    index, inside = segment_positions(torch.zeros(2, 7, dtype=torch.long), (), 3)
+    assert index.tolist() == [[0, 0, 0, 1, 1, 1, 2]] * 2 and inside.tolist() == [[0, 1, 2, 0, 1, 2, 0]] * 2
+
+
+def test_bipe_alibi_bias_and_rope_over_segment_indices():
+    config = ModelConfig(input_size=2, output_size=2, pe="bipe-alibi", n_heads=2, d_model=16)
+    segments = segment_positions(torch.zeros(1, 5, dtype=torch.long), (), 2)   # segments [0, 0, 1, 1, 2]
+    alibi = parse_pe("bipe-alibi", config).make()
+    alibi.segments = segments
+    q = torch.zeros(1, 2, 5, 8)
+    bias = alibi.bias(q, q)
+    slopes = alibi_slopes(2) * ALIBI_SLOPE_FACTOR
+    assert bias[0, 1, 0, 1] == 0 and bias[0, 1, 0, 4] == pytest.approx(-2 * slopes[1].item())
+    assert bias[0, 0, 4, 0] == pytest.approx(slopes[0].item() * (-2 + 0.5))
+    rope = parse_pe("bipe-rope", config).make()
+    rope.segments = segments
+    x = torch.randn(1, 2, 5, 8)
+    rq, _ = rope.rotate(x, x)
+    torch.testing.assert_close(rq[0, :, 2:4], rotate_pairs(x[0, :, 2:4], torch.tensor([1, 1])))
+    assert torch.equal(rq[..., :2, :], x[..., :2, :])  # segment 0: angle 0
+
+
+def test_bipe_embeds_the_position_inside_the_segment():
+    """The model adds table[position inside the segment]: with the separators of binary_addition,
+    the token after `+` gets row 0 again."""
+    net = Transformer(ModelConfig(input_size=3, output_size=2, pe="bipe-alibi", dropout=0.0,
+                                  segment_separators=(2,)))
+    embedding = net.absolute_pes[0]
+    x = torch.zeros(1, 1, 5, 64)
+    net._set_segments(torch.tensor([[[1, 0, 2, 1, 1]]]))
+    assert embedding.segments[1].tolist() == [[0, 1, 2, 0, 1]]
+    torch.testing.assert_close(embedding(x[0])[0, 3], embedding.table[0])

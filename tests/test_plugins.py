@@ -236,18 +236,86 @@ def test_every_builtin_name_has_the_safe_form_and_every_modifier_is_read():
         assert canonical_pe_name(prefix + "alibi") == prefix + "alibi"
 
 
-def test_result_paths_stay_inside_the_results_folder(tmp_path):
-    """The second line of defence, for names that come from a result file rather than a registry."""
-    from types import SimpleNamespace
+# -- broken plugins: one line naming the plugin ----------------------------------------------------
+BAD_SAMPLERS = {
+    "wrong_input_length": ("torch.zeros(b, n + 1, dtype=torch.long)", "torch.zeros(b, 1, dtype=torch.long)",
+                           "inputs of shape"),
+    "long_targets": ("torch.zeros(b, n, dtype=torch.long)", "torch.zeros(b, 3, dtype=torch.long)",
+                     "targets of shape"),
+    "empty_token": ("torch.full((b, n), 2, dtype=torch.long)", "torch.zeros(b, 1, dtype=torch.long)",
+                    "2 is the model's empty token"),
+    "out_of_vocabulary": ("torch.full((b, n), 7, dtype=torch.long)", "torch.zeros(b, 1, dtype=torch.long)",
+                          "outside 0..1"),
+    "negative": ("torch.full((b, n), -1, dtype=torch.long)", "torch.zeros(b, 1, dtype=torch.long)", "outside 0..1"),
+    "nan": ("torch.full((b, n), float('nan'))", "torch.zeros(b, 1, dtype=torch.long)", "not int64"),
+}
 
-    from che.errors import CheError
-    from che.locks import lock_path
-    from che.results import checkpoint_path, result_path
 
-    for task, pe in [("parity_check", "../../x"), ("..", "alibi"), ("parity_check", "a/b"), ("parity_check", "")]:
-        config = SimpleNamespace(task=task, pe=pe, run_id="seed0")
-        for path_of in (result_path, checkpoint_path, lock_path):
-            with pytest.raises(CheError, match="outside the results folder"):
-                path_of(tmp_path, config)
-    assert result_path(tmp_path, SimpleNamespace(task="parity_check", pe="alibi", run_id="r")) == \
-        tmp_path / "parity_check" / "alibi" / "r.json"
+@pytest.mark.parametrize("case", BAD_SAMPLERS)
+def test_a_broken_plugin_sampler_is_refused_with_one_line(cli, tmp_path, case):
+    inputs, targets, message = BAD_SAMPLERS[case]
+    plugin = tmp_path / f"{case}.py"
+    plugin.write_text(
+        "import torch\nfrom che import register_task\nfrom che.tasks import Task\n\n"
+        f"@register_task\nclass Broken(Task):\n    name = 'broken_{case}'\n    level = 'regular'\n"
+        "    input_size = 2\n    output_size = 2\n"
+        f"    def _sample(self, b, n, g):\n        return {inputs}, {targets}\n")
+    result = cli("run", "--task", f"broken_{case}", "--pe", "none", "--preset", "smoke", "--results",
+                 tmp_path / "runs", "--plugin", plugin, "--quiet")
+    assert result.exit_code == 2, result.stderr
+    line = result.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line and line.startswith("error: ")
+    assert f"broken_{case}" in line and str(plugin) in line and message in line
+    assert not list((tmp_path / "runs").rglob("*.json"))
+
+
+BAD_BIAS_PLUGIN = """
+import torch
+from che import register_pe
+from che.models.positional import BiasPE
+
+
+@register_pe
+class WrongShape(BiasPE):
+    name, family = "wrong-shape", "additive bias"
+
+    def bias_from_offsets(self, offsets, positions):
+        return torch.zeros(self.config.n_heads + 1, *offsets.shape)
+"""
+
+
+RAISING_TASK = """
+from che import register_task
+from che.tasks import Task
+
+
+@register_task
+class Raising(Task):
+    name, level, input_size, output_size = "raising", "regular", 2, 2
+
+    def _sample(self, batch_size, length, generator):
+        raise ValueError("the sampler broke")
+"""
+
+
+@pytest.mark.parametrize("case", ["bias shape", "sampler raises"])
+def test_a_broken_plugin_is_one_line_naming_it(cli, tmp_path, case):
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(BAD_BIAS_PLUGIN if case == "bias shape" else RAISING_TASK)
+    task, pe = ("parity_check", "wrong-shape") if case == "bias shape" else ("raising", "none")
+    result = cli("run", "--task", task, "--pe", pe, "--preset", "smoke", "--plugin", plugin,
+                 "--results", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 2, result.output
+    line = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert len(line) == 1 and str(plugin) in line[0] and "Traceback" not in result.output
+    assert ("bias of shape [9," in line[0]) if case == "bias shape" else ("raised ValueError" in line[0])
+
+
+# -- che tasks NAME --------------------------------------------------------------------------------
+def test_che_tasks_name_shows_a_plugin_task(cli):
+    from conftest import EXAMPLES
+
+    shown = cli("tasks", "count_ones_mod3", "--plugin", EXAMPLES / "count_ones_mod3.py")
+    assert shown.exit_code == 0, shown.stderr
+    assert shown.stdout.startswith("count_ones_mod3 (level regular): 2 input symbols, 3 output classes; output: one label")
+    assert "count_ones_mod3.py" in shown.stdout.splitlines()[1] and "a regular language" in shown.stdout

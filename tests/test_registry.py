@@ -1,4 +1,5 @@
-"""che.registry and che.pe_names: registrations that tools can see, and a PE that is one file."""
+"""che.registry and che.pe_names: registrations that tools can see, a PE that is one file, and the
+names the PE grammar reads (modifiers, `+causal`) or refuses."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import textwrap
 
 import pytest
+from che.models.positional import parse_pe
 
 from che.errors import CheError
 
@@ -157,3 +159,22 @@ def test_columns_sort_as_the_specs_declare():
              "kerple-log", "fox+causal"]
     assert sorted(names, key=pe_sort_key) == ["none", "alibi", "alibi+causal", "kerple-log", "my-plugin-pe",
                                               "rand-alibi", "dape-alibi", "fox", "fox+causal", "ssmax-alibi"]
+
+
+def test_causal_is_part_of_the_name_and_the_identity():
+    from che.config import make_config
+
+    assert parse_pe("dape-kerple+causal", None).name == "dape-kerple-log+causal"
+    assert parse_pe("fox-none", None).name == "fox" and parse_pe("fox", None).pe.has("fox")
+    bidirectional, causal = (make_config("reverse_string", pe, "cpu") for pe in ("none", "none+causal"))
+    assert bidirectional.run_id != causal.run_id
+
+
+@pytest.mark.parametrize("name, reason", [("dape2-alibi+causal", "convolutions run along the keys"),
+                                          ("ssmax-dape-alibi", "ssmax- acts on the logits"),
+                                          ("fox-cope", "fox- acts on the logits"),
+                                          ("fox-sin-cos", "fox- acts on the logits"),
+                                          ("rand-stick-breaking", "uses no positions")])
+def test_combinations_that_cannot_work_are_refused_in_one_line(name, reason):
+    with pytest.raises(CheError, match=reason):
+        parse_pe(name, None)

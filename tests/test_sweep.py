@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-from che.runners.grid import build_grid, read_spec
 from conftest import REPO, run_alone, run_che
 from typer.testing import CliRunner
 
@@ -256,34 +255,6 @@ def test_missing_ray_is_a_one_line_error(cli, tmp_path, monkeypatch):
     assert not (tmp_path / "runs").exists()
 
 
-BAD_FILES = {
-    "unknown_key.toml": ('tasks = ["parity_check"]\npes = ["none"]\nseed = 3\n',
-                         "unknown sweep-file key 'seed'; did you mean 'seeds'?"),
-    "not_toml.toml": ('tasks = ["parity_check"\n', "not valid TOML"),
-    "bad_override.toml": ('tasks = ["parity_check"]\npes = ["none"]\n[overrides]\nstepz = 3\n',
-                          "unknown setting 'stepz'; did you mean 'steps'?"),
-    "override_type.toml": ('tasks = ["parity_check"]\npes = ["none"]\n[overrides]\nsteps = "many"\n',
-                           "steps must be int, got 'many'"),
-    "override_axis.toml": ('tasks = ["parity_check"]\npes = ["none"]\n[overrides]\nseed = 2\n',
-                           "'seed' is a grid axis; set `seeds` instead"),
-    "bad_task.toml": ('tasks = ["parity_chek"]\npes = ["none"]\n',
-                      "unknown task 'parity_chek'; did you mean 'parity_check'?"),
-    "bad_seeds.toml": ('tasks = ["parity_check"]\npes = ["none"]\nseeds = 0\n', "seeds must be between 1 and 10000"),
-}
-
-
-@pytest.mark.parametrize("name", sorted(BAD_FILES))
-def test_bad_sweep_file_is_a_one_line_error(cli, tmp_path, name):
-    text, message = BAD_FILES[name]
-    spec = tmp_path / name
-    spec.write_text(text)
-    result = cli("sweep", spec, "--results", tmp_path / "runs", "--preset", "smoke")
-    assert result.exit_code == 2, result.stdout
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    assert message in result.stderr and "Traceback" not in result.stderr
-    assert not (tmp_path / "runs").exists()
-
-
 @pytest.mark.parametrize("args, message", [
     (("--tasks", "parity_chek", "--pes", "none"), "--tasks: unknown task 'parity_chek'; did you mean 'parity_check'?"),
     (("--tasks", "parity_check", "--pes", "alibbi"), "--pes: unknown positional encoding 'alibbi'"),
@@ -301,33 +272,6 @@ def test_bad_options_are_a_one_line_error(cli, tmp_path, args, message):
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert message in result.stderr
     assert not (tmp_path / "runs").exists()
-
-
-def test_sweep_file_with_command_line_overrides(cli, tmp_path):
-    spec = tmp_path / "grid.toml"
-    spec.write_text('preset = "smoke"\ntasks = ["parity_check", "bucket_sort"]\npes = ["dape-kerple"]\n'
-                    'seeds = [3, 5]\nlrs = [1e-3, 5e-4]\nresults = "from-file"\n[overrides]\nsteps = 7\n')
-    label, values = read_spec(str(spec))
-    grid = build_grid(values, label, tasks="parity_check", steps=9)
-    assert grid.tasks == ["parity_check"] and grid.pes == ["dape-kerple-log"] and grid.seeds == [3, 5]
-    assert grid.lrs == [1e-3, 5e-4] and str(grid.results) == "from-file"
-    configs = grid.configs()
-    assert len(configs) == 4 and {c.steps for c in configs} == {9} and {c.preset for c in configs} == {"smoke"}
-    assert {(c.seed, c.lr) for c in configs} == {(3, 1e-3), (5, 1e-3), (3, 5e-4), (5, 5e-4)}
-
-
-def test_shipped_sweeps_by_name():
-    label, values = read_spec("cpu_leaderboard")
-    grid = build_grid(values, label)
-    assert grid.preset == "cpu" and len(grid.tasks) == 15 and str(grid.results) == "results/cpu-rerun/runs"
-    assert grid.pes == ["none", "alibi", "kerple-log", "dape-kerple-log"] and grid.seeds == [0, 1, 2]
-    assert len(grid.configs()) == 180
-    label, values = read_spec("dape_table2")
-    grid = build_grid(values, label)
-    assert grid.preset == "paper" and len(grid.tasks) == 14 and "binary_multiplication" not in grid.tasks
-    assert grid.lrs == [1e-4, 3e-4, 5e-4] and grid.seeds == [0, 1, 2] and len(grid.pes) == 10
-    assert len(grid.configs()) == 14 * 10 * 3 * 3
-    assert all(c.model.rand_mode == "reference" for c in grid.configs())   # the RPE code's randomization
 
 
 def test_ctrl_c_stops_cleanly_and_the_next_sweep_completes(tmp_path):
@@ -419,20 +363,6 @@ def test_ray_plan_declares_fractional_gpus_and_fits_a_node():
     assert executor._plan("cpu", 1, 1, pending=5).threads == 4  # capped at the largest node
 
 
-def test_make_packs_groups_runs_differing_in_seed_and_lr_only():
-    from che.runners.packs import make_packs
-
-    configs = [make_config(task, "alibi", "smoke", seed=seed, lr=lr)
-               for task in ("parity_check", "reverse_string") for lr in (1e-3, 3e-4) for seed in range(3)]
-    packs = make_packs(configs, 4)
-    assert [len(p) for p in packs] == [3, 3, 3, 3]   # 6 runs per task in packs of up to 4: 3 + 3
-    assert all(len({c.task for c in p}) == 1 for p in packs)
-    assert [c.run_id for p in packs for c in p] == [c.run_id for c in configs]   # grid order kept
-    assert [len(p) for p in make_packs(configs, 1)] == [1] * 12
-    assert [len(p) for p in make_packs(configs[:6], 5)] == [3, 3]
-    assert [len(p) for p in make_packs(configs, 6)] == [6, 6]
-
-
 def test_packed_sweep_writes_each_run_as_a_solo_run_would(tmp_path):
     """--pack 3: the three seeds of a cell train as one model; each result equals the run alone."""
 
@@ -476,3 +406,12 @@ def test_an_unreachable_ray_address_fails_in_seconds(cli, tmp_path):
                  "--executor", "ray", "--ray-address", "127.0.0.1:1")
     assert result.exit_code == 2 and "cannot reach Ray at 127.0.0.1:1" in result.stderr
     assert time.monotonic() - started < 30
+
+
+def test_a_sweep_refuses_an_unwritable_results_folder_before_running(cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = cli("sweep", "--tasks", "parity_check", "--pes", "none", "--preset", "smoke", "--results",
+                 blocker / "runs", "--quiet")
+    assert result.exit_code == 2 and "cannot write to the results folder" in result.stderr
+    assert "started" not in result.output

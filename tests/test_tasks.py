@@ -577,3 +577,12 @@ def test_consecutive_batches_differ(name):
     generator = torch.Generator().manual_seed(2)
     task = TASKS.get(name)
     assert not torch.equal(task.sample(32, 40, generator).inputs, task.sample(32, 40, generator).inputs)
+
+
+def test_tasks_declare_their_separators():
+    from che.config import make_config
+    from che.registry import TASKS
+
+    model_config = make_config("binary_addition", "bipe-alibi", "cpu").model_for(TASKS.get("binary_addition"))
+    assert model_config.segment_separators == (2,)
+    assert TASKS.get("reverse_string").segment_separators == ()

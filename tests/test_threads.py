@@ -1,5 +1,5 @@
 """The thread count of a run: never chosen by a timing (the machine's load would choose the bits),
-and a resumed run continues with the count it started with."""
+and a resumed run continues with the count it started with; set before torch loads, recorded."""
 
 from __future__ import annotations
 
@@ -114,3 +114,15 @@ def test_the_same_command_gives_the_same_bits_beside_a_busy_process(tmp_path):
     for folder in ("a", "b"):
         assert json.loads(next((tmp_path / folder).rglob("*.json")).read_text())["threads"] == usable_cores()
     assert_same_bits(outputs(tmp_path / "a"), outputs(tmp_path / "b"))
+
+
+def test_threads_are_set_before_torch_and_recorded(tmp_path):
+    """A fresh `che` process: passive OpenMP waiting, the thread count it was given, in the result."""
+    from conftest import run_che
+
+    result = run_che("--threads", 1, "run", "--task", "parity_check", "--pe", "none", "--preset", "smoke",
+                     "--results", tmp_path, "--quiet")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(next(tmp_path.rglob("*.json")).read_text())
+    assert record["threads"] == 1 and record["command"].startswith("che --threads 1 run")
+    assert "with 1 thread(s)" in result.stderr
