@@ -118,3 +118,20 @@ def test_compare_and_leaderboard_take_a_plugin_pe_from_the_results_without_the_p
     task = cli("compare", "--pes", "gauss-window,alibi", "--tasks", "parity_chek", *folders)
     assert task.exit_code == 2 and "no runs of task 'parity_chek' in the runs of protocol smoke; did you mean " \
         "'parity_check'?" in task.stderr
+
+
+def test_che_compare_tests_a_claim_one_sided_on_chosen_seeds(cli, smoke_result, tmp_path):
+    runs = [{"pe": "alibi", "seed": s, "ood": 0.6 + 0.01 * s} for s in range(6)]
+    runs += [{"pe": "none", "seed": s, "ood": 0.5 + 0.01 * s} for s in range(6)]
+    folder = write_results(tmp_path / "runs", smoke_result, runs)
+    both = json.loads(cli("compare", "--pes", "alibi,none", "--results", folder, "--format", "json").stdout)
+    one = json.loads(cli("compare", "--pes", "alibi,none", "--results", folder, "--format", "json",
+                         "--alternative", "greater").stdout)
+    assert one[0]["p_value"] == pytest.approx(both[0]["p_value"] / 2)
+    later = json.loads(cli("compare", "--pes", "alibi,none", "--results", folder, "--format", "json",
+                           "--alternative", "greater", "--seeds", "3..5").stdout)
+    assert later[0]["runs_a"] == later[0]["runs_b"] == 3 and later[0]["p_value"] == pytest.approx(1 / 20)
+    text = cli("compare", "--pes", "alibi,none", "--results", folder, "--alternative", "greater").stdout
+    assert "One-sided tests of the claim that alibi is better" in " ".join(text.split())
+    bad = cli("compare", "--pes", "alibi,none", "--results", folder, "--seeds", "3-5")
+    assert bad.exit_code == 2 and "range (3..9)" in bad.stderr

@@ -13,6 +13,7 @@ from che.stats import (
     holm,
     permutation_p_value,
     sign_flip_p_value,
+    smallest_p_value,
 )
 
 
@@ -63,3 +64,21 @@ def test_holm_leaves_untested_tasks_out_of_the_family():
 
     adjusted = holm([0.01, float("nan"), 0.04])
     assert adjusted[0] == pytest.approx(0.02) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.04)
+
+
+def test_one_sided_permutation_p_by_hand():
+    """3 runs against 3, every run of A above every run of B: 1 of the 20 splits is as extreme in
+    A's favour (p = 0.05); two-sided the mirror split counts too (0.1); against B, p = 1."""
+    a, b = [3.0, 4.0, 5.0], [0.0, 1.0, 2.0]
+    assert permutation_p_value(a, b, alternative="greater") == pytest.approx(1 / 20)
+    assert permutation_p_value(a, b) == pytest.approx(2 / 20)
+    assert permutation_p_value(a, b, alternative="less") == pytest.approx(1.0)
+    assert smallest_p_value(3, 3, "greater") == pytest.approx(1 / 20) and smallest_p_value(3, 3) == pytest.approx(0.1)
+
+
+def test_one_sided_sign_flip_p_by_hand():
+    """Three positive per-task differences: 1 of the 8 sign patterns has a mean as large (p = 1/8);
+    two-sided, the all-negative one as well (2/8)."""
+    assert sign_flip_p_value([1.0, 2.0, 3.0], alternative="greater") == pytest.approx(1 / 8)
+    assert sign_flip_p_value([1.0, 2.0, 3.0]) == pytest.approx(2 / 8)
+    assert sign_flip_p_value([1.0, 2.0, 3.0], alternative="less") == pytest.approx(1.0)
