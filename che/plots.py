@@ -156,7 +156,8 @@ def attention_pictures(recorded: dict, about: dict, out: Path, heads: list[int] 
     bad = [h for h in heads if not 0 <= h < n_heads]
     if bad:
         raise CheError(f"--heads: the model has heads 0..{n_heads - 1}, not {', '.join(map(str, bad))}")
-    panels = [(f"head {h}", [(label, recorded[key][h].numpy()) for key, label in PANELS if key in recorded])
+    labels = dict(PANELS) | {"bias": about.get("bias_label", "bias B")}  # as the PE names it
+    panels = [(f"head {h}", [(labels[key], recorded[key][h].numpy()) for key, _ in PANELS if key in recorded])
               for h in heads]
     title = (f"{about['task']} x {about['pe']}: layer {about['layer']}, length {about['length']} "
              f"({about['tokens']} tokens), test sample {about['sample']}")

@@ -87,7 +87,8 @@ def attention_maps(record: dict, path: Path, device: torch.device, layer: int, l
                    sample: int) -> tuple[dict, dict]:
     """(what the layer recorded for one input, a description): the PE's bias B [H, T, T], DAPE's
     f(S, B), FoX's decays D and the attention [H, T, T] (those the PE has), for sample `sample` of
-    the run's test data at `length`."""
+    the run's test data at `length`; the description names the bias as its PE does (`bias_label`)."""
+    from che.models.positional import parse_pe
     from che.models.transformer import record_attention
 
     model, config, task = load_model(record, path, device)
@@ -106,7 +107,8 @@ def attention_maps(record: dict, path: Path, device: torch.device, layer: int, l
                 if v is not None}
     about = {"task": config.task, "pe": config.pe, "layer": layer, "length": length, "sample": sample,
              "tokens": int(recorded["probs"].shape[-1]), "input": task.render(batch.inputs[sample].tolist(),
-                                                                                 task.input_symbols)}
+                                                                                 task.input_symbols),
+             "bias_label": parse_pe(config.pe, None).cls.bias_label}
     return recorded, about
 
 
@@ -163,5 +165,9 @@ def initial_bias(name: str, length: int, heads: int):
     if bias is None:
         return None, f"{build.name} adds no attention bias"
     if not isinstance(module, BiasPE):
+        content_only = not (build.cls.position_based or build.uses_segments)
+        if content_only and not bias.any():  # a function of q, k and x alone: 0 for them all 0
+            return None, (f"{build.name} uses no positions: its bias depends on q and k (0 for q = k = 0); "
+                          f"`che show RUN` draws it for a trained run")
         note = (note + "; " if note else "") + "content-dependent; shown for q = k = 0"
     return bias.expand(1, heads, length, length)[0] if bias.dim() == 4 else bias, note

@@ -94,6 +94,7 @@ class PositionalEncoding(nn.Module):
     - `memory_per_pair` and `flops_per_pair`: the float32 numbers it holds and the FLOPs it adds per
       (query, key) pair of an example, beyond attention's own (evaluation memory, the cost model);
     - `column`: where its column sorts in a leaderboard (the CHE papers' order for the built-ins);
+    - `bias_label`: what `che show` calls the bias it adds (a panel's title);
     - `jax_reference`: its parameters' names in the DeepMind JAX reference, where it has a form there.
     """
 
@@ -110,6 +111,7 @@ class PositionalEncoding(nn.Module):
     bias_from_positions_only: ClassVar[bool] = False
     on_embeddings: ClassVar[bool] = False     # it adds to the token embeddings (absolute PEs, BiPE's part)
     column: ClassVar[float] = math.inf
+    bias_label: ClassVar[str] = "bias B"
     jax_reference: ClassVar[dict[str, str] | None] = None  # Haiku name -> parameter (see che.models.haiku)
     # Raise when what the PE computes changes: the version is part of every run's identity, so a
     # finished result of the old implementation is not taken for one of the new.
