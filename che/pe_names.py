@@ -98,7 +98,7 @@ class PEName:
         versions = {self.base.name: causal_version or getattr(self.base, "version", 1)}
         for modifier in self.prefixes:
             if modifier.version_key:
-                versions[modifier.version_key] = modifier.version
+                versions[modifier.version_key] = modifier.version_over(self.base)
         return versions
 
     def sort_key(self) -> tuple:

@@ -81,7 +81,7 @@ def path_layer_differences(naive_module, pe: str, trials: int = 3) -> tuple[floa
         w, beta = (t.transpose(1, 2) for t in path.left(x[0]))                       # [B, T, H, d], [B, T, H]
         g = torch.zeros_like(beta)
         if pe.startswith("fox"):
-            g = math.sqrt(8) * F.logsigmoid(layer.pes[0].left(x[0]).float()).double()
+            g = F.logsigmoid(layer.pes[0].left(x[0]).float()).double()
         for column, precision in enumerate([contextlib.nullcontext(), float64(naive_module)]):
             with precision:
                 o = naive(q, k, v, w, beta, g, 1 / math.sqrt(8))

@@ -671,6 +671,30 @@ def test_ssmax_multiplies_the_logits_by_s_log_n(causal):
     assert module.scale.requires_grad and parse_pe("ssmax-none", config).make().scale[0].item() == pytest.approx(0.43)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_ssmax_scales_a_bias_that_reads_the_query_once(causal):
+    """Over Transformer-XL's relative PE, whose bias reads q: the attention hands `bias` the scaled
+    query, and SSMax computes the base's bias from the query before its scale, so the logits are
+    s log n (S + B(q)), not S s log n + B(s log n q) s log n (che before 0.3, which has another run id)."""
+    from che.config import implementation_versions
+
+    suffix = "+causal" if causal else ""
+    config = ModelConfig(input_size=2, output_size=2, n_heads=4, d_model=32)
+    torch.manual_seed(0)
+    module = parse_pe("ssmax-relative" + suffix, config).make().double()
+    plain = module.base
+    q, k = torch.randn(2, 4, 6, 8, dtype=torch.float64), torch.randn(2, 4, 6, 8, dtype=torch.float64)
+    rq, rk = module.rotate(q, k)
+    logits = rq @ rk.transpose(-1, -2) / math.sqrt(8) + module.bias(rq, rk)  # as the attention calls them
+    keys = torch.arange(1, 7, dtype=torch.float64) if causal else torch.full((6,), 6.0, dtype=torch.float64)
+    factor = module.scale.detach()[:, None, None] * keys.log()[:, None]
+    expected = factor * (q @ k.transpose(-1, -2) / math.sqrt(8) + plain.bias(q, k))
+    torch.testing.assert_close(logits, expected)
+    assert implementation_versions("reverse_string", "ssmax-relative" + suffix)["pe"] == {"relative": 2, "ssmax": 2}
+    assert implementation_versions("reverse_string", "ssmax-alibi" + suffix)["pe"] == {"alibi": 3 if causal else 2,
+                                                                                       "ssmax": 1}
+
+
 # -- p-RoPE ----------------------------------------------------------------------------------------
 def test_p_rope_rotates_the_highest_frequencies_only():
     """d_head 8: 4 pairs with frequencies 10000^(-2k/8); p = 0.75 rotates pairs 0-2 exactly as RoPE

@@ -227,7 +227,7 @@ def test_a_causal_layer_equals_the_authors_reference_values_and_gradients(pe):
     """A whole causal attention layer against `authors_reference` on its q, k, v and the w, beta of
     the authors' layer, float64, outputs and every gradient (of the input and each parameter).
     PaTH-FoX: the reference adds the log gates before the scale, so che's FoX gates log f enter it as
-    g = sqrt(d_head) log f (FoX sums them in float32: 1e-6 there); g = 0 without FoX."""
+    g = log f, added before the scale as the authors' (FoX sums them in float32: 1e-6 there); g = 0 without FoX."""
     torch.manual_seed(0)
     net = Transformer(config(pe, d_model=16, n_heads=2)).double()
     layer = net.blocks[0].attention
@@ -238,7 +238,7 @@ def test_a_causal_layer_equals_the_authors_reference_values_and_gradients(pe):
     qkv = (x[0] @ layer.qkv.weight[0]).view(2, 7, 3, 2, D_HEAD)
     q, k, v = qkv.permute(2, 0, 3, 1, 4)                                           # [B, H, T, d]
     w, beta = authors_steps(path.left, x[0])
-    g = (math.sqrt(D_HEAD) * F.logsigmoid(layer.pes[0].left(x[0])).transpose(1, 2) if pe.startswith("fox")
+    g = (F.logsigmoid(layer.pes[0].left(x[0])).transpose(1, 2) if pe.startswith("fox")
          else torch.zeros_like(beta))
     o = authors_reference(q, k, v, w, beta, g, 1 / math.sqrt(D_HEAD))
     expected = o.transpose(1, 2).reshape(2, 7, 16) @ layer.out.weight[0]
@@ -372,12 +372,13 @@ def test_che_pes_describes_path_and_counts_its_parameters(cli):
 @pytest.mark.parametrize("name", ["path", "path+causal", "fox-path"])
 def test_che_pes_show(name, cli):
     """At initialisation with q = k = 0 PaTH's bias is 0 (it depends on q and k): `che pes --show`
-    says so; FoX's decays over it are shown."""
+    says so; FoX's decays over it are shown, scaled with the scores as the authors' PaTH-FoX:
+    -|i - j| log 2 / sqrt(d_head) (d_head 8 here)."""
     result = cli("pes", "--show", name, "--length", 5, "--n-heads", 2)
     assert result.exit_code == 0, result.stderr
     text = " ".join(result.stdout.split())
     if name.startswith("fox"):
-        assert "head 1" in text and "-0.69" in text and "-2.77" in text  # -|i - j| log 2
+        assert "head 1" in text and "-0.245" in text and "-0.980" in text  # -|i - j| log 2 / sqrt(8)
     else:
         assert "depends on q and k" in text and "che show" in text
 

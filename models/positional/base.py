@@ -91,6 +91,9 @@ class PositionalEncoding(nn.Module):
     - `settings`: the settings (`che settings`) it reads;
     - `position_based`: whether `rand-` applies; `bias_from_positions_only`: whether DAPE may wrap it
       (its contribution is a bias of the positions alone, or nothing);
+    - `bias_reads_query`: its bias depends on q (Transformer-XL's, PaTH's), so a modifier that scales q
+      hands it the query before scaling; `gates_inside_scale`: FoX's decays over it enter before the
+      1/sqrt(d_head) scale (the authors' PaTH-FoX), not after it (FoX's own form);
     - `memory_per_pair` and `flops_per_pair`: the float32 numbers it holds and the FLOPs it adds per
       (query, key) pair of an example, beyond attention's own (evaluation memory, the cost model);
     - `column`: where its column sorts in a leaderboard (the CHE papers' order for the built-ins);
@@ -110,6 +113,8 @@ class PositionalEncoding(nn.Module):
     position_based: ClassVar[bool] = True    # False: the `rand-` modifier does not apply
     bias_from_positions_only: ClassVar[bool] = False
     on_embeddings: ClassVar[bool] = False     # it adds to the token embeddings (absolute PEs, BiPE's part)
+    bias_reads_query: ClassVar[bool] = False  # its bias depends on q (see above)
+    gates_inside_scale: ClassVar[bool] = False  # FoX's decays over it are scaled with the scores (see above)
     column: ClassVar[float] = math.inf
     bias_label: ClassVar[str] = "bias B"
     jax_reference: ClassVar[dict[str, str] | None] = None  # Haiku name -> parameter (see che.models.haiku)
@@ -248,7 +253,8 @@ class PEModifier:
       `[ssmax-][fox-][dape-|dape2-][rand-]BASE[+causal]`), `alone` (a name that means the modifier
       over `alone_base`: `fox` is `fox-none`), `listed` (`che pes` lists it with each base);
     - `label` (its name in a PE's family: "DAPE over alibi"), `citation`, `form` (what it does);
-    - `version_key` and `version` (part of the identity of every run it is in, under that key);
+    - `version_key` and `version` (part of the identity of every run it is in, under that key;
+      `version_over(base)`, where it computes differently over some bases);
     - `causal_refusal`: why it cannot be causal (None: it can);
     - `sort_rank`: (a slot, a rank in it) placing modified columns after the plain ones;
     - `refuses(base, inner, config)`: why it cannot apply to `base` under the modifiers `inner` (or
@@ -275,6 +281,10 @@ class PEModifier:
     @classmethod
     def refuses(cls, base: type, inner: list, config) -> str | None:
         return None
+
+    @classmethod
+    def version_over(cls, base: type) -> int:
+        return cls.version
 
     @classmethod
     def wrap(cls, module, config, causal: bool):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -115,6 +117,8 @@ class ForgettingAttention(Wrapper):
 
     def bias(self, q, k):
         decay = self.decay.to(q.dtype)
+        if self.base.gates_inside_scale:  # PaTH-FoX: the decays are scaled with the scores
+            decay = decay * (1.0 / math.sqrt(q.shape[-1]))
         base = self.base.bias(q, k)
         if self.record is not None:  # D and the wrapped PE's bias apart (none for `fox` alone)
             self.record.update(decay=decay.detach(), bias=None if base is None else base.detach())

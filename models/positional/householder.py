@@ -159,10 +159,10 @@ class PaTH(AttentionPE):
     In che it is an additive bias, B = A - S (S = q k^T / sqrt(d_head)), content-dependent as
     Transformer-XL's, computed as such: what the transforms change (`transport`). The fused and explicit attention paths apply, and `fox-path` (FoX's forget
     gates added to PaTH's logits, the paper's PaTH-FoX) and `ssmax-path` are the modifiers over it.
-    FoX's decays are added unscaled (as FoX's paper and code); the authors' PaTH-FoX multiplies the
-    summed log gates by 1/sqrt(d_head) with the scores (their reference `naive_path_attn` adds g
-    before the scale), so `fox-path` is theirs with log gates sqrt(d_head) log f_t. The bias reads
-    the query as the PE was handed it (`rotate`), before SSMax scales it (B is linear in q).
+    Under `fox-`, FoX's decays enter before the 1/sqrt(d_head) scale, with the scores, as the authors'
+    PaTH-FoX (their reference `naive_path_attn` adds the summed log gates g before the scale; FoX's own
+    form adds them after it): `gates_inside_scale`. B reads q (`bias_reads_query`): under `ssmax-`, it
+    is computed from the query before SSMax scales it.
 
     Cost: O(T^2 d_head) per head and layer in T small steps (`transport`, its backward pass written
     out); fla's blockwise kernel is for GPUs at scale. With the defaults it adds 5 x 2 x 4,808 = 48,080 parameters
@@ -175,6 +175,8 @@ class PaTH(AttentionPE):
     column = 18.5
     position_based = False  # no positions: the transforms' order is the sequence's
     reads_input = True
+    bias_reads_query = True
+    gates_inside_scale = True
     bias_label = "PaTH's transform (A - S)"
     causal_form = ("the paper's: A_ij = q_i^T H_i ... H_{j+1} k_j / sqrt(d), H_t = I - beta_t w_t w_t^T from the "
                    "layer input (low rank 32, causal conv of width 3, l2 norm; beta_t = 2 sigmoid)")
@@ -194,7 +196,6 @@ class PaTH(AttentionPE):
         self.left = HouseholderSteps(config.d_model, config.n_heads)
         self.right: HouseholderSteps | None = HouseholderSteps(config.d_model, config.n_heads)
         self.steps: tuple | None = None  # (w, beta) per side, from `see`
-        self.query: torch.Tensor | None = None  # q as `rotate` was handed it
 
     @property
     def causal(self) -> bool:
@@ -215,12 +216,8 @@ class PaTH(AttentionPE):
             right = (w.flip(-2), beta.flip(-1))
         self.steps = (self.left(x), right)
 
-    def rotate(self, q, k):
-        self.query = q
-        return q, k
-
     def bias(self, q, k):
-        query, self.query = (q if self.query is None else self.query), None
+        query = q
         dtype = torch.promote_types(q.dtype, torch.float32)   # the transport in float32 at least
         left, right = (None if side is None else tuple(t.to(dtype) for t in side) for side in self.steps)
         scaled_k = k.to(dtype) * (1.0 / math.sqrt(k.shape[-1]))

@@ -56,6 +56,7 @@ class Relative(AttentionPE):
     bidirectional_form = "native (signed offset p_i - p_j, both sides)"
     causal_form = "Transformer-XL's, for i - j >= 0"
     column = 5
+    bias_reads_query = True
     jax_reference = {"linear_3/w": "w_r.weight:relative", "relpos_contentbias": "u", "relpos_relativebias": "v"}
 
     def __init__(self, config, randomized=False):

@@ -30,9 +30,16 @@ class ScalableSoftmax(Wrapper):
     def wrap(cls, module, config, causal):
         return cls(config, module)
 
+    @classmethod
+    def version_over(cls, base):
+        # 2: over a PE whose bias reads q, that bias was computed from the already scaled q before
+        # che 0.3, which scaled its q part twice (ssmax-relative)
+        return 2 if base.bias_reads_query else 1
+
     def __init__(self, config, base):
         super().__init__(config, base)
         self.scale = nn.Parameter(torch.full((config.n_heads,), INITIAL_SCALE))
+        self.query: torch.Tensor | None = None  # the base's q, before the scale (`rotate`)
 
     def factor(self, length: int, device, dtype) -> torch.Tensor:
         """[H, T, 1]: s_h * log n_i."""
@@ -42,10 +49,13 @@ class ScalableSoftmax(Wrapper):
 
     def rotate(self, q, k):
         q, k = self.base.rotate(q, k)
+        self.query = q
         return q * self.factor(q.shape[-2], q.device, q.dtype), k
 
     def bias(self, q, k):
-        base = self.base.bias(q, k)
+        # the base's bias from the query as the base made it (a bias that reads q is scaled once, here)
+        query, self.query = (q if self.query is None else self.query), None
+        base = self.base.bias(query, k)
         return None if base is None else base * self.factor(q.shape[-2], q.device, base.dtype)
 
 
