@@ -1,3 +1,3 @@
 """The version of che (distribution che-bench)."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -16,7 +16,8 @@ from che.config import Device, Preset
 @user_errors
 def sweep_command(
     spec: Annotated[Optional[str], typer.Argument(
-        help="A sweep file (TOML), or the name of one that ships with che: cpu_leaderboard, after_2024, dape_table2. "
+        help="A sweep file (TOML), or the name of one that ships with che: cpu_leaderboard, after_2024, after_2024_new, "
+             "dape_table2. "
              "Options given here override the file.", show_default=False)] = None,
     tasks: Annotated[Optional[str], typer.Option(
         help="'all' (the 15 CHE tasks) or task names, comma-separated.", rich_help_panel="The grid")] = None,
