@@ -76,7 +76,22 @@ def random_offsets(count: int, max_length: int, device: torch.device | str | Non
     return _sorted_subset(count, 1, max_length, device)
 
 
-class PositionalEncoding(nn.Module):
+class PerPairCost:
+    """What a PE or a modifier costs beyond attention's own, per (query, key) pair of one example: the
+    evaluation memory model and the cost model read it (nothing, unless a class says otherwise)."""
+
+    @classmethod
+    def memory_per_pair(cls, config, device_type: str = "cpu") -> int:
+        """float32 numbers held per (query, key) pair of one example."""
+        return 0
+
+    @classmethod
+    def flops_per_pair(cls, config) -> float:
+        """FLOPs of one forward pass per (query, key) pair of one example and layer."""
+        return 0.0
+
+
+class PositionalEncoding(PerPairCost, nn.Module):
     """A positional encoding. Its class declares what the rest of che asks about it (its spec):
 
     - `name`, `aliases`, `family`, `citation`; the docstring is its long description (`che pes NAME`);
@@ -128,16 +143,6 @@ class PositionalEncoding(nn.Module):
     uses_segments: ClassVar[bool] = False
     segments: tuple[torch.Tensor, torch.Tensor] | None = None
     causal: bool = False  # set by PEBuild.make for a causal model (`+causal`): keys j > i are masked
-
-    @classmethod
-    def memory_per_pair(cls, config, device_type: str = "cpu") -> int:
-        """float32 numbers held per (query, key) pair of one example, beyond attention's own."""
-        return 0
-
-    @classmethod
-    def flops_per_pair(cls, config) -> float:
-        """FLOPs of one forward pass per (query, key) pair of one example and layer, beyond attention's own."""
-        return 0.0
 
     def __init__(self, config, randomized: bool = False):
         super().__init__()
@@ -244,7 +249,7 @@ class BiasPE(AttentionPE):
 
 
 # -- modifiers ------------------------------------------------------------------------------------
-class PEModifier:
+class PEModifier(PerPairCost):
     """A word of a PE name that changes the PE it is applied to: a prefix (`dape-`, `rand-`) or a
     suffix (`+causal`). Its class declares its spec, as a PE's does, and is registered in
     `che.registry.PE_MODIFIERS` (che.pe_names reads names with them):
@@ -290,13 +295,6 @@ class PEModifier:
     def wrap(cls, module, config, causal: bool):
         return module
 
-    @classmethod
-    def memory_per_pair(cls, config, device_type: str = "cpu") -> int:
-        return 0
-
-    @classmethod
-    def flops_per_pair(cls, config) -> float:
-        return 0.0
 
 
 class Randomized(PEModifier):

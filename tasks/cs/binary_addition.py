@@ -25,8 +25,7 @@ class BinaryAddition(Task):
     """
 
     name = "binary_addition"
-    level = "cs"
-    order = 12  # its row in the CHE papers' tables
+    level, order = "cs", 12
     input_size = 3
     output_size = 3
     classification = False

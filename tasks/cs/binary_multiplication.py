@@ -25,8 +25,7 @@ class BinaryMultiplication(Task):
     """
 
     name = "binary_multiplication"
-    level = "cs"
-    order = 13  # its row in the CHE papers' tables
+    level, order = "cs", 13
     input_size = 3
     output_size = 3
     classification = False

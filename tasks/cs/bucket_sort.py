@@ -20,8 +20,7 @@ class BucketSort(Task):
     """
 
     name = "bucket_sort"
-    level = "cs"
-    order = 15  # its row in the CHE papers' tables
+    level, order = "cs", 15
     input_size = VOCABULARY
     output_size = VOCABULARY
     classification = False

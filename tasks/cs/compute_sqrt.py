@@ -30,8 +30,7 @@ class ComputeSqrt(Task):
     """
 
     name = "compute_sqrt"
-    level = "cs"
-    order = 14  # its row in the CHE papers' tables
+    level, order = "cs", 14
     input_size = 2
     output_size = 2
     classification = False

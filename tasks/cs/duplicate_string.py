@@ -18,8 +18,7 @@ class DuplicateString(Task):
     """
 
     name = "duplicate_string"
-    level = "cs"
-    order = 9  # its row in the CHE papers' tables
+    level, order = "cs", 9
     input_size = 2
     output_size = 2
     classification = False

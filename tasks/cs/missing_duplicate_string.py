@@ -21,8 +21,7 @@ class MissingDuplicateString(Task):
     """
 
     name = "missing_duplicate_string"
-    level = "cs"
-    order = 10  # its row in the CHE papers' tables
+    level, order = "cs", 10
     input_size = 4
     output_size = 2
     input_symbols = ("0", "1", "?", "#")

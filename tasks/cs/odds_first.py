@@ -23,8 +23,7 @@ class OddsFirst(Task):
     """
 
     name = "odds_first"
-    level = "cs"
-    order = 11  # its row in the CHE papers' tables
+    level, order = "cs", 11
     input_size = 2
     output_size = 2
     classification = False

@@ -27,8 +27,7 @@ class ModularArithmeticBrackets(Task):
     """
 
     name = "modular_arithmetic_brackets"
-    level = "dcf"
-    order = 7  # its row in the CHE papers' tables
+    level, order = "dcf", 7
     input_size = MODULUS + 6
     output_size = MODULUS
     input_symbols = ("0", "1", "2", "3", "4", "+", "-", "*", "(", ")", "x")

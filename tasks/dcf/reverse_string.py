@@ -18,8 +18,7 @@ class ReverseString(Task):
     """
 
     name = "reverse_string"
-    level = "dcf"
-    order = 6  # its row in the CHE papers' tables
+    level, order = "dcf", 6
     input_size = 2
     output_size = 2
     classification = False

@@ -44,8 +44,7 @@ class SolveEquation(Task):
     """
 
     name = "solve_equation"
-    level = "dcf"
-    order = 8  # its row in the CHE papers' tables
+    level, order = "dcf", 8
     input_size = 11
     output_size = MODULUS
     input_symbols = ("0", "1", "2", "3", "4", "+", "-", "(", ")", "x", "=")

@@ -60,8 +60,7 @@ class StackManipulation(Task):
     """
 
     name = "stack_manipulation"
-    level = "dcf"
-    order = 5  # its row in the CHE papers' tables
+    level, order = "dcf", 5
     input_size = 5
     output_size = 3
     classification = False

@@ -25,8 +25,7 @@ class CycleNavigation(Task):
     """
 
     name = "cycle_navigation"
-    level = "regular"
-    order = 4  # its row in the CHE papers' tables
+    level, order = "regular", 4
     input_size = 3
     output_size = CYCLE_LENGTH
     input_symbols = ("L", "S", "R")  # left, stay, right

@@ -22,8 +22,7 @@ class EvenPairs(Task):
     """
 
     name = "even_pairs"
-    level = "regular"
-    order = 1  # its row in the CHE papers' tables
+    level, order = "regular", 1
     input_size = 2
     output_size = 2
     input_symbols = ("0", "1")

@@ -58,8 +58,7 @@ class ModularArithmetic(Task):
     """
 
     name = "modular_arithmetic"
-    level = "regular"
-    order = 2  # its row in the CHE papers' tables
+    level, order = "regular", 2
     input_size = MODULUS + 4
     output_size = MODULUS
     input_symbols = ("0", "1", "2", "3", "4", "+", "-", "*", "_")

@@ -11,8 +11,7 @@ class ParityCheck(Task):
     """N i.i.d. bits; the label is their sum mod 2.  Example: `1 0 0 1 1 -> 1`."""
 
     name = "parity_check"
-    level = "regular"
-    order = 3  # its row in the CHE papers' tables
+    level, order = "regular", 3
     input_size = 2
     output_size = 2
     input_symbols = ("0", "1")
