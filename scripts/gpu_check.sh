@@ -4,7 +4,8 @@
 # explicit path in values and gradients); the attention paths (fused SDPA, FlexAttention, explicit) and
 # DAPE's forms (fast, triton) at TF32 and bf16; `che bench` at the CHE and the DAPE model sizes, solo and
 # packed (K = 9), eager and CUDA-graph-captured; the `paper` preset trained packed (9 runs: 3 seeds x 3
-# learning rates) for a few hundred steps; and the estimated cost of DAPE's Table 2 grid.
+# learning rates) for a few hundred steps; the estimated cost of DAPE's Table 2 grid; and the encodings
+# added in che 0.3 (PaTH, PoPE, YaRN, layer schedules): their CUDA tests and their step time.
 # Everything lands in $OUT (default: results/bench/gpu-<date>).
 # Usage: bash scripts/gpu_check.sh
 set -uo pipefail
@@ -21,6 +22,11 @@ hasattr(torch.cuda.CUDAGraph, 'register_generator_state'))" | tee -a "$OUT/gpu.t
 log "CUDA tests: captured steps == eager steps, packs == solo runs (on the GPU)"
 timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py tests/test_gpu_paths.py 2>&1 \
   | tail -25 | tee -a "$OUT/tests.txt"
+log "The encodings of che 0.3 on the GPU: PaTH, PoPE (q and k wider than v in SDPA), YaRN, layer schedules"
+timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_pe_path.py tests/test_pe_pope.py \
+  tests/test_pe_rope_yarn.py tests/test_pe_schedules.py -k "captured or cuda or fused" 2>&1 | tail -8 | tee -a "$OUT/tests.txt"
+timeout 60 che bench --device cuda --pes rope,path,path+causal,pope,irope --cuda-graphs --repeats 5 \
+  --eval-batch 64 --no-literal --out "$OUT/bench_new_encodings.json" 2>&1 | grep -v "^repeat" | tee -a "$OUT/log.txt"
 log "Triton DAPE kernels compiled for this GPU (the same tests run under the interpreter on a CPU)"
 timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_dape_triton.py 2>&1 | tail -5 | tee -a "$OUT/tests.txt"
 
