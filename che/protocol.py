@@ -48,8 +48,28 @@ def protocol_columns(runs: pd.DataFrame) -> list[str]:
     return [f for f in protocol_settings() if f in runs.columns]
 
 
+def current(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs made by this code's implementations of their tasks and PEs: a result of an earlier
+    one (`che.results.outdated`: a changed causal form, say) never shares a table with today's."""
+    return runs[~runs["outdated"].astype(bool)] if "outdated" in runs else runs
+
+
+def outdated_note(runs: pd.DataFrame) -> str | None:
+    """A line naming the results of earlier implementations that tables and comparisons leave out."""
+    if "outdated" not in runs or not runs["outdated"].any():
+        return None
+    old = runs[runs["outdated"].astype(bool)]
+    counts = ", ".join(f"{task} x {pe}: {n}" for (task, pe), n in old.groupby(["task", "pe"]).size().items())
+    return (f"note: {len(old)} result(s) made by an earlier implementation of their task or PE are left out "
+            f"({counts}); run them again with this version (their run ids differ)")
+
+
 def protocols(runs: pd.DataFrame) -> list[Protocol]:
-    """The protocols of a table of runs, the one with the most runs first."""
+    """The protocols of a table of runs (those of this code's implementations: `current`), the one
+    with the most runs first."""
+    runs = current(runs)
+    if runs.empty:
+        raise CheError("every result here was made by an earlier implementation of its task or PE; run them again")
     columns = protocol_columns(runs)
     keys = runs[columns].apply(lambda row: json.dumps([_setting_text(v) for v in row]), axis=1)
     groups = sorted(runs.groupby(keys, sort=False), key=lambda item: -len(item[1]))
@@ -100,7 +120,8 @@ PLUMBING = "smoke runs, which train too few steps to learn: a plumbing check, no
 
 def select_protocol(runs: pd.DataFrame, label: str | None) -> Protocol:
     """One protocol of the runs: `label`, or the only one there is (else a CheError naming them);
-    `ANY_PROTOCOL` takes every run as one protocol (to compare two versions of the code, say)."""
+    `ANY_PROTOCOL` takes every run as one protocol, earlier implementations' too (to compare two
+    versions of the code, say)."""
     if label == ANY_PROTOCOL:
         return Protocol(ANY_PROTOCOL, {}, [], runs)
     found = protocols(runs)

@@ -203,11 +203,26 @@ def settings_as_now(config: dict) -> dict:
 SCORES = ("ood_accuracy", "in_distribution_accuracy", "chance_accuracy")
 
 
+def outdated(record: dict) -> bool:
+    """Whether a result was made by an earlier implementation of its task or PE than this code's (a
+    changed causal form, say): its recorded versions differ from today's. False where that cannot
+    be told: results from before versions were recorded, a plugin's task or PE that is not loaded."""
+    from che.config import implementation_versions
+
+    recorded = record.get("implementations")
+    if not recorded:
+        return False
+    try:
+        return recorded != implementation_versions(record["task"], record["pe"])
+    except CheError:
+        return False
+
+
 def results_frame(records: list[dict]):
     """A pandas DataFrame with one row per run: its scores, task, level, PE, run id, path, accuracy
-    by length (a list), and every setting of its configuration as a column. Scores are fractions
-    in [0, 1], as result files store them; each also as `<score>_percent`, the unit che's
-    commands print."""
+    by length (a list), whether an earlier implementation made it (`outdated`), and every setting of
+    its configuration as a column. Scores are fractions in [0, 1], as result files store them; each
+    also as `<score>_percent`, the unit che's commands print."""
     import pandas as pd
 
     rows = []
@@ -219,6 +234,7 @@ def results_frame(records: list[dict]):
         row["level"] = row["level"] or "other"
         row.update({f"{score}_percent": 100 * record[score] for score in SCORES})
         row["path"] = record.get("_path")
+        row["outdated"] = outdated(record)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -102,6 +102,9 @@ def write_results(folder, template, runs):
     task, pe, seed and ood (and any other top-level or config field); returns the folder."""
     import json
 
+    from che.config import implementation_versions
+    from che.errors import CheError
+
     valid = json.loads(Path(template).read_text())
     for i, run in enumerate(runs):
         run = dict(run)
@@ -110,6 +113,11 @@ def write_results(folder, template, runs):
         config = dict(valid["config"], task=task, pe=pe, seed=seed, **run.pop("config", {}))
         record = dict(valid, task=task, pe=pe, seed=seed, ood_accuracy=ood, config=config,
                       run_id=f"seed{seed}-lr0.001-{i:010d}", **run)
+        if "implementations" not in run:  # this code's versions of the task and PE, as a run would record
+            try:
+                record["implementations"] = implementation_versions(task, pe)
+            except CheError:  # a name no registry holds (a plugin's, not loaded): kept as the template's
+                pass
         path = Path(folder) / task / pe / f"{record['run_id']}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record))

@@ -167,3 +167,31 @@ def test_the_committed_cpu_leaderboard_is_what_its_results_give(cli, tmp_path):
     assert out.read_text() == committed
     table = committed.split("\n\n")[0].strip()
     assert table in (REPO / "README.md").read_text()
+
+
+def test_results_of_an_earlier_implementation_never_share_a_table(cli, smoke_result, tmp_path):
+    """A result whose recorded versions are not this code's (alibi+causal before its published form,
+    say) is left out of leaderboards and comparisons, with a note naming it; compare_grids's protocol
+    "any" keeps it, to compare two versions of the code."""
+    from conftest import write_results
+
+    import che
+    from che.config import implementation_versions
+
+    now = implementation_versions("parity_check", "alibi+causal")
+    before = {"task": now["task"], "pe": {"alibi": 2}}
+    runs = [{"pe": "alibi+causal", "seed": s, "ood": 0.9, "implementations": before} for s in range(2)]
+    runs += [{"pe": "alibi+causal", "seed": s, "ood": 0.5, "implementations": now} for s in range(2, 4)]
+    runs += [{"pe": "none", "seed": s, "ood": 0.5, "implementations": implementation_versions("parity_check", "none")}
+             for s in range(2)]
+    folder = write_results(tmp_path / "runs", smoke_result, runs)
+    loaded = che.load_results(folder)
+    assert loaded.outdated.sum() == 2
+    board = json.loads(cli("leaderboard", "--results", folder, "--agg", "mean", "--format", "json").stdout)
+    cell = next(c for c in board["cells"] if c["pe"] == "alibi+causal")
+    assert cell["runs"] == 2 and cell["mean"] == pytest.approx(50.0)
+    shown = cli("leaderboard", "--results", folder)
+    assert "2 result(s) made by an earlier implementation" in shown.stderr and "alibi+causal: 2" in shown.stderr
+    compared = cli("compare", "--pes", "alibi+causal,none", "--results", folder, "--format", "json")
+    assert json.loads(compared.stdout)[0]["runs_a"] == 2 and "earlier implementation" in compared.stderr
+    assert che.compare(loaded, "alibi+causal", "none", protocol="any").runs_a.tolist() == [4]

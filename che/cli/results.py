@@ -49,6 +49,8 @@ def leaderboard_command(
     labels = [protocol] if protocol is not None else [p.label for p in found]
     if protocol is None and len(found) > 1:
         err_console.print("note: " + pr.mixed_protocols_line(found), soft_wrap=True)
+    if pr.outdated_note(runs):
+        err_console.print(pr.outdated_note(runs), soft_wrap=True)
     boards = [api.leaderboard(runs, agg=agg, reference=reference, strict=strict, protocol=label) for label in labels]
     for board in boards:
         if format == "table" and lb.protocol_line(board):
@@ -104,9 +106,12 @@ def compare_command(
     if len(names) != 2:
         raise CheError(f"--pes takes two different PEs, A,B; got {pes!r}")
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    table = api.compare(api.load_results(results or [DEFAULT_RESULTS]), names[0], names[1], tasks=task_list,
-                        protocol=protocol, alternative=alternative, seeds=parse_seed_list(seeds))
-    for note in (plumbing_note(table), single_run_note(table)):
+    from che.protocol import outdated_note
+
+    runs = api.load_results(results or [DEFAULT_RESULTS])
+    table = api.compare(runs, names[0], names[1], tasks=task_list, protocol=protocol, alternative=alternative,
+                        seeds=parse_seed_list(seeds))
+    for note in (outdated_note(runs), plumbing_note(table), single_run_note(table)):
         if note:
             err_console.print(note, soft_wrap=True)
     a, b = table.attrs["pes"]
