@@ -19,7 +19,7 @@ from che.config import AXES, DEFAULT_PRESET, PRESETS, SETTINGS, RunConfig, make_
 from che.errors import CheError, echo, unknown_name_error
 from che.results import DEFAULT_RESULTS
 
-SPEC_KEYS = ("description", "preset", "tasks", "pes", "seeds", "lrs", "results", "plugins", "overrides")
+SPEC_KEYS = ("description", "preset", "tasks", "pes", "seeds", "lrs", "results", "plugins", "overrides", "slurm")
 MAX_SEEDS, MAX_RUNS = 10_000, 100_000  # bounds on what a grid may ask for (and a dry run list)
 
 

@@ -229,3 +229,16 @@ def test_dry_run_needs_no_slurm(tmp_path, monkeypatch):
     assert "on SLURM: 1 job(s) of 2 run(s), each asking 0 GPU(s), 1 CPU(s), 30 min; the longest about " in result.stdout
     assert " if 1 run at once" in result.stdout
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_sweep_files_slurm_table_sets_the_jobs(tmp_path, monkeypatch):
+    """The README's `[slurm]` table of a sweep file: read as `--set slurm.KEY=VALUE` would be (it was
+    refused as an unknown sweep-file key)."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    spec = tmp_path / "grid.toml"
+    spec.write_text('preset = "smoke"\ntasks = ["parity_check"]\npes = ["alibi"]\nseeds = 2\n\n'
+                    '[slurm]\ntime = 45\npartition = "short"\n')
+    result = sweep(spec, "--pack", 2, "--device", "cpu", "--executor", "slurm", "--results", tmp_path / "runs",
+                   "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert "1 job(s) of 2 run(s), each asking 0 GPU(s), 1 CPU(s), 45 min, partition short" in result.stdout
