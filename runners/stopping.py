@@ -78,10 +78,12 @@ class SignalCount:
 
     def __init__(self):
         self.count = 0
+        self.first: int | None = None  # the first signal's number (SIGINT, SIGTERM)
         self._previous = {}
 
     def _handle(self, signum, frame):
         self.count += 1
+        self.first = self.first or signum
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():

@@ -96,7 +96,8 @@ class Summary:
     interrupted: int = 0
     elsewhere: int = 0
     not_started: int = 0
-    stopped: bool = False                      # Ctrl-C
+    stopped: bool = False                      # Ctrl-C or SIGTERM
+    signal: int = 2                            # the first of them (SIGINT 2, SIGTERM 15)
     failures: list[Path] = field(default_factory=list)
 
     def line(self) -> str:
@@ -109,7 +110,7 @@ class Summary:
 
     @property
     def exit_code(self) -> int:
-        return 130 if self.stopped else 1 if self.failed else 0
+        return 128 + self.signal if self.stopped else 1 if self.failed else 0  # 130 (Ctrl-C), 143 (SIGTERM)
 
 
 class SweepReporter:
@@ -176,6 +177,7 @@ def run_sweep(configs: list[RunConfig], results: Path, executor_factory: Callabl
                 release(lock)
         summary.not_started += sum(len(p) for p in queue)
         summary.stopped = stopping > 0
+        summary.signal = signals.first or summary.signal
         if executor is not None:
             executor.close()
         reporter.close()

@@ -59,7 +59,7 @@ def sweep_command(
 
     Each run is exactly `che run --resume` with its configuration. Ctrl-C stops cleanly: running
     runs save a checkpoint and the same command continues them. Exit code: 0, 1 if a run failed,
-    130 after Ctrl-C."""
+    130 after Ctrl-C, 143 after SIGTERM."""
     from che.progress import LogSweepReporter, RichSweepReporter
     from che.registry import loaded_plugins
     from che.runners import launch, planning
