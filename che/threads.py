@@ -31,6 +31,14 @@ def usable_cores() -> int:
 
 # What the environment said before `che` set anything (configure writes OMP_NUM_THREADS itself).
 _USER_THREADS = os.environ.get("OMP_NUM_THREADS", "")
+_chosen: int | None = None  # `che --threads`, once configure has seen it
+
+
+def chosen_threads() -> int | None:
+    """`che --threads N`, or None. A sweep gives N to each of its runs instead of splitting the
+    cores between its workers (OMP_NUM_THREADS is not read for this: `che` sets it for the processes
+    it starts, and a sweep's workers get theirs from the sweep)."""
+    return _chosen
 
 
 def keep_freed_memory() -> bool:
@@ -55,9 +63,12 @@ def configure(threads: int | None = None) -> int:
     cores: never a timing, since a run's bits depend on its thread count). Effective for OpenMP when
     called before torch is imported; torch's own thread count is set either way. Returns the thread
     count."""
+    global _chosen
     for name, value in WAIT_POLICY.items():
         os.environ.setdefault(name, value)
     keep_freed_memory()
+    if threads is not None:
+        _chosen = threads
     given = _USER_THREADS
     if threads is None:
         threads = int(given) if given.isdigit() and int(given) > 0 else usable_cores()

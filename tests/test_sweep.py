@@ -312,6 +312,7 @@ def test_a_signal_stops_cleanly_and_the_next_sweep_completes(tmp_path, signum, e
 
 def test_local_plan_packs_runs_per_gpu_and_pins_each_worker(monkeypatch):
     import torch
+    import che.threads
     from che.runners import run
     from che.runners.executors import plan as executors
     from che.runners.executors.local import LocalExecutor
@@ -319,6 +320,7 @@ def test_local_plan_packs_runs_per_gpu_and_pins_each_worker(monkeypatch):
     monkeypatch.setattr(run, "pick_device", lambda name: torch.device("cuda"))
     monkeypatch.setattr(executors, "visible_gpus", lambda: ["0", "1"])
     monkeypatch.setattr(executors, "usable_cores", lambda: 16)
+    monkeypatch.setattr(che.threads, "_chosen", None)  # no `che --threads`
     plan = executors.local_plan("auto", None, 3, pending=100)
     assert (plan.device, plan.jobs, plan.threads) == ("cuda", 6, 2)
     assert plan.gpus == ["0", "1", "0", "1", "0", "1"]

@@ -41,9 +41,12 @@ def assert_same_bits(a, b) -> None:
 @pytest.fixture
 def thread_count_kept(monkeypatch):
     """The test may change torch's thread count and the OpenMP variables: both are put back."""
+    import che.threads
+
     threads = torch.get_num_threads()
     for name in THREAD_VARIABLES:
         monkeypatch.setenv(name, str(threads))
+    monkeypatch.setattr(che.threads, "_chosen", None)  # `--threads` given in-process is forgotten after
     yield
     torch.set_num_threads(threads)
 
@@ -126,3 +129,16 @@ def test_threads_are_set_before_torch_and_recorded(tmp_path):
     record = json.loads(next(tmp_path.rglob("*.json")).read_text())
     assert record["threads"] == 1 and record["command"].startswith("che --threads 1 run")
     assert "with 1 thread(s)" in result.stderr
+
+
+def test_threads_given_to_a_sweep_are_each_runs_thread_count(monkeypatch, thread_count_kept):
+    """`che --threads N sweep` trains every run on N threads; without it, a sweep splits the cores
+    between its workers."""
+    from che.runners.executors import plan as executors
+    from che.threads import configure
+
+    monkeypatch.setattr(executors, "usable_cores", lambda: 16)
+    assert executors.local_plan("cpu", 2, 1, pending=10).threads == 8
+    configure(1)
+    assert executors.local_plan("cpu", 2, 1, pending=10).threads == 1
+    assert executors.local_plan("cpu", None, 1, pending=10).jobs == 10

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from che.threads import usable_cores
+from che.threads import usable_cores, chosen_threads
 
 
 def visible_gpus() -> list[str]:
@@ -42,7 +42,7 @@ def local_plan(device: str, jobs: int | None, jobs_per_gpu: int, pending: int) -
     """Local defaults: with CUDA, jobs_per_gpu runs per GPU, each worker pinned to one GPU; on a
     CPU, one run per core. Never more workers than runs; threads = cores // jobs, at least 1, so
     that workers don't oversubscribe the cores (OpenMP threads that spin against each other make
-    training many times slower)."""
+    training many times slower), unless the user chose a count per run (`che --threads N sweep`)."""
     from che.runners.run import pick_device
 
     resolved = pick_device(device).type
@@ -50,6 +50,6 @@ def local_plan(device: str, jobs: int | None, jobs_per_gpu: int, pending: int) -
     gpus = visible_gpus() if resolved == "cuda" else []
     capacity = len(gpus) * jobs_per_gpu if gpus else cores
     count = max(1, min(jobs or capacity, pending))
-    threads = max(1, cores // count)
+    threads = chosen_threads() or max(1, cores // count)
     slots = [gpus[i % len(gpus)] for i in range(count)] if gpus else []
     return Plan(resolved, count, threads, slots)
