@@ -449,12 +449,26 @@ def test_sigterm_in_evaluation_keeps_the_training_and_exits_143(cli, tmp_path):
         pytest.skip("the evaluation finished before the signal arrived")
     code, err = stopped
     assert code == 143, err
-    assert "interrupted by SIGTERM during evaluation" in err and "--resume" in err and "Traceback" not in err
+    assert "interrupted by SIGTERM before the results were written" in err and "--resume" in err
+    assert "Traceback" not in err
     assert list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("*.json"))
     resumed = cli("run", *args, "--resume")
     assert resumed.exit_code == 0, resumed.stderr
     assert "step 1/" not in resumed.stderr  # no training step was redone
     assert json.loads(next(tmp_path.rglob("seed*.json")).read_text())["resumed_from_step"] == 10
+
+
+def test_ctrl_c_while_setting_up_says_nothing_was_saved(cli, tmp_path, monkeypatch):
+    """Ctrl-C before training has a checkpoint (building the model, say) promises no --resume."""
+    from che.runners import launch
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(launch, "execute", interrupted)
+    result = cli("run", "--task", "parity_check", "--pe", "none", "--preset", "smoke", "--results", tmp_path)
+    assert result.exit_code == 130
+    assert result.stderr.strip().splitlines()[-1] == "interrupted before training began; nothing was saved"
 
 
 def test_a_stop_asked_for_while_a_step_reports_saves_its_checkpoint(tmp_path):

@@ -84,11 +84,14 @@ def run_command(
         reporter.close()
         print(f"{stop}; continue with the same command and --resume", file=sys.stderr)
         raise typer.Exit(exit_code(stop)) from None
-    except KeyboardInterrupt as stop:  # during evaluation: training ended with a checkpoint
+    except KeyboardInterrupt as stop:  # setting up (no checkpoint yet), or evaluating (training ended with one)
         reporter.close()
-        by = signal_name(stop)
-        print(f"interrupted{f' by {by}' if by else ''} during evaluation; the trained model is in its checkpoint: "
-              f"continue with the same command and --resume", file=sys.stderr)
+        by = f"interrupted{f' by {signal_name(stop)}' if signal_name(stop) else ''}"
+        if plan.resumes(True):
+            print(f"{by} before the results were written; the trained model is in its checkpoint: "
+                  f"continue with the same command and --resume", file=sys.stderr)
+        else:
+            print(f"{by} before training began; nothing was saved", file=sys.stderr)
         raise typer.Exit(exit_code(stop)) from None
     except FloatingPointError as exc:  # every run being trained diverged
         reporter.close()
