@@ -69,6 +69,17 @@ def test_mean_aggregation_shows_intervals_and_runs(cli, runs_folder):
     assert "(3)" in md and "95% bootstrap confidence interval" in md
 
 
+def test_the_leaderboard_takes_chosen_pes_and_seeds(cli, runs_folder):
+    """`--pes` keeps those columns, `--seeds` those runs (a 3-seed grid beside 10-seed tests in one folder)."""
+    result = cli("leaderboard", "--results", runs_folder, "--agg", "mean", "--format", "json", "--pes", "alibi",
+                 "--seeds", "0..1")
+    cells = json.loads(result.stdout)["cells"]
+    assert [(c["pe"], c["runs"]) for c in cells] == [("alibi", 2)]
+    missing = cli("leaderboard", "--results", runs_folder, "--pes", "alibi,rope")
+    assert missing.exit_code == 2 and "no runs of 'rope'" in missing.stderr and "alibi, none" in missing.stderr
+    assert cli("leaderboard", "--results", runs_folder, "--seeds", "7").exit_code == 2
+
+
 def test_a_leaderboard_of_smoke_runs_says_it_is_a_plumbing_check_and_marks_no_best(cli, tmp_path, smoke_result):
     smoke = write_results(tmp_path / "smoke", smoke_result, [{"pe": "alibi", "ood": 0.5}, {"pe": "none", "ood": 0.4}])
     for agg in ("max", "mean"):

@@ -18,6 +18,11 @@ ProtocolOption = Annotated[Optional[str], typer.Option(
     show_default=False)]
 
 
+SeedsOption = Annotated[Optional[str], typer.Option(
+    help="Only the runs of these seeds, comma-separated or a range 3..9 (e.g. to test a claim on runs other "
+         "than those that suggested it) [default: all].", show_default=False)]
+
+
 @app.command("leaderboard")
 @user_errors
 def leaderboard_command(
@@ -32,6 +37,9 @@ def leaderboard_command(
     strict: Annotated[bool, typer.Option(help="With --reference: refuse results of another protocol.")] = False,
     plot: Annotated[Optional[Path], typer.Option(help="Save accuracy-against-length plots (.png, .pdf or .svg).")] = None,
     protocol: ProtocolOption = None,
+    pes: Annotated[Optional[str], typer.Option(
+        help="Only these PEs' columns, comma-separated [default: every PE with runs].", show_default=False)] = None,
+    seeds: SeedsOption = None,
 ):
     """The tasks x PEs table of OOD accuracy, from a folder of results.
 
@@ -44,7 +52,7 @@ def leaderboard_command(
 
     check_output("--out", out)
     check_output("--plot", plot, FORMATS)
-    runs = api.load_results(results or [DEFAULT_RESULTS])
+    runs = only(api.load_results(results or [DEFAULT_RESULTS]), pes, parse_seed_list(seeds))
     found = pr.protocols(runs)
     labels = [protocol] if protocol is not None else [p.label for p in found]
     if protocol is None and len(found) > 1:
@@ -91,9 +99,7 @@ def compare_command(
     alternative: Annotated[Literal["two-sided", "greater", "less"], typer.Option(
         help="The test's alternative: two-sided (A differs from B), greater (A is better), less (B is better). "
              "One-sided only for a claim stated before the runs were made.")] = "two-sided",
-    seeds: Annotated[Optional[str], typer.Option(
-        help="Only the runs of these seeds, comma-separated or a range 3..9 (e.g. to test a claim on runs other "
-             "than those that suggested it) [default: all].", show_default=False)] = None,
+    seeds: SeedsOption = None,
 ):
     """Per task: A against B, the difference of mean OOD accuracy over their runs.
 
@@ -121,6 +127,22 @@ def compare_command(
         console.print(rendered[1], soft_wrap=True)
     else:
         print(rendered, end="" if rendered.endswith("\n") else "\n")
+
+
+def only(runs, pes: str | None, seeds: list[int] | None):
+    """The runs of these PEs (names as the results hold them) and seeds; every one asked for must have runs."""
+    if pes is not None:
+        names = [p.strip() for p in pes.split(",") if p.strip()]
+        missing = [name for name in names if name not in set(runs.pe)]
+        if missing:
+            raise CheError(f"no runs of {', '.join(map(repr, missing))} in these results; they hold "
+                           f"{', '.join(sorted(set(runs.pe)))}")
+        runs = runs[runs.pe.isin(names)]
+    if seeds is not None:
+        runs = runs[runs.seed.isin(seeds)]
+        if runs.empty:
+            raise CheError(f"no runs of seeds {', '.join(map(str, seeds))} in these results")
+    return runs
 
 
 def parse_seed_list(text: str | None) -> list[int] | None:
