@@ -131,6 +131,14 @@ def initial_bias(name: str, length: int, heads: int):
 
     config = ModelConfig(input_size=2, output_size=2, n_heads=heads, d_model=8 * heads, pe=name)
     build = parse_pe(name, config)
+    if build.pe.layers:  # a layer schedule: the first of its layers that adds a bias
+        layers = [build.layer(index).name for index in range(config.n_layers)]
+        listed = f"a layer schedule; the CHE model's {config.n_layers} layers: {', '.join(layers)}"
+        for index, layer in enumerate(layers):
+            bias, note = initial_bias(layer, length, heads)
+            if bias is not None:
+                return bias, f"{listed}; shown: layer {index} ({layer}){'; ' + note if note else ''}"
+        return None, f"none of its layers adds an attention bias at initialisation ({listed})"
     with torch.random.fork_rng():
         torch.manual_seed(0)
         module = build.make().eval()
@@ -167,7 +175,8 @@ def initial_bias(name: str, length: int, heads: int):
     if not isinstance(module, BiasPE):
         content_only = not (build.cls.position_based or build.uses_segments)
         if content_only and not bias.any():  # a function of q, k and x alone: 0 for them all 0
-            return None, (f"{build.name} uses no positions: its bias depends on q and k (0 for q = k = 0); "
-                          f"`che show RUN` draws it for a trained run")
+            return None, (f"{build.name}'s bias depends on content (q, k{', the layer input' if module.reads_input else ''}) "
+                          f"and is 0 for q = k = 0: nothing to show before training; `che show RUN` draws it for a "
+                          f"trained run")
         note = (note + "; " if note else "") + "content-dependent; shown for q = k = 0"
     return bias.expand(1, heads, length, length)[0] if bias.dim() == 4 else bias, note

@@ -125,3 +125,23 @@ def test_che_pes_show_gives_each_bias_at_initialisation(name):
         assert bias is None
     else:
         assert bias is not None and bias.shape[-2:] == (6, 6)
+
+
+def test_che_pes_show_of_a_layer_schedule_names_its_layers_and_shows_the_first_bias():
+    """A schedule shows the first of its layers that adds a bias (none~alibi: layer 1's ALiBi), and
+    says which; one whose layers add none says so, listing them."""
+    from che.runners.inspection import initial_bias
+
+    bias, note = initial_bias("none~alibi", 5, 2)
+    alibi, _ = initial_bias("alibi", 5, 2)
+    torch.testing.assert_close(bias, alibi)
+    assert "layers: none, alibi, none, alibi, none; shown: layer 1 (alibi)" in note
+    bias, note = initial_bias("rnope", 5, 2)
+    assert bias is None and "none of its layers adds" in note and "rope, rope, rope, none, rope" in note
+
+
+def test_che_pes_show_of_path_says_its_bias_is_content_dependent():
+    from che.runners.inspection import initial_bias
+
+    bias, note = initial_bias("path", 4, 1)
+    assert bias is None and "depends on content" in note and "che show RUN" in note

@@ -380,7 +380,7 @@ def test_che_pes_show(name, cli):
     if name.startswith("fox"):
         assert "head 1" in text and "-0.245" in text and "-0.980" in text  # -|i - j| log 2 / sqrt(8)
     else:
-        assert "depends on q and k" in text and "che show" in text
+        assert "depends on content (q, k, the layer input)" in text and "che show" in text
 
 
 @pytest.mark.parametrize("pe", ["path", "path+causal"])
