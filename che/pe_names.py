@@ -190,6 +190,9 @@ def schedule(name: str, parts: list[str], base: type, suffixes: list, config) ->
         if not part:
             raise CheError(f"'{echo(name)}': a layer schedule joins PEs with '{SCHEDULE}' (`none{SCHEDULE}alibi`); "
                            f"one is empty")
+        if split(part)[2]:  # `none~alibi+causal~rope`: the model is causal in every layer or in none
+            raise CheError(f"'{echo(name)}': {''.join(m.suffix for m in split(part)[2])} applies to every "
+                           f"layer of a schedule: write it once, at the end (`none{SCHEDULE}alibi+causal`)")
         layer = read(part + written, config)
         if layer.layers or getattr(layer.base, "on_embeddings", False):
             raise CheError(f"'{echo(name)}': a layer schedule interleaves PEs that act in attention; '{part}' "

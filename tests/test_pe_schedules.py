@@ -100,6 +100,8 @@ def test_chunked_rope_attends_within_chunks_as_rope(causal):
     ("rand-irope", "is a layer schedule"), ("fox-rnope", "is a layer schedule"),
     ("rope~sin-cos", "acts on the token embeddings"), ("rope~~none", "one is empty"),
     ("rope~irope", "is a schedule itself"), ("rope~nope", "unknown positional encoding"),
+    ("none~alibi+causal~rope", r"\+causal applies to every layer"),  # it was read as none~alibi~rope
+    ("none+causal~alibi", r"\+causal applies to every layer"),
 ])
 def test_schedules_that_cannot_work_are_refused_in_one_line(name, reason):
     with pytest.raises(CheError, match=reason):
