@@ -175,10 +175,26 @@ def build_grid(values: dict | None = None, label: str = "command line", *, tasks
         plugins=plugin_specs,
         slurm=dict(slurm),
     )
+    check_evaluation_only(grid.overrides)
     size = len(grid.tasks) * len(grid.pes) * len(grid.seeds) * len(grid.lrs)
     if size > MAX_RUNS:
         raise CheError(f"the grid has {size:,} runs, more than a sweep takes ({MAX_RUNS:,}); split it")
     return grid
+
+
+def check_evaluation_only(overrides: dict) -> None:
+    """A setting under which a kept model evaluates as another PE (rope_scaling=yarn: rope as
+    rope-yarn) is `che eval`'s; a run that trains names that PE instead, so that its results sit in
+    that PE's column (one way to each result)."""
+    from che.registry import PES
+
+    for key, value in overrides.items():
+        named = [e.obj for e in PES.entries() if getattr(e.obj, "evaluation_of", None) and
+                 tuple(e.obj.evaluation_of[1:]) == (key, value)]
+        if named:
+            pe = named[0]
+            raise CheError(f"{key}={echo(str(value))} evaluates a kept {pe.evaluation_of[0]} model as {pe.name} "
+                           f"(`che eval RUN --set {key}={echo(str(value))}`); to train one, name the PE: --pe {pe.name}")
 
 
 def _string_list(value, what: str) -> list[str]:

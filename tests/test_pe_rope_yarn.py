@@ -361,3 +361,15 @@ def test_a_smoke_run_trains(cli, pe, tmp_path):
     assert result.exit_code == 0, result.stderr
     record = json.loads(next(tmp_path.rglob("*.json")).read_text())
     assert record["pe"] == pe and record["implementations"]["pe"] == {pe.removesuffix("+causal"): 1}
+
+
+def test_training_with_rope_scaling_names_the_pe_instead(cli, tmp_path):
+    """`che run --pe rope --set rope_scaling=yarn` would train rope-yarn's run under another name (a
+    rope column of its own protocol): refused in one line that names the PE; che eval keeps the setting."""
+    result = cli("run", "--task", "parity_check", "--pe", "rope", "--preset", "smoke", "--set", "rope_scaling=yarn",
+                 "--results", tmp_path)
+    assert result.exit_code == 2 and "--pe rope-yarn" in result.stderr and "che eval RUN" in result.stderr
+    swept = cli("sweep", "--tasks", "parity_check", "--pes", "rope", "--preset", "smoke", "--set", "rope_scaling=ntk",
+                "--results", tmp_path, "--dry-run")
+    assert swept.exit_code == 2 and "--pe rope-ntk" in swept.stderr
+    assert not any(tmp_path.iterdir())
