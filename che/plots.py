@@ -159,6 +159,7 @@ def attention_pictures(recorded: dict, about: dict, out: Path, heads: list[int] 
     labels = dict(PANELS) | {"bias": about.get("bias_label", "bias B")}  # as the PE names it
     panels = [(f"head {h}", [(labels[key], recorded[key][h].numpy()) for key, _ in PANELS if key in recorded])
               for h in heads]
-    title = (f"{about['task']} x {about['pe']}: layer {about['layer']}, length {about['length']} "
+    layer_pe = f" ({about['layer_pe']})" if about.get("layer_pe") else ""  # a layer schedule's PE there
+    title = (f"{about['task']} x {about['pe']}: layer {about['layer']}{layer_pe}, length {about['length']} "
              f"({about['tokens']} tokens), test sample {about['sample']}")
     heatmaps(panels, out, title)

@@ -105,10 +105,12 @@ def attention_maps(record: dict, path: Path, device: torch.device, layer: int, l
               [torch.Generator(device=device).manual_seed(length_seed(config.eval_seed, length))])
     recorded = {k: v.squeeze(0).cpu() if v.dim() == 4 else v.cpu() for k, v in records[layer].items()
                 if v is not None}
+    build = parse_pe(config.pe, None)
+    here = build.layer(layer)  # a layer schedule's PE in this layer; the PE itself otherwise
     about = {"task": config.task, "pe": config.pe, "layer": layer, "length": length, "sample": sample,
              "tokens": int(recorded["probs"].shape[-1]), "input": task.render(batch.inputs[sample].tolist(),
                                                                                  task.input_symbols),
-             "bias_label": parse_pe(config.pe, None).cls.bias_label}
+             "bias_label": here.cls.bias_label, "layer_pe": here.name if here is not build else None}
     return recorded, about
 
 

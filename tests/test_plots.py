@@ -76,6 +76,31 @@ def test_che_show_names_each_panel_and_keeps_its_title_whole(cli, tmp_path, monk
         torch.testing.assert_close(recorded["logits"], recorded["scores"] + recorded["decay"] + recorded["bias"])
 
 
+def test_che_show_of_a_layer_schedule_draws_the_layers_pe(cli, tmp_path, monkeypatch):
+    """A schedule written in the name (`none~alibi+causal`, which che show could not label): layer 1
+    draws ALiBi's bias, and the title names the layer's PE."""
+    import matplotlib.figure
+
+    from che.config import make_config
+    from conftest import run_alone
+
+    path = run_alone(make_config("reverse_string", "none~alibi+causal", "smoke"), tmp_path / "runs", device="cpu").path
+    drawn = {}
+    original = matplotlib.figure.Figure.savefig
+
+    def spy(figure, *args, **kwargs):
+        drawn["titles"] = [ax.get_title() for ax in figure.axes if ax.get_title()]
+        drawn["heading"] = figure._suptitle.get_text()
+        return original(figure, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    for layer, panels, named in ((0, ["attention"], "layer 0 (none+causal)"), (1, ["bias B", "attention"],
+                                                                          "layer 1 (alibi+causal)")):
+        result = cli("show", path, "--out", tmp_path / "show.png", "--heads", "0", "--layer", layer)
+        assert result.exit_code == 0, result.stderr
+        assert drawn["titles"] == panels and named in drawn["heading"]
+
+
 def test_pes_show_plots_the_initial_bias(cli, tmp_path):
     out = tmp_path / "bias.svg"
     result = cli("pes", "--show", "kerple-log", "--length", 12, "--n-heads", 4, "--plot", out)
