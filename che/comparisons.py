@@ -176,9 +176,13 @@ def render(table: pd.DataFrame, a: str, b: str, fmt: str):
     from rich.table import Table
     from rich.text import Text
 
-    rich = Table(title=Text(f"{a} (A) vs {b} (B): OOD accuracy over runs"))
+    # No outer edge and short headers, so that the table fits an 80-column terminal with task names whole
+    rich = Table(title=Text(f"{a} (A) vs {b} (B): OOD accuracy over runs, A - B in points"), show_edge=False,
+                 pad_edge=False)
+    short = {"A - B (pp)": "A - B", "p (Holm)": "Holm p", "significant": "sig."}
     for column in shown.columns:
-        rich.add_column(column, justify="left" if column == "task" else "right", overflow="fold")  # wrap, never cut
+        rich.add_column(short.get(column, column), justify="left" if column == "task" else "right",
+                        overflow="fold", no_wrap=column == "task")  # wrap, never cut
     for row in shown.itertuples(index=False):
         rich.add_row(*[Text(str(v)) for v in row])
     return rich, text

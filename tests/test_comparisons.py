@@ -135,3 +135,23 @@ def test_che_compare_tests_a_claim_one_sided_on_chosen_seeds(cli, smoke_result, 
     assert "One-sided tests of the claim that alibi is better" in " ".join(text.split())
     bad = cli("compare", "--pes", "alibi,none", "--results", folder, "--seeds", "3-5")
     assert bad.exit_code == 2 and "range (3..9)" in bad.stderr
+
+
+def test_the_terminal_table_fits_80_columns_with_task_names_whole():
+    """In an 80-column terminal each row is one line: task names whole, no column folded."""
+    import io
+
+    import pandas as pd
+    from rich.console import Console
+
+    from che.comparisons import render
+
+    rows = [dict(task=task, difference=-17.7, ci_low=-26.8, ci_high=-8.7, p_value=0.0236, p_adjusted=0.141,
+                 runs_a=10, runs_b=10, significant=False) for task in ("stack_manipulation", "binary_multiplication")]
+    table, _ = render(pd.DataFrame(rows), "fox+causal", "alibi", "table")
+    out = io.StringIO()
+    Console(file=out, width=80).print(table)
+    lines = out.getvalue().splitlines()
+    assert max(map(len, lines)) <= 80
+    body = [line for line in lines if "stack_manipulation" in line or "binary_multiplication" in line]
+    assert len(body) == 2 and all("[-26.8, -8.7]" in line and "10/10" in line for line in body)
