@@ -476,6 +476,10 @@ def test_a_stop_asked_for_while_a_step_reports_saves_its_checkpoint(tmp_path):
     checkpoint of that step, not without one."""
     import signal
 
+    # As in a terminal: a test process started in the background (`pytest &`) has SIGINT ignored,
+    # which the training loop keeps ignoring
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+
     from che.runners.train import Interrupted
 
     class SignalWhileReporting(run_module.Reporter):
@@ -484,8 +488,11 @@ def test_a_stop_asked_for_while_a_step_reports_saves_its_checkpoint(tmp_path):
                 os.kill(os.getpid(), signal.SIGINT)  # handled here, by the training loop's handler
 
     config = pack(seeds=(0,))[0]  # checkpoints every 4 steps
-    with pytest.raises(Interrupted) as stop:
-        run_alone(config, tmp_path / "runs", device="cpu", reporter=SignalWhileReporting())
+    try:
+        with pytest.raises(Interrupted) as stop:
+            run_alone(config, tmp_path / "runs", device="cpu", reporter=SignalWhileReporting())
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert stop.value.step == 6 and stop.value.saved, str(stop.value)
     from che.runners.train import read_checkpoint
 
