@@ -180,6 +180,28 @@ def test_the_committed_cpu_leaderboard_is_what_its_results_give(cli, tmp_path):
     assert table in (REPO / "README.md").read_text()
 
 
+def test_the_committed_after_2024_tables_are_what_their_results_give(cli, tmp_path):
+    """results/beyond2024: leaderboard.md and the README's two tables are `che leaderboard --seeds 0..2`
+    of the committed runs (3 seeds in every cell of 16 PEs x 6 tasks), not numbers edited by hand."""
+    from conftest import REPO
+
+    folder = REPO / "results" / "beyond2024"
+    frame = che.load_results(folder / "runs")
+    grid = frame[frame.seed.isin([0, 1, 2])]
+    assert grid.groupby(["task", "pe"]).size().eq(3).all() and grid.pe.nunique() == 16 and grid.task.nunique() == 6
+    out = tmp_path / "leaderboard.md"
+    board = cli("leaderboard", "--results", folder / "runs", "--seeds", "0..2", "--agg", "mean", "--format", "md",
+                "--out", out)
+    assert board.exit_code == 0, board.stderr
+    assert out.read_text() == (folder / "leaderboard.md").read_text()
+    readme = (folder / "README.md").read_text()
+    for pes in ("none,none+causal,p-rope,alibi,stick-breaking,bipe-alibi,fox,fox+causal,ssmax-alibi",
+                "none,none+causal,rope,rope-yarn,pope,irope,rnope,path,path+causal"):
+        shown = cli("leaderboard", "--results", folder / "runs", "--seeds", "0..2", "--agg", "mean", "--format", "md",
+                    "--pes", pes)
+        assert shown.stdout.split("\n\n")[0].strip() in readme
+
+
 def test_results_of_an_earlier_implementation_never_share_a_table(cli, smoke_result, tmp_path):
     """A result whose recorded versions are not this code's (alibi+causal before its published form,
     say) is left out of leaderboards and comparisons, with a note naming it; compare_grids's protocol
