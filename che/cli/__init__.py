@@ -28,7 +28,8 @@ def main_options(
     ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
     threads: Annotated[Optional[int], typer.Option(
-        "--threads", help="Torch threads [default: OMP_NUM_THREADS, else the usable cores].", min=1, max=1024,
+        "--threads", help="Torch threads, of each run in a sweep [default: OMP_NUM_THREADS, else the usable cores; "
+                          "a sweep splits them between its runs].", min=1, max=1024,
     )] = None,
 ):
     """Chomsky Hierarchy Evaluation: how well does a positional encoding let a transformer generalize
