@@ -98,9 +98,9 @@ def test_failed_jobs_and_runs_are_recorded(tmp_path, monkeypatch):
 
 def test_ctrl_c_stops_the_jobs_with_a_checkpoint_and_the_next_sweep_resumes(tmp_path):
     results = tmp_path / "runs"
-    args = ("--tasks", "parity_check", "--pes", "alibi", "--preset", "smoke", "--steps", 60, "--device", "cpu",
+    args = ("--tasks", "parity_check", "--pes", "alibi", "--preset", "smoke", "--steps", 300, "--device", "cpu",
             "--executor", "slurm", "--set", "slurm.local=true", "--quiet", "--results", results)
-    config = make_config("parity_check", "alibi", "smoke", steps=60)
+    config = make_config("parity_check", "alibi", "smoke", steps=300)
     # a new session, as a terminal's: Ctrl-C signals every process of its group, local jobs included
     process = subprocess.Popen([sys.executable, "-m", "che", "sweep", *map(str, args)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True)

@@ -279,9 +279,9 @@ def test_a_signal_stops_cleanly_and_the_next_sweep_completes(tmp_path, signum, e
     """Ctrl-C in a terminal, or SIGTERM from a scheduler or `kill`: the whole process group."""
     results = tmp_path / "runs"
     args = [sys.executable, "-m", "che", "sweep", "--tasks", "parity_check", "--pes", "alibi", "--seeds", "2",
-            "--preset", "smoke", "--steps", "60", "--results", str(results), "--jobs", "1", "--quiet",
+            "--preset", "smoke", "--steps", "300", "--results", str(results), "--jobs", "1", "--quiet",
             "--device", "cpu", "--pack", "off"]  # one run after the other: stop between them
-    first, second = (make_config("parity_check", "alibi", "smoke", steps=60, seed=s) for s in (0, 1))
+    first, second = (make_config("parity_check", "alibi", "smoke", steps=300, seed=s) for s in (0, 1))
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                                start_new_session=True)
     # wait until the first run has finished and the second is training (it has a checkpoint)
