@@ -418,3 +418,14 @@ def test_che_show_draws_paths_transform(pe, panels, cli, tmp_path, monkeypatch):
         later = torch.ones(10, 10, dtype=torch.bool).triu(1)
         expected = expected.masked_fill(later, float("-inf"))
     torch.testing.assert_close(recorded["logits"], expected)
+
+
+def test_the_cost_model_counts_both_sides_of_the_encoder_form():
+    """`path` runs the transforms once per side, each over every key: twice `path+causal`'s FLOPs."""
+    from che.config import ModelConfig
+    from che.models.positional import parse_pe
+
+    def flops(pe):
+        return parse_pe(pe, ModelConfig(input_size=2, output_size=2, pe=pe)).flops_per_pair()
+
+    assert flops("path") == 2 * flops("path+causal") == 2 * 7 * 64

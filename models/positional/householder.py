@@ -189,7 +189,11 @@ class PaTH(AttentionPE):
 
     @classmethod
     def flops_per_pair(cls, config):
-        return 7.0 * config.d_model  # per head and step, d_head wide: q + u, w . r, u - beta w (w . r), u . k
+        """Per head and step, d_head wide: q + u, w . r, u - beta w (w . r), u . k; the encoder form
+        runs the steps twice, once per side, each over every key (`transport`)."""
+        from che.pe_names import read
+
+        return 7.0 * config.d_model * (1 if read(config.pe).causal else 2)
 
     def __init__(self, config, randomized=False):
         super().__init__(config, randomized)
