@@ -43,6 +43,15 @@ def cli():
     return invoke
 
 
+def as_in_a_terminal():
+    """A child process's preexec_fn: Ctrl-C's default handling, as a command typed in a terminal has
+    (a test run started in the background, `pytest &`, has SIGINT ignored, which its children inherit
+    and che then keeps ignoring by design)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_che(*args, env=None, cwd=None, timeout=300):
     """Run `python -m che ...` in a fresh process (for entry points, env plugins, signals)."""
     full_env = dict(os.environ)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_alone
+from conftest import REPO, as_in_a_terminal, run_alone
 from test_sweep import FAILING_PLUGIN, snapshot, sweep
 
 from che.config import make_config
@@ -103,7 +103,8 @@ def test_ctrl_c_stops_the_jobs_with_a_checkpoint_and_the_next_sweep_resumes(tmp_
     config = make_config("parity_check", "alibi", "smoke", steps=300)
     # a new session, as a terminal's: Ctrl-C signals every process of its group, local jobs included
     process = subprocess.Popen([sys.executable, "-m", "che", "sweep", *map(str, args)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True)
+                               stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True,
+                               preexec_fn=as_in_a_terminal)
     deadline = time.monotonic() + 120
     while not checkpoint_path(results, config).exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

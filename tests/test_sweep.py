@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, run_alone, run_che
+from conftest import REPO, as_in_a_terminal, run_alone, run_che
 from typer.testing import CliRunner
 
 from che.config import make_config
@@ -283,7 +283,7 @@ def test_a_signal_stops_cleanly_and_the_next_sweep_completes(tmp_path, signum, e
             "--device", "cpu", "--pack", "off"]  # one run after the other: stop between them
     first, second = (make_config("parity_check", "alibi", "smoke", steps=300, seed=s) for s in (0, 1))
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=as_in_a_terminal)
     # wait until the first run has finished and the second is training (it has a checkpoint)
     deadline = time.monotonic() + 240
     while not (result_path(results, first).exists() and checkpoint_path(results, second).exists()):
