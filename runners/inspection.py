@@ -177,8 +177,14 @@ def initial_bias(name: str, length: int, heads: int):
     if not isinstance(module, BiasPE):
         content_only = not (build.cls.position_based or build.uses_segments)
         if content_only and not bias.any():  # a function of q, k and x alone: 0 for them all 0
-            return None, (f"{build.name}'s bias depends on content (q, k{', the layer input' if module.reads_input else ''}) "
+            inputs = "q, k, the layer input" if module.reads_input else "q, k"
+            return None, (f"{build.name}'s bias depends on content ({inputs}) "
                           f"and is 0 for q = k = 0: nothing to show before training; `che show RUN` draws it for a "
                           f"trained run")
-        note = (note + "; " if note else "") + "content-dependent; shown for q = k = 0"
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(0)
+            some_q, some_k = torch.randn_like(zeros), torch.randn_like(zeros)
+            content_dependent = not torch.equal(module.bias(some_q, some_k), bias)  # rope-chunked's mask is not
+        if content_dependent:
+            note = (note + "; " if note else "") + "content-dependent; shown for q = k = 0"
     return bias.expand(1, heads, length, length)[0] if bias.dim() == 4 else bias, note

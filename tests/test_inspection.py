@@ -138,6 +138,9 @@ def test_che_pes_show_of_a_layer_schedule_names_its_layers_and_shows_the_first_b
     assert "layers: none, alibi, none, alibi, none; shown: layer 1 (alibi)" in note
     bias, note = initial_bias("rnope", 5, 2)
     assert bias is None and "none of its layers adds" in note and "rope, rope, rope, none, rope" in note
+    _, note = initial_bias("irope", 5, 2)  # rope-chunked's mask depends on positions alone
+    assert "shown: layer 0 (rope-chunked)" in note and "content-dependent" not in note
+    assert "content-dependent" in initial_bias("relative", 5, 2)[1]
 
 
 def test_che_pes_show_of_path_says_its_bias_is_content_dependent():
