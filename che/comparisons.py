@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from che.errors import CheError
+from che.results import select_runs
 from che.stats import (ALTERNATIVES, CONFIDENCE, bootstrap_difference_ci, holm, permutation_p_value,
                        sign_flip_p_value, smallest_p_value)
 
@@ -30,10 +31,7 @@ def compare(runs: pd.DataFrame, a: str, b: str, tasks: list[str] | None = None,
         from che.errors import unknown_name_error
 
         raise unknown_name_error("alternative", alternative, ALTERNATIVES)
-    if seeds is not None:
-        runs = runs[runs.seed.isin(seeds)]
-        if runs.empty:
-            raise CheError(f"no runs of seeds {', '.join(map(str, seeds))} in these results")
+    runs = select_runs(runs, seeds=seeds)
     from che.leaderboards import task_sort_key
     from che.protocol import plumbing_check, select_protocol
 

@@ -202,6 +202,15 @@ def schedule(name: str, parts: list[str], base: type, suffixes: list, config) ->
     return PEName(text + written, base, (), tuple(suffixes), tuple(layers))
 
 
+def evaluation_variants(setting: str | None = None, value=None) -> list[type]:
+    """The registered PEs that declare themselves another PE evaluated under a setting
+    (`evaluation_of`: rope-yarn is rope under rope_scaling=yarn), or those of `setting`=`value`."""
+    variants = [entry.obj for entry in PES.entries() if getattr(entry.obj, "evaluation_of", None)]
+    if setting is None:
+        return variants
+    return [v for v in variants if tuple(v.evaluation_of[1:]) == (setting, value)]
+
+
 def evaluated_as(pe: PEName, config) -> PEName:
     """The PE a model of `pe` computes as under `config` (a ModelConfig): `pe` itself, or, where the
     config sets an evaluation setting to a value under which a registered PE declares itself `pe`'s
@@ -210,12 +219,11 @@ def evaluated_as(pe: PEName, config) -> PEName:
     if config is None:
         return pe
     unset = {f.name: f.metadata.get("absent") for f in dataclasses.fields(config)}  # each setting's "off" value
-    variants = [entry.obj for entry in PES.entries() if getattr(entry.obj, "evaluation_of", None)]
-    for setting in dict.fromkeys(v.evaluation_of[1] for v in variants):
+    for setting in dict.fromkeys(v.evaluation_of[1] for v in evaluation_variants()):
         value = getattr(config, setting)
         if value == unset[setting]:
             continue
-        found = [v for v in variants if v.evaluation_of[1:] == (setting, value)]
+        found = evaluation_variants(setting, value)
         for variant in found:
             if variant.evaluation_of[0] == pe.base.name:
                 try:

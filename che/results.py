@@ -239,6 +239,22 @@ def results_frame(records: list[dict]):
     return pd.DataFrame(rows)
 
 
+def select_runs(runs, pes: list[str] | None = None, seeds: list[int] | None = None):
+    """The rows of `runs` (`results_frame`) of these PEs (names as the results hold them) and seeds;
+    a one-line CheError for a PE, or a set of seeds, that has no runs."""
+    if pes is not None:
+        missing = [pe for pe in pes if pe not in set(runs.pe)]
+        if missing:
+            raise CheError(f"no runs of {', '.join(map(repr, missing))} in these results; they hold "
+                           f"{', '.join(sorted(set(runs.pe)))}")
+        runs = runs[runs.pe.isin(pes)]
+    if seeds is not None:
+        runs = runs[runs.seed.isin(seeds)]
+        if runs.empty:
+            raise CheError(f"no runs of seeds {', '.join(map(str, seeds))} in these results")
+    return runs
+
+
 # -- provenance -----------------------------------------------------------------------------------
 def git_revision() -> dict:
     """The git revision of the che source tree, if it is a checkout (an editable install).

@@ -186,11 +186,10 @@ def check_evaluation_only(overrides: dict) -> None:
     """A setting under which a kept model evaluates as another PE (rope_scaling=yarn: rope as
     rope-yarn) is `che eval`'s; a run that trains names that PE instead, so that its results sit in
     that PE's column (one way to each result)."""
-    from che.registry import PES
+    from che.pe_names import evaluation_variants
 
     for key, value in overrides.items():
-        named = [e.obj for e in PES.entries() if getattr(e.obj, "evaluation_of", None) and
-                 tuple(e.obj.evaluation_of[1:]) == (key, value)]
+        named = evaluation_variants(key, value)
         if named:
             pe = named[0]
             raise CheError(f"{key}={echo(str(value))} evaluates a kept {pe.evaluation_of[0]} model as {pe.name} "

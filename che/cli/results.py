@@ -11,7 +11,7 @@ import typer
 from che.cli.common import (ResultsFoldersOption, app, console, err_console, fitted_tables, plain_text,
                             print_tables, terminal_width, user_errors)
 from che.errors import CheError
-from che.results import DEFAULT_RESULTS
+from che.results import DEFAULT_RESULTS, select_runs
 
 ProtocolOption = Annotated[Optional[str], typer.Option(
     help="Take the runs of this protocol only, where the results hold several (`che leaderboard` names them).",
@@ -52,7 +52,8 @@ def leaderboard_command(
 
     check_output("--out", out)
     check_output("--plot", plot, FORMATS)
-    runs = only(api.load_results(results or [DEFAULT_RESULTS]), pes, parse_seed_list(seeds))
+    pe_list = [p.strip() for p in pes.split(",") if p.strip()] if pes is not None else None
+    runs = select_runs(api.load_results(results or [DEFAULT_RESULTS]), pe_list, parse_seed_list(seeds))
     found = pr.protocols(runs)
     labels = [protocol] if protocol is not None else [p.label for p in found]
     if protocol is None and len(found) > 1:
@@ -127,22 +128,6 @@ def compare_command(
         console.print(rendered[1], soft_wrap=True)
     else:
         print(rendered, end="" if rendered.endswith("\n") else "\n")
-
-
-def only(runs, pes: str | None, seeds: list[int] | None):
-    """The runs of these PEs (names as the results hold them) and seeds; every one asked for must have runs."""
-    if pes is not None:
-        names = [p.strip() for p in pes.split(",") if p.strip()]
-        missing = [name for name in names if name not in set(runs.pe)]
-        if missing:
-            raise CheError(f"no runs of {', '.join(map(repr, missing))} in these results; they hold "
-                           f"{', '.join(sorted(set(runs.pe)))}")
-        runs = runs[runs.pe.isin(names)]
-    if seeds is not None:
-        runs = runs[runs.seed.isin(seeds)]
-        if runs.empty:
-            raise CheError(f"no runs of seeds {', '.join(map(str, seeds))} in these results")
-    return runs
 
 
 def parse_seed_list(text: str | None) -> list[int] | None:

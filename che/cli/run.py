@@ -86,7 +86,8 @@ def run_command(
         raise typer.Exit(exit_code(stop)) from None
     except KeyboardInterrupt as stop:  # setting up (no checkpoint yet), or evaluating (training ended with one)
         reporter.close()
-        by = f"interrupted{f' by {signal_name(stop)}' if signal_name(stop) else ''}"
+        name = signal_name(stop)
+        by = f"interrupted by {name}" if name else "interrupted"
         if plan.resumes(True):
             print(f"{by} before the results were written; the trained model is in its checkpoint: "
                   f"continue with the same command and --resume", file=sys.stderr)
